@@ -1,0 +1,96 @@
+//! Customer: a registered shopper.
+
+use crate::values::{CustomerId, Email, Name};
+use crate::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: Option<CustomerId>,
+    pub name: Name,
+    pub email: Email,
+}
+
+#[derive(Debug, Clone)]
+pub enum CustomerCommand {
+    Register { customer_id: CustomerId, name: Name, email: Email },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CustomerEvent {
+    CustomerRegistered { customer_id: CustomerId, name: Name, email: Email },
+}
+
+impl DomainEvent for CustomerEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            CustomerEvent::CustomerRegistered { .. } => "CustomerRegistered",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CustomerError {
+    #[error("customer {0} is already registered")]
+    AlreadyRegistered(CustomerId),
+}
+
+impl Aggregate for Customer {
+    const TYPE: &'static str = "Customer";
+    type Command = CustomerCommand;
+    type Event = CustomerEvent;
+    type Error = CustomerError;
+
+    fn decide(&self, command: CustomerCommand) -> Result<Vec<CustomerEvent>, CustomerError> {
+        match command {
+            CustomerCommand::Register { customer_id, name, email } => match self.id {
+                Some(id) => Err(CustomerError::AlreadyRegistered(id)),
+                None => Ok(vec![CustomerEvent::CustomerRegistered { customer_id, name, email }]),
+            },
+        }
+    }
+
+    fn apply(&mut self, event: CustomerEvent) {
+        match event {
+            CustomerEvent::CustomerRegistered { customer_id, name, email } => {
+                self.id = Some(customer_id);
+                self.name = name;
+                self.email = email;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::given;
+
+    fn register(id: CustomerId) -> CustomerCommand {
+        CustomerCommand::Register {
+            customer_id: id,
+            name: Name::parse("name", "Alice").unwrap(),
+            email: Email::parse("alice@example.com").unwrap(),
+        }
+    }
+
+    #[test]
+    fn registers_once() {
+        let id = CustomerId::new();
+        let (state, events) = Customer::default().execute(register(id)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(state.id, Some(id));
+        assert_eq!(state.decide(register(id)), Err(CustomerError::AlreadyRegistered(id)));
+    }
+
+    #[test]
+    fn given_registered_state_holds_profile() {
+        let id = CustomerId::new();
+        let state: Customer = given(vec![CustomerEvent::CustomerRegistered {
+            customer_id: id,
+            name: Name::parse("name", "Bob").unwrap(),
+            email: Email::parse("bob@example.com").unwrap(),
+        }]);
+        assert_eq!(state.name.as_str(), "Bob");
+    }
+}

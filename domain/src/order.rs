@@ -1,0 +1,245 @@
+//! Order: placed as PENDING, then CONFIRMED or REJECTED by the saga.
+//! Terminal states are final: no transition leaves them; repeating the transition that led
+//! there decides nothing (redelivered saga commands).
+
+use crate::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
+use crate::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OrderStatus {
+    #[default]
+    Pending,
+    Confirmed,
+    Rejected,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Rejected => "REJECTED",
+        }
+    }
+}
+
+/// One line of an order, priced when the order was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: Option<OrderId>,
+    pub customer_id: CustomerId,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum OrderCommand {
+    Place { order_id: OrderId, customer_id: CustomerId, lines: Vec<OrderLine> },
+    Confirm,
+    Reject { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    OrderPlaced { order_id: OrderId, customer_id: CustomerId, lines: Vec<OrderLine>, total: Money },
+    OrderConfirmed,
+    OrderRejected { reason: String },
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderPlaced { .. } => "OrderPlaced",
+            OrderEvent::OrderConfirmed => "OrderConfirmed",
+            OrderEvent::OrderRejected { .. } => "OrderRejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("order {0} already exists")]
+    AlreadyExists(OrderId),
+    #[error("order does not exist")]
+    NotFound,
+    #[error("an order needs at least one line")]
+    NoLines,
+    #[error("an order may hold at most {max} lines")]
+    TooManyLines { max: usize },
+    #[error("product {0} appears on more than one line")]
+    DuplicateProduct(ProductId),
+    #[error("all lines must share one currency; found {0} and {1}")]
+    MixedCurrencies(Currency, Currency),
+    #[error("order total is too large")]
+    TotalOverflow,
+    #[error("order is {from}, it cannot become {to}", from = .from.as_str(), to = .to.as_str())]
+    InvalidTransition { from: OrderStatus, to: OrderStatus },
+}
+
+pub const MAX_LINES: usize = 100;
+
+/// Total of the lines, checked: one currency, no overflow.
+pub fn total_of(lines: &[OrderLine]) -> Result<Money, OrderError> {
+    let first = lines.first().ok_or(OrderError::NoLines)?;
+    let currency = first.unit_price.currency;
+    let mut cents: i64 = 0;
+    for line in lines {
+        if line.unit_price.currency != currency {
+            return Err(OrderError::MixedCurrencies(currency, line.unit_price.currency));
+        }
+        let line_total = line
+            .unit_price
+            .cents
+            .checked_mul(i64::from(line.quantity.get()))
+            .ok_or(OrderError::TotalOverflow)?;
+        cents = cents.checked_add(line_total).ok_or(OrderError::TotalOverflow)?;
+    }
+    Ok(Money::new(cents, currency))
+}
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "Order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+
+    fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        use OrderStatus as S;
+        match command {
+            OrderCommand::Place { order_id, customer_id, lines } => {
+                if let Some(id) = self.id {
+                    return Err(OrderError::AlreadyExists(id));
+                }
+                if lines.len() > MAX_LINES {
+                    return Err(OrderError::TooManyLines { max: MAX_LINES });
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for line in &lines {
+                    if !seen.insert(line.product_id) {
+                        return Err(OrderError::DuplicateProduct(line.product_id));
+                    }
+                }
+                let total = total_of(&lines)?;
+                Ok(vec![OrderEvent::OrderPlaced { order_id, customer_id, lines, total }])
+            }
+            OrderCommand::Confirm => {
+                self.id.ok_or(OrderError::NotFound)?;
+                match self.status {
+                    S::Pending => Ok(vec![OrderEvent::OrderConfirmed]),
+                    S::Confirmed => Ok(vec![]),
+                    from => Err(OrderError::InvalidTransition { from, to: S::Confirmed }),
+                }
+            }
+            OrderCommand::Reject { reason } => {
+                self.id.ok_or(OrderError::NotFound)?;
+                match self.status {
+                    S::Pending => Ok(vec![OrderEvent::OrderRejected { reason }]),
+                    S::Rejected => Ok(vec![]),
+                    from => Err(OrderError::InvalidTransition { from, to: S::Rejected }),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: OrderEvent) {
+        match event {
+            OrderEvent::OrderPlaced { order_id, customer_id, lines, total } => {
+                self.id = Some(order_id);
+                self.customer_id = customer_id;
+                self.lines = lines;
+                self.total = total;
+                self.status = OrderStatus::Pending;
+            }
+            OrderEvent::OrderConfirmed => self.status = OrderStatus::Confirmed,
+            OrderEvent::OrderRejected { reason } => {
+                self.status = OrderStatus::Rejected;
+                self.reason = Some(reason);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(cents: i64, qty: i64) -> OrderLine {
+        OrderLine {
+            product_id: ProductId::new(),
+            quantity: Quantity::new(qty).unwrap(),
+            unit_price: Money::new(cents, Currency::EUR),
+        }
+    }
+
+    fn placed() -> Order {
+        let cmd = OrderCommand::Place {
+            order_id: OrderId::new(),
+            customer_id: CustomerId::new(),
+            lines: vec![line(250, 2), line(1000, 1)],
+        };
+        Order::default().execute(cmd).unwrap().0
+    }
+
+    #[test]
+    fn placing_computes_the_total() {
+        let o = placed();
+        assert_eq!(o.total, Money::new(1500, Currency::EUR));
+        assert_eq!(o.status, OrderStatus::Pending);
+    }
+
+    #[test]
+    fn rejects_empty_mixed_and_duplicate_lines() {
+        let place = |lines| OrderCommand::Place { order_id: OrderId::new(), customer_id: CustomerId::new(), lines };
+        assert_eq!(Order::default().decide(place(vec![])), Err(OrderError::NoLines));
+        let mut usd = line(100, 1);
+        usd.unit_price.currency = Currency::parse("USD").unwrap();
+        assert!(matches!(
+            Order::default().decide(place(vec![line(100, 1), usd])),
+            Err(OrderError::MixedCurrencies(..))
+        ));
+        let l = line(100, 1);
+        assert!(matches!(
+            Order::default().decide(place(vec![l.clone(), l])),
+            Err(OrderError::DuplicateProduct(_))
+        ));
+    }
+
+    #[test]
+    fn terminal_states_are_final_and_repeats_are_no_ops() {
+        let (confirmed, _) = placed().execute(OrderCommand::Confirm).unwrap();
+        assert_eq!(confirmed.decide(OrderCommand::Confirm), Ok(vec![]));
+        assert!(matches!(
+            confirmed.decide(OrderCommand::Reject { reason: "late".into() }),
+            Err(OrderError::InvalidTransition { .. })
+        ));
+        let (rejected, _) = placed().execute(OrderCommand::Reject { reason: "no stock".into() }).unwrap();
+        assert_eq!(rejected.reason.as_deref(), Some("no stock"));
+        assert_eq!(rejected.decide(OrderCommand::Reject { reason: "again".into() }), Ok(vec![]));
+        assert!(rejected.decide(OrderCommand::Confirm).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn no_transition_leaves_a_terminal_state(ops in proptest::collection::vec(any::<bool>(), 1..20)) {
+            let mut o = placed();
+            let mut terminal: Option<OrderStatus> = None;
+            for confirm in ops {
+                let cmd = if confirm { OrderCommand::Confirm } else { OrderCommand::Reject { reason: "r".into() } };
+                if let Ok((next, _)) = o.execute(cmd) { o = next; }
+                if let Some(t) = terminal { prop_assert_eq!(o.status, t); }
+                if o.status != OrderStatus::Pending { terminal = Some(o.status); }
+            }
+        }
+    }
+}
