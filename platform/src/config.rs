@@ -1,0 +1,104 @@
+//! Settings from `SHOP_*` environment variables. Defaults are the local stack's loopback
+//! addresses (see `tools/stack/ports.py`), so `./stack` starts services without any variables
+//! and compose overrides them with container host names.
+
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Prod,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which service this is, e.g. `order`; names its database, consumer groups and logs.
+    pub service: &'static str,
+    pub profile: Profile,
+    pub http_addr: SocketAddr,
+    /// The service's own PostgreSQL database.
+    pub database_url: String,
+    pub kafka_brokers: String,
+    /// Confluent-compatible registry API base.
+    pub schema_registry_url: String,
+    pub mongodb_url: String,
+    pub customer_url: String,
+    pub product_url: String,
+    pub order_url: String,
+    pub payment_url: String,
+    pub saga_url: String,
+    pub projectors_url: String,
+    pub smtp_addr: String,
+    /// Credit a new payment account opens with.
+    pub initial_credit_cents: i64,
+    /// How long a saga step may wait for its reply.
+    pub saga_step_timeout_ms: u64,
+}
+
+/// The local-stack port of each service, as in `tools/stack/ports.py`.
+pub fn default_port(service: &str) -> u16 {
+    match service {
+        "gateway" => 8080,
+        "customer" => 8081,
+        "product" => 8082,
+        "order" => 8083,
+        "payment" => 8084,
+        "notification" => 8085,
+        "saga-orchestrator" => 8086,
+        "projectors" => 8087,
+        _ => 0,
+    }
+}
+
+/// The service's own database in the local stack's PostgreSQL.
+pub fn default_database(service: &str) -> String {
+    let name = match service {
+        "saga-orchestrator" => "saga",
+        other => other,
+    };
+    format!("postgres://shop:shop@127.0.0.1:5432/shop_{name}")
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn or(name: &str, default: impl Into<String>) -> String {
+    var(name).unwrap_or_else(|| default.into())
+}
+
+impl Settings {
+    pub fn from_env(service: &'static str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let profile = match or("SHOP_PROFILE", "dev").as_str() {
+            "dev" => Profile::Dev,
+            "prod" => Profile::Prod,
+            other => anyhow::bail!("SHOP_PROFILE must be dev or prod, not {other:?}"),
+        };
+        let url = |svc: &str| format!("http://127.0.0.1:{}", default_port(svc));
+        let http_addr = or("SHOP_HTTP_ADDR", format!("127.0.0.1:{}", default_port(service)));
+        Ok(Self {
+            service,
+            profile,
+            http_addr: http_addr.parse().with_context(|| format!("SHOP_HTTP_ADDR {http_addr:?}"))?,
+            database_url: or("SHOP_DATABASE_URL", default_database(service)),
+            kafka_brokers: or("SHOP_KAFKA_BROKERS", "127.0.0.1:9092"),
+            schema_registry_url: or("SHOP_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8090/apis/ccompat/v7"),
+            mongodb_url: or(
+                "SHOP_MONGODB_URL",
+                "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false",
+            ),
+            customer_url: or("SHOP_CUSTOMER_URL", url("customer")),
+            product_url: or("SHOP_PRODUCT_URL", url("product")),
+            order_url: or("SHOP_ORDER_URL", url("order")),
+            payment_url: or("SHOP_PAYMENT_URL", url("payment")),
+            saga_url: or("SHOP_SAGA_URL", url("saga-orchestrator")),
+            projectors_url: or("SHOP_PROJECTORS_URL", url("projectors")),
+            smtp_addr: or("SHOP_SMTP_ADDR", "127.0.0.1:1025"),
+            initial_credit_cents: or("SHOP_INITIAL_CREDIT_CENTS", "100000")
+                .parse()
+                .context("SHOP_INITIAL_CREDIT_CENTS")?,
+            saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000").parse().context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
+        })
+    }
+}

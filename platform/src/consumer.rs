@@ -1,0 +1,237 @@
+//! The one consumer loop: decode -> handle -> store offset (committed after the effect).
+//!
+//! - Transient handler errors are retried with exponential backoff; after `max_attempts` the
+//!   message is parked on `<topic>.dlq` with the error, attempts and original coordinates.
+//! - Undecodable payloads (not Avro, unknown schema id, unknown record, invalid content) go to
+//!   the DLQ at once. The partition keeps moving either way.
+//! - Handlers must be idempotent (the domain decides nothing on repeats, or an inbox row is
+//!   written in the effect's transaction): Kafka delivers at least once.
+
+use crate::kafka;
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::producer::FutureProducer;
+use schemas::headers as h;
+use schemas::{Codec, DecodeError, Message, Topic};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A decoded message with its headers and coordinates.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub message: Message,
+    pub message_id: String,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub traceparent: Option<String>,
+    pub aggregate_version: Option<i64>,
+    /// Milliseconds since the epoch at which the event was recorded (or the Kafka timestamp).
+    pub occurred_at: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Envelope {
+    /// Metadata for messages caused by this one.
+    pub fn caused_metadata(&self) -> crate::es::Metadata {
+        let mut m = crate::es::Metadata::new();
+        m.insert(h::CAUSATION_ID.into(), self.message_id.clone());
+        if let Some(c) = &self.correlation_id {
+            m.insert(h::CORRELATION_ID.into(), c.clone());
+        }
+        if let Some(t) = &self.traceparent {
+            m.insert(h::TRACEPARENT.into(), t.clone());
+        }
+        m
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying (database or network trouble, a concurrent write).
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed: park it.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<anyhow::Error> for HandlerError {
+    fn from(e: anyhow::Error) -> Self {
+        HandlerError::Transient(e)
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Transient(e.into())
+    }
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError>;
+}
+
+pub struct ConsumerConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<Topic>,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(brokers: &str, group_id: impl Into<String>, topics: &[Topic]) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            group_id: group_id.into(),
+            topics: topics.to_vec(),
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|hd| hd.key == name)
+        .and_then(|hd| hd.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Run the loop until `shutdown` resolves; commits the stored offsets on the way out.
+pub async fn run(
+    config: ConsumerConfig,
+    codec: Arc<Codec>,
+    producer: FutureProducer,
+    handler: Arc<dyn Handler>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()?;
+    let names: Vec<&str> = config.topics.iter().map(|t| t.name()).collect();
+    consumer.subscribe(&names)?;
+    tracing::info!(group = %config.group_id, topics = ?names, "consumer started");
+    tokio::pin!(shutdown);
+    loop {
+        let m = tokio::select! {
+            () = &mut shutdown => break,
+            m = consumer.recv() => m,
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        process(&config, &codec, &producer, handler.as_ref(), &m).await;
+        if let Err(e) = consumer.store_offset_from_message(&m) {
+            tracing::warn!(error = %e, "storing offset failed");
+        }
+    }
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    tracing::info!(group = %config.group_id, "consumer stopped");
+    Ok(())
+}
+
+async fn process(
+    config: &ConsumerConfig,
+    codec: &Codec,
+    producer: &FutureProducer,
+    handler: &dyn Handler,
+    m: &BorrowedMessage<'_>,
+) {
+    let payload = m.payload().unwrap_or_default();
+    let mut attempt: u32 = 0;
+    let mut backoff = config.initial_backoff;
+    loop {
+        attempt += 1;
+        let outcome = match codec.decode(payload).await {
+            Ok(message) => {
+                let envelope = Envelope {
+                    message,
+                    message_id: header(m, h::MESSAGE_ID)
+                        .unwrap_or_else(|| format!("{}/{}/{}", m.topic(), m.partition(), m.offset())),
+                    correlation_id: header(m, h::CORRELATION_ID),
+                    causation_id: header(m, h::CAUSATION_ID),
+                    traceparent: header(m, h::TRACEPARENT),
+                    aggregate_version: header(m, h::AGGREGATE_VERSION).and_then(|v| v.parse().ok()),
+                    occurred_at: header(m, h::OCCURRED_AT)
+                        .and_then(|v| v.parse().ok())
+                        .or_else(|| m.timestamp().to_millis())
+                        .unwrap_or_default(),
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                };
+                handler.handle(&envelope).await
+            }
+            Err(e @ DecodeError::Unavailable(_)) => Err(HandlerError::Transient(e.into())),
+            Err(e) => Err(HandlerError::Permanent(e.to_string())),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(HandlerError::Permanent(reason)) => {
+                park(producer, m, &reason, attempt).await;
+                return;
+            }
+            Err(HandlerError::Transient(e)) if attempt >= config.max_attempts => {
+                park(producer, m, &format!("{e:#}"), attempt).await;
+                return;
+            }
+            Err(HandlerError::Transient(e)) => {
+                tracing::warn!(topic = m.topic(), offset = m.offset(), attempt, error = format!("{e:#}"), "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Put a message on `<topic>.dlq` with why and where it came from. Retries until Kafka takes
+/// it: a message is never dropped.
+async fn park(producer: &FutureProducer, m: &BorrowedMessage<'_>, reason: &str, attempts: u32) {
+    let dlq = format!("{}.dlq", m.topic());
+    tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason, "parking message on {dlq}");
+    loop {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(headers) = m.headers() {
+            for hd in headers.iter() {
+                if let Some(v) = hd.value {
+                    pairs.push((hd.key, String::from_utf8_lossy(v).into_owned()));
+                }
+            }
+        }
+        pairs.extend([
+            (h::DLQ_ERROR, reason.to_owned()),
+            (h::DLQ_ATTEMPTS, attempts.to_string()),
+            (h::DLQ_TOPIC, m.topic().to_owned()),
+            (h::DLQ_PARTITION, m.partition().to_string()),
+            (h::DLQ_OFFSET, m.offset().to_string()),
+        ]);
+        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let payload = m.payload().unwrap_or_default();
+        match kafka::send(producer, &dlq, &key, payload, kafka::to_headers(pairs)).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "DLQ produce failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Plumbing every binary shares, written once.
+//!
+//! - [`config`]: settings from the environment, defaults for the local stack, `dev`/`prod` profile.
+//! - [`telemetry`]: tracing subscriber (text or JSON logs).
+//! - [`db`]: PostgreSQL pool for the service's own database (created if missing) and migrations.
+//! - [`es`]: cqrs-es + postgres-es adapter for [`domain::Aggregate`]s: execute commands, load state.
+//! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction.
+//! - [`kafka`]: idempotent producer, topic creation.
+//! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
+//! - [`http`]: JSON errors, a strict JSON extractor, health, serving with graceful shutdown.
+//! - [`client`]: outgoing HTTP with timeouts and retries.
+
+pub mod client;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod es;
+pub mod http;
+pub mod kafka;
+pub mod outbox;
+pub mod telemetry;
+
+pub use config::Settings;
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

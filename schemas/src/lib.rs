@@ -1,0 +1,19 @@
+//! The wire format of every Kafka message, owned in one place.
+//!
+//! - `avro/<context>/<Record>.avsc`: the source of truth. [`records`] holds the Rust types, and a
+//!   test fails if a type drifts from its schema.
+//! - [`topics`]: the topic catalog (names, retention, DLQ names).
+//! - [`headers`]: the header names every message carries.
+//! - [`convert`]: domain events/commands to and from wire records. The domain never sees Avro.
+//! - [`codec`]: Confluent wire format (magic byte + schema id + Avro body) through a schema
+//!   registry with the Confluent API; schemas are registered under topic + record name.
+
+pub mod codec;
+pub mod convert;
+pub mod headers;
+pub mod records;
+pub mod topics;
+
+pub use codec::{Codec, DecodeError, EncodeError};
+pub use records::{Message, Record};
+pub use topics::Topic;
