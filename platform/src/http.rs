@@ -117,3 +117,25 @@ pub async fn serve(
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
+
+impl<E: std::error::Error> From<crate::es::CommandError<E>> for ApiError {
+    fn from(e: crate::es::CommandError<E>) -> Self {
+        use crate::es::CommandError as C;
+        match e {
+            C::Rejected(e) => ApiError::unprocessable(e.to_string()),
+            C::Conflict => ApiError::conflict("concurrent update, please retry"),
+            C::Infrastructure(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for ApiError {
+    fn from(e: mongodb::error::Error) -> Self {
+        ApiError::internal(format!("read model: {e}"))
+    }
+}
+
+/// Parse a path id, answering 404 for anything that is not one (it names nothing).
+pub fn path_id<T>(raw: &str, parse: impl Fn(&str) -> Result<T, domain::values::InvalidValue>) -> Result<T, ApiError> {
+    parse(raw).map_err(|_| ApiError::not_found(format!("no such resource: {raw:?} is not a valid id")))
+}

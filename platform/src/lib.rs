@@ -18,6 +18,8 @@ pub mod es;
 pub mod http;
 pub mod kafka;
 pub mod outbox;
+pub mod readmodel;
+pub mod service;
 pub mod telemetry;
 
 pub use config::Settings;

@@ -1,0 +1,107 @@
+//! Customer service: registers customers (event-sourced) and answers queries from the
+//! `customers` read model. `/internal/customers/{id}` answers from the event store, for
+//! other services that need the current truth (the order service's checks).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Router, routing::post};
+use domain::customer::{Customer, CustomerCommand};
+use domain::values::{CustomerId, Email, Name};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use platform::es::{EventStoreOf, Metadata};
+use platform::http::{ApiError, Json, json_response, path_id};
+use platform::outbox::event_mapper;
+use platform::readmodel;
+use platform::service::Wiring;
+use platform::Settings;
+use schemas::{Topic, convert};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<EventStoreOf<Customer>>,
+    pub customers: mongodb::Collection<Document>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCustomer {
+    pub name: String,
+    pub email: String,
+}
+
+/// The public view of a customer.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CustomerView {
+    #[serde(rename(deserialize = "_id"))]
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub credit_limit_cents: i64,
+    pub credit_available_cents: i64,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/customers", post(register).get(list))
+        .route("/customers/{id}", get(find))
+        .route("/internal/customers/{id}", get(find_current))
+        .with_state(state)
+}
+
+async fn register(State(s): State<AppState>, Json(body): Json<RegisterCustomer>) -> Result<Response, ApiError> {
+    let name = Name::parse("name", &body.name)?;
+    let email = Email::parse(&body.email)?;
+    let id = CustomerId::new();
+    let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
+    s.store.execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email }, metadata).await?;
+    Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "id": id })))
+}
+
+async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, CustomerId::parse)?;
+    let doc = s.customers.find_one(doc! { "_id": id.to_string() }).await?;
+    let doc = doc.ok_or_else(|| ApiError::not_found(format!("customer {id} not found")))?;
+    let view: CustomerView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let docs: Vec<Document> = s.customers.find(doc! {}).sort(doc! { "_id": 1 }).limit(1000).await?.try_collect().await?;
+    let views = docs
+        .into_iter()
+        .map(mongodb::bson::from_document::<CustomerView>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &views))
+}
+
+async fn find_current(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, CustomerId::parse)?;
+    let customer = s.store.load(&id.to_string()).await?;
+    let customer = customer.ok_or_else(|| ApiError::not_found(format!("customer {id} not found")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "id": id, "name": customer.name.as_str(), "email": customer.email.as_str() }),
+    ))
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut wiring = Wiring::connect(settings, &[Topic::CustomerEvents], &[]).await?;
+    let pool = wiring.database(true).await?;
+    wiring.spawn_relay(
+        pool.clone(),
+        event_mapper(|id: &str, e| Ok(convert::customer_event(convert::customer_id(id)?, e))),
+    );
+    let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
+    let state = AppState {
+        store: Arc::new(EventStoreOf::new(pool)),
+        customers: readmodel::collection(&mongo, readmodel::CUSTOMERS),
+    };
+    wiring.serve(app(state)).await
+}

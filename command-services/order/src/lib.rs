@@ -1,0 +1,215 @@
+//! Order service: places orders (event-sourced) after checking the customer and every product
+//! with their services over HTTP; confirms or rejects them on the saga's commands from
+//! `order.commands`. Queries come from the `orders` read model.
+
+use async_trait::async_trait;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use domain::order::{Order, OrderCommand, OrderError, OrderLine};
+use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use platform::client::{CallError, Downstream};
+use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::es::{CommandError, EventStoreOf, Metadata};
+use platform::http::{ApiError, Json, path_id};
+use platform::outbox::event_mapper;
+use platform::service::Wiring;
+use platform::{Settings, readmodel};
+use schemas::{Message, Topic, convert};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<EventStoreOf<Order>>,
+    pub customers: Downstream,
+    pub products: Downstream,
+    pub orders: mongodb::Collection<Document>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    pub product_id: String,
+    pub quantity: i64,
+}
+
+/// What the product service tells about a product.
+#[derive(Debug, Deserialize)]
+struct ProductFacts {
+    price_cents: i64,
+    currency: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct OrderView {
+    #[serde(rename(deserialize = "_id"))]
+    pub id: String,
+    pub customer_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub items: Vec<ItemView>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub history: Vec<HistoryView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ItemView {
+    pub product_id: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct HistoryView {
+    pub status: String,
+    pub at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub customer_id: Option<String>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(place).get(list))
+        .route("/orders/{id}", get(find))
+        .with_state(state)
+}
+
+fn downstream_error(e: CallError) -> ApiError {
+    match e {
+        CallError::Unavailable { service, reason } => {
+            tracing::warn!(service, reason, "downstream unavailable");
+            ApiError::unavailable(format!("{service} service is unavailable, try again later"))
+        }
+        CallError::Status { service, status } => ApiError::internal(format!("{service} answered {status}")),
+    }
+}
+
+async fn place(State(s): State<AppState>, Json(body): Json<PlaceOrder>) -> Result<Response, ApiError> {
+    let customer_id = CustomerId::parse(&body.customer_id)?;
+    if body.items.is_empty() {
+        return Err(ApiError::unprocessable(OrderError::NoLines.to_string()));
+    }
+    let mut parsed = Vec::with_capacity(body.items.len());
+    for (i, item) in body.items.iter().enumerate() {
+        let product_id = ProductId::parse(&item.product_id)
+            .map_err(|e| ApiError::unprocessable(format!("items[{i}].product_id: {}", e.message)))?;
+        let quantity = Quantity::new(item.quantity)
+            .map_err(|e| ApiError::unprocessable(format!("items[{i}].quantity: {}", e.message)))?;
+        parsed.push((product_id, quantity));
+    }
+    let customer: Option<serde_json::Value> =
+        s.customers.get_json(&format!("/internal/customers/{customer_id}")).await.map_err(downstream_error)?;
+    if customer.is_none() {
+        return Err(ApiError::unprocessable(format!("unknown customer {customer_id}")));
+    }
+    let mut lines = Vec::with_capacity(parsed.len());
+    for (product_id, quantity) in parsed {
+        let facts: Option<ProductFacts> =
+            s.products.get_json(&format!("/internal/products/{product_id}")).await.map_err(downstream_error)?;
+        let facts = facts.ok_or_else(|| ApiError::unprocessable(format!("unknown product {product_id}")))?;
+        let currency = Currency::parse(&facts.currency).map_err(ApiError::internal)?;
+        lines.push(OrderLine { product_id, quantity, unit_price: Money::new(facts.price_cents, currency) });
+    }
+    let order_id = OrderId::new();
+    let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
+    s.store
+        .execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines }, metadata)
+        .await?;
+    let location = format!("/orders/{order_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
+    )
+        .into_response())
+}
+
+async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, OrderId::parse)?;
+    let doc = s.orders.find_one(doc! { "_id": id.to_string() }).await?;
+    let doc = doc.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    let view: OrderView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
+    Ok(axum::Json(view).into_response())
+}
+
+async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    let filter = match q.customer_id {
+        Some(raw) => doc! { "customer_id": CustomerId::parse(&raw)?.to_string() },
+        None => doc! {},
+    };
+    let docs: Vec<Document> = s.orders.find(filter).sort(doc! { "_id": -1 }).limit(1000).await?.try_collect().await?;
+    let views = docs
+        .into_iter()
+        .map(mongodb::bson::from_document::<OrderView>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(axum::Json(views).into_response())
+}
+
+/// The saga's order commands. Repeats decide nothing; a transition out of a terminal state is
+/// refused by the aggregate and parked.
+pub struct OrderCommands {
+    pub store: Arc<EventStoreOf<Order>>,
+}
+
+#[async_trait]
+impl Handler for OrderCommands {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let permanent = |e: schemas::DecodeError| HandlerError::Permanent(e.to_string());
+        let (id, command) = match &envelope.message {
+            Message::ConfirmOrder(c) => (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Confirm),
+            Message::RejectOrder(c) => (
+                convert::order_id(&c.order_id).map_err(permanent)?,
+                OrderCommand::Reject { reason: c.reason.clone() },
+            ),
+            _ => return Ok(()),
+        };
+        match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("order {id}: {e}"))),
+            Err(e) => Err(HandlerError::Transient(anyhow::anyhow!("{e}"))),
+        }
+    }
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut wiring = Wiring::connect(settings, &[Topic::OrderEvents], &[Topic::OrderCommands]).await?;
+    let pool = wiring.database(true).await?;
+    wiring.spawn_relay(
+        pool.clone(),
+        event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))),
+    );
+    let store = Arc::new(EventStoreOf::new(pool));
+    wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
+    let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
+    let timeout = Duration::from_secs(3);
+    let state = AppState {
+        store,
+        customers: Downstream::new("customer", &wiring.settings.customer_url, timeout),
+        products: Downstream::new("product", &wiring.settings.product_url, timeout),
+        orders: readmodel::collection(&mongo, readmodel::ORDERS),
+    };
+    wiring.serve(app(state)).await
+}

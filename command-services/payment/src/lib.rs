@@ -1,0 +1,96 @@
+//! Payment service: one credit account per customer (event-sourced). Accounts open on
+//! `CustomerRegistered` (or on the first payment, whichever comes first) with the configured
+//! initial credit; the saga's payment commands come from `payment.commands`.
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use domain::payment::{Account, AccountCommand};
+use domain::values::{Currency, CustomerId, Money};
+use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::es::{CommandError, EventStoreOf};
+use platform::http::{ApiError, path_id};
+use platform::outbox::event_mapper;
+use platform::service::Wiring;
+use platform::Settings;
+use schemas::{Message, Topic, convert};
+use std::sync::Arc;
+
+pub struct Payments {
+    pub store: Arc<EventStoreOf<Account>>,
+    pub initial_credit: Money,
+}
+
+impl Payments {
+    async fn execute(&self, id: CustomerId, command: AccountCommand, envelope: &Envelope) -> Result<(), HandlerError> {
+        match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("account {id}: {e}"))),
+            Err(e) => Err(HandlerError::Transient(anyhow::anyhow!("{e}"))),
+        }
+    }
+
+    fn open(&self, customer_id: CustomerId) -> AccountCommand {
+        AccountCommand::Open { customer_id, credit: self.initial_credit }
+    }
+}
+
+#[async_trait]
+impl Handler for Payments {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let permanent = |e: schemas::DecodeError| HandlerError::Permanent(e.to_string());
+        if let Message::CustomerRegistered(r) = &envelope.message {
+            let id = convert::customer_id(&r.customer_id).map_err(permanent)?;
+            return self.execute(id, self.open(id), envelope).await;
+        }
+        let Some((id, command)) = convert::account_command(&envelope.message).map_err(permanent)? else {
+            return Ok(());
+        };
+        if matches!(command, AccountCommand::Authorize { .. }) {
+            // The saga may be faster than the registration event: opening is idempotent.
+            self.execute(id, self.open(id), envelope).await?;
+        }
+        self.execute(id, command, envelope).await
+    }
+}
+
+pub fn app(store: Arc<EventStoreOf<Account>>) -> Router {
+    Router::new().route("/accounts/{id}", get(account)).with_state(store)
+}
+
+/// The current account, from the event store.
+async fn account(State(store): State<Arc<EventStoreOf<Account>>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, CustomerId::parse)?;
+    let account = store.load(&id.to_string()).await?;
+    let a = account.ok_or_else(|| ApiError::not_found(format!("no payment account for customer {id}")))?;
+    let payments: Vec<_> = a
+        .payments
+        .iter()
+        .map(|(order, p)| serde_json::json!({ "order_id": order, "amount_cents": p.amount.cents, "state": format!("{:?}", p.state) }))
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "customer_id": id,
+        "credit_limit_cents": a.credit_limit.cents,
+        "available_cents": a.available.cents,
+        "currency": a.available.currency.as_str(),
+        "payments": payments,
+    }))
+    .into_response())
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let initial_credit = Money::non_negative(settings.initial_credit_cents, Currency::EUR)?;
+    let mut wiring =
+        Wiring::connect(settings, &[Topic::PaymentEvents], &[Topic::PaymentCommands, Topic::CustomerEvents]).await?;
+    let pool = wiring.database(true).await?;
+    wiring.spawn_relay(
+        pool.clone(),
+        event_mapper(|id: &str, e| Ok(convert::account_event(convert::customer_id(id)?, e))),
+    );
+    let store = Arc::new(EventStoreOf::new(pool));
+    let handler = Arc::new(Payments { store: store.clone(), initial_credit });
+    wiring.spawn_consumer("payment", &[Topic::PaymentCommands, Topic::CustomerEvents], handler);
+    wiring.serve(app(store)).await
+}

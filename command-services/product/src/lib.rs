@@ -1,0 +1,188 @@
+//! Product service: catalog and stock (event-sourced). Admin commands over HTTP; the saga's
+//! stock commands (reserve, release, commit) from `product.commands`. Queries come from the
+//! `catalog` read model; `/internal/products/{id}` answers from the event store.
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use domain::product::{Product, ProductCommand, ProductError};
+use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::es::{CommandError, EventStoreOf, Metadata};
+use platform::http::{ApiError, Json, json_response, path_id};
+use platform::outbox::event_mapper;
+use platform::service::Wiring;
+use platform::{Settings, db, readmodel};
+use schemas::{Topic, convert};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<EventStoreOf<Product>>,
+    pub pool: PgPool,
+    pub catalog: mongodb::Collection<Document>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub stock: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddStock {
+    pub quantity: i64,
+}
+
+/// A product as the catalog shows it.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ProductView {
+    #[serde(rename(deserialize = "_id"))]
+    pub id: String,
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/products", post(create).get(list))
+        .route("/products/{id}", get(find))
+        .route("/products/{id}/stock", post(add_stock))
+        .route("/internal/products/{id}", get(find_current))
+        .with_state(state)
+}
+
+fn command_error(e: CommandError<ProductError>) -> ApiError {
+    match e {
+        CommandError::Rejected(ProductError::NotFound) => ApiError::not_found("product not found"),
+        CommandError::Rejected(e @ ProductError::AlreadyExists(_)) => ApiError::conflict(e.to_string()),
+        other => other.into(),
+    }
+}
+
+async fn create(State(s): State<AppState>, Json(body): Json<CreateProduct>) -> Result<Response, ApiError> {
+    let sku = Sku::parse(&body.sku)?;
+    let name = Name::parse("name", &body.name)?;
+    let price = Money::non_negative(body.price_cents, Currency::parse(&body.currency)?)?;
+    let stock = match body.stock {
+        0 => 0,
+        n => Quantity::new(n).map_err(|e| ApiError::unprocessable(format!("stock: {}", e.message)))?.get(),
+    };
+    let id = ProductId::new();
+    let claimed = sqlx::query("INSERT INTO skus (sku, product_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(sku.as_str())
+        .bind(id.0)
+        .execute(&s.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    if claimed.rows_affected() == 0 {
+        return Err(ApiError::conflict(format!("a product with sku {} already exists", sku.as_str())));
+    }
+    let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
+    let command = ProductCommand::Create { product_id: id, sku: sku.clone(), name, price, stock };
+    if let Err(e) = s.store.execute(&id.to_string(), command, metadata).await {
+        // Give the SKU back: the product was not created.
+        let _ = sqlx::query("DELETE FROM skus WHERE sku = $1").bind(sku.as_str()).execute(&s.pool).await;
+        return Err(command_error(e));
+    }
+    Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "id": id })))
+}
+
+async fn add_stock(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    Json(body): Json<AddStock>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&raw, ProductId::parse)?;
+    let quantity = Quantity::new(body.quantity)?;
+    let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
+    s.store.execute(&id.to_string(), ProductCommand::AddStock { quantity }, metadata).await.map_err(command_error)?;
+    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({ "id": id, "added": quantity.get() })))
+}
+
+async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, ProductId::parse)?;
+    let doc = s.catalog.find_one(doc! { "_id": id.to_string() }).await?;
+    let doc = doc.ok_or_else(|| ApiError::not_found(format!("product {id} not found")))?;
+    let view: ProductView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let docs: Vec<Document> = s.catalog.find(doc! {}).sort(doc! { "sku": 1 }).limit(1000).await?.try_collect().await?;
+    let views = docs
+        .into_iter()
+        .map(mongodb::bson::from_document::<ProductView>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &views))
+}
+
+async fn find_current(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, ProductId::parse)?;
+    let p = s.store.load(&id.to_string()).await?;
+    let p = p.ok_or_else(|| ApiError::not_found(format!("product {id} not found")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "id": id, "sku": p.sku.as_str(), "name": p.name.as_str(),
+            "price_cents": p.price.cents, "currency": p.price.currency.as_str(),
+            "available": p.available, "reserved": p.reserved, "sold": p.sold,
+        }),
+    ))
+}
+
+/// The saga's stock commands. Repeats decide nothing (the aggregate remembers each order's
+/// reservation), so redelivery is harmless.
+pub struct StockCommands {
+    pub store: Arc<EventStoreOf<Product>>,
+}
+
+#[async_trait]
+impl Handler for StockCommands {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let Some((id, command)) =
+            convert::product_command(&envelope.message).map_err(|e| HandlerError::Permanent(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("product {id}: {e}"))),
+            Err(e) => Err(HandlerError::Transient(anyhow::anyhow!("{e}"))),
+        }
+    }
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut wiring = Wiring::connect(settings, &[Topic::ProductEvents], &[Topic::ProductCommands]).await?;
+    let pool = wiring.database(true).await?;
+    db::with_migration_lock(&pool, include_str!("skus.sql")).await?;
+    wiring.spawn_relay(
+        pool.clone(),
+        event_mapper(|id: &str, e| Ok(convert::product_event(convert::product_id(id)?, e))),
+    );
+    let store = Arc::new(EventStoreOf::new(pool.clone()));
+    wiring.spawn_consumer("product", &[Topic::ProductCommands], Arc::new(StockCommands { store: store.clone() }));
+    let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
+    let state = AppState { store, pool, catalog: readmodel::collection(&mongo, readmodel::CATALOG) };
+    wiring.serve(app(state)).await
+}

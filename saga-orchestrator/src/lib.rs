@@ -1,0 +1,236 @@
+//! Saga orchestrator: drives the CreateOrder saga ([`saga`]) from the replies on the event
+//! topics, with its state in its own PostgreSQL database.
+//!
+//! Each reply is handled in one transaction: inbox row (dedup by message id), saga row locked
+//! (`FOR UPDATE`, so one instance drives a saga at a time), new state, and the commands into
+//! the outbox. The relay sends them. Deadlines are rows too, so a restart forgets none.
+
+pub mod saga;
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::es::Metadata;
+use platform::http::ApiError;
+use platform::outbox::{self, event_mapper};
+use platform::service::Wiring;
+use platform::{Settings, db};
+use saga::{Saga, Timeouts};
+use schemas::headers as h;
+use schemas::{Message, Topic};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Orchestrator {
+    pub pool: PgPool,
+    pub timeouts: Timeouts,
+}
+
+/// The order a reply belongs to, if it is one the saga listens to.
+fn order_of(message: &Message) -> Option<&str> {
+    Some(match message {
+        Message::OrderPlaced(m) => &m.order_id,
+        Message::OrderConfirmed(m) => &m.order_id,
+        Message::OrderRejected(m) => &m.order_id,
+        Message::StockReserved(m) => &m.order_id,
+        Message::StockReservationFailed(m) => &m.order_id,
+        Message::StockReleased(m) => &m.order_id,
+        Message::StockCommitted(m) => &m.order_id,
+        Message::PaymentAuthorized(m) => &m.order_id,
+        Message::PaymentDeclined(m) => &m.order_id,
+        Message::PaymentRefunded(m) => &m.order_id,
+        Message::PaymentConfirmed(m) => &m.order_id,
+        _ => return None,
+    })
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn deadline(saga: &Saga) -> Option<DateTime<Utc>> {
+    saga.deadline_ms.and_then(DateTime::from_timestamp_millis)
+}
+
+async fn save(tx: &mut Transaction<'_, Postgres>, saga: &Saga, insert: bool) -> anyhow::Result<()> {
+    let sql = if insert {
+        "INSERT INTO sagas (order_id, status, step, deadline, state) VALUES ($1, $2, $3, $4, $5)"
+    } else {
+        "UPDATE sagas SET status = $2, step = $3, deadline = $4, state = $5, updated_at = now() WHERE order_id = $1"
+    };
+    sqlx::query(sql)
+        .bind(&saga.order_id)
+        .bind(saga.status.as_str())
+        .bind(saga.step.as_str())
+        .bind(deadline(saga))
+        .bind(serde_json::to_value(saga)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn send_all(tx: &mut Transaction<'_, Postgres>, saga: &Saga, commands: &[Message], cause: Option<&str>) -> anyhow::Result<()> {
+    let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), saga.order_id.clone())]);
+    if let Some(c) = cause {
+        metadata.insert(h::CAUSATION_ID.to_owned(), c.to_owned());
+    }
+    for command in commands {
+        outbox::enqueue(tx, command, &metadata).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Handler for Orchestrator {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let Some(order_id) = order_of(&envelope.message) else { return Ok(()) };
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query("INSERT INTO inbox (message_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&envelope.message_id)
+            .bind(&envelope.topic)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if fresh == 0 {
+            return Ok(()); // already handled
+        }
+        let now = millis(Utc::now());
+        let row: Option<(serde_json::Value,)> =
+            sqlx::query_as("SELECT state FROM sagas WHERE order_id = $1 FOR UPDATE")
+                .bind(order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match (row, &envelope.message) {
+            (None, Message::OrderPlaced(placed)) => {
+                let (saga, commands) = Saga::start(placed, now, self.timeouts);
+                save(&mut tx, &saga, true).await?;
+                send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
+                tracing::info!(order_id, "saga started");
+            }
+            (None, _) => {
+                // A reply for a saga this orchestrator never started: nothing to drive.
+                tracing::warn!(order_id, record = envelope.message.full_name(), "reply for unknown saga ignored");
+            }
+            (Some(_), Message::OrderPlaced(_)) => {}
+            (Some((state,)), reply) => {
+                let mut saga: Saga = serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                let before = (saga.status, saga.step);
+                let commands = saga.on_reply(reply, now, self.timeouts);
+                save(&mut tx, &saga, false).await?;
+                send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
+                if before != (saga.status, saga.step) {
+                    tracing::info!(order_id, status = saga.status.as_str(), step = saga.step.as_str(), "saga moved");
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Orchestrator {
+    /// Fire the deadlines that passed. Each saga in its own transaction, locked.
+    pub async fn fire_timeouts(&self) -> anyhow::Result<usize> {
+        let due: Vec<(String,)> = sqlx::query_as(
+            "SELECT order_id FROM sagas WHERE deadline IS NOT NULL AND deadline <= now() ORDER BY deadline LIMIT 100",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut fired = 0;
+        for (order_id,) in due {
+            let mut tx = self.pool.begin().await?;
+            let row: Option<(serde_json::Value,)> = sqlx::query_as(
+                "SELECT state FROM sagas WHERE order_id = $1 AND deadline <= now() FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((state,)) = row else { continue };
+            let mut saga: Saga = serde_json::from_value(state)?;
+            let commands = saga.on_timeout(millis(Utc::now()));
+            save(&mut tx, &saga, false).await?;
+            send_all(&mut tx, &saga, &commands, None).await?;
+            tx.commit().await?;
+            tracing::warn!(order_id, reason = saga.reason.as_deref().unwrap_or_default(), "saga step timed out");
+            fired += 1;
+        }
+        Ok(fired)
+    }
+}
+
+pub fn app(pool: PgPool) -> Router {
+    Router::new().route("/sagas", get(list)).route("/sagas/{id}", get(find)).with_state(pool)
+}
+
+async fn list(State(pool): State<PgPool>) -> Result<Response, ApiError> {
+    let rows: Vec<(String, String, String, DateTime<Utc>, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT order_id, status, step, created_at, updated_at, state->'reason' FROM sagas ORDER BY created_at DESC LIMIT 500",
+    )
+    .fetch_all(&pool)
+    .await
+    .map_err(ApiError::internal)?;
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|(id, status, step, created, updated, reason)| {
+            serde_json::json!({ "id": id, "status": status, "step": step, "reason": reason,
+                                "created_at": created, "updated_at": updated })
+        })
+        .collect();
+    Ok(axum::Json(items).into_response())
+}
+
+async fn find(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let row: Option<(serde_json::Value, DateTime<Utc>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT state, created_at, updated_at FROM sagas WHERE order_id = $1")
+            .bind(&id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(ApiError::internal)?;
+    let (state, created, updated) = row.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
+    let saga: Saga = serde_json::from_value(state).map_err(ApiError::internal)?;
+    let history: Vec<_> = saga
+        .history
+        .iter()
+        .map(|e| serde_json::json!({ "at": DateTime::from_timestamp_millis(e.at_ms), "step": e.step, "what": e.what }))
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "id": saga.order_id, "customer_id": saga.customer_id, "status": saga.status, "step": saga.step,
+        "reason": saga.reason, "lines": saga.lines, "payment": saga.payment,
+        "created_at": created, "updated_at": updated, "history": history,
+    }))
+    .into_response())
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let timeouts = Timeouts { step_ms: i64::try_from(settings.saga_step_timeout_ms)? };
+    let consumes = [Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents];
+    let produces = [Topic::ProductCommands, Topic::PaymentCommands, Topic::OrderCommands];
+    let mut wiring = Wiring::connect(settings, &produces, &consumes).await?;
+    let pool = wiring.database(false).await?;
+    db::with_migration_lock(&pool, include_str!("sagas.sql")).await?;
+    // Only direct rows exist in this outbox; event rows would be a bug.
+    wiring.spawn_relay(
+        pool.clone(),
+        event_mapper(|_: &str, e: &serde_json::Value| anyhow::bail!("unexpected event row in saga outbox: {e}")),
+    );
+    let orchestrator = Arc::new(Orchestrator { pool: pool.clone(), timeouts });
+    wiring.spawn_consumer("saga-orchestrator", &consumes, orchestrator.clone());
+    let token = wiring.shutdown.clone();
+    wiring.spawn(async move {
+        while !token.is_cancelled() {
+            if let Err(e) = orchestrator.fire_timeouts().await {
+                tracing::warn!(error = format!("{e:#}"), "timeout scan failed");
+            }
+            tokio::select! {
+                () = token.cancelled() => {},
+                () = tokio::time::sleep(Duration::from_millis(500)) => {},
+            }
+        }
+    });
+    wiring.serve(app(pool)).await
+}

@@ -1,0 +1,13 @@
+-- One row per saga (= per order). `state` is the full saga (steps, lines, history) as JSON;
+-- the columns beside it are what queries and the timer need.
+CREATE TABLE IF NOT EXISTS sagas
+(
+    order_id   text PRIMARY KEY,
+    status     text        NOT NULL,
+    step       text        NOT NULL,
+    deadline   timestamptz,
+    state      jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sagas_deadline ON sagas (deadline) WHERE deadline IS NOT NULL;

@@ -1,0 +1,87 @@
+//! Talking to the running stack through the gateway.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+pub fn gateway() -> String {
+    std::env::var("SHOP_GATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+}
+
+pub fn registry() -> String {
+    std::env::var("SHOP_SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8090/apis/ccompat/v7".into())
+}
+
+pub fn brokers() -> String {
+    std::env::var("SHOP_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("http client")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub async fn post(path: &str, body: Value) -> (StatusCode, Value) {
+    let r = http().post(format!("{}{path}", gateway())).json(&body).send().await.expect("POST");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get(path: &str) -> (StatusCode, Value) {
+    let r = http().get(format!("{}{path}", gateway())).send().await.expect("GET");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Poll `path` until `done` holds for its JSON, or fail after `limit`.
+pub async fn eventually(path: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < limit {
+        let (status, body) = get(path).await;
+        if status == StatusCode::OK && done(&body) {
+            return body;
+        }
+        last = json!({ "status": status.as_u16(), "body": body });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{path} did not reach the expected state within {limit:?}; last answer: {last}");
+}
+
+pub async fn new_customer() -> String {
+    let email = format!("{}@example.com", unique("buyer"));
+    let (status, body) = post("/api/customers", json!({ "name": "Test Buyer", "email": email })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().expect("customer id").to_owned()
+}
+
+pub async fn new_product(price_cents: i64, stock: i64) -> String {
+    let (status, body) = post(
+        "/api/products",
+        json!({ "sku": unique("SKU").to_uppercase(), "name": "Test product", "price_cents": price_cents,
+                "currency": "EUR", "stock": stock }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().expect("product id").to_owned()
+}
+
+pub async fn place_order(customer: &str, items: &[(&str, i64)]) -> String {
+    let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "product_id": p, "quantity": q })).collect();
+    let (status, body) = post("/api/orders", json!({ "customer_id": customer, "items": items })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "PENDING");
+    body["order_id"].as_str().expect("order id").to_owned()
+}
+
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+pub async fn final_order(id: &str) -> Value {
+    eventually(&format!("/api/orders/{id}"), SETTLE, |o| {
+        o["status"] == "CONFIRMED" || o["status"] == "REJECTED"
+    })
+    .await
+}

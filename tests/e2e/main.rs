@@ -1,0 +1,8 @@
+//! End-to-end tests against the real stack (`./stack test` starts it, then runs these with
+//! `--include-ignored`). Each test makes its own customers and products, so tests do not
+//! interfere and can run against a stack that already holds data.
+
+mod harness;
+mod orders;
+mod validation;
+mod wire;

@@ -1,0 +1,1 @@
+//! End-to-end tests against the running stack live in `e2e/`; run them with `./stack test`.
