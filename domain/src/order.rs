@@ -97,11 +97,8 @@ pub fn total_of(lines: &[OrderLine]) -> Result<Money, OrderError> {
         if line.unit_price.currency != currency {
             return Err(OrderError::MixedCurrencies(currency, line.unit_price.currency));
         }
-        let line_total = line
-            .unit_price
-            .cents
-            .checked_mul(i64::from(line.quantity.get()))
-            .ok_or(OrderError::TotalOverflow)?;
+        let line_total =
+            line.unit_price.cents.checked_mul(i64::from(line.quantity.get())).ok_or(OrderError::TotalOverflow)?;
         cents = cents.checked_add(line_total).ok_or(OrderError::TotalOverflow)?;
     }
     Ok(Money::new(cents, currency))
@@ -209,10 +206,7 @@ mod tests {
             Err(OrderError::MixedCurrencies(..))
         ));
         let l = line(100, 1);
-        assert!(matches!(
-            Order::default().decide(place(vec![l.clone(), l])),
-            Err(OrderError::DuplicateProduct(_))
-        ));
+        assert!(matches!(Order::default().decide(place(vec![l.clone(), l])), Err(OrderError::DuplicateProduct(_))));
     }
 
     #[test]

@@ -36,11 +36,21 @@ pub enum PaymentState {
 pub enum AccountCommand {
     /// Opens the account; opening an open account decides nothing (both the customer's
     /// registration and a first payment may open it, whichever comes first).
-    Open { customer_id: CustomerId, credit: Money },
-    Authorize { order_id: OrderId, amount: Money },
+    Open {
+        customer_id: CustomerId,
+        credit: Money,
+    },
+    Authorize {
+        order_id: OrderId,
+        amount: Money,
+    },
     /// Gives an authorized or confirmed payment back. Unknown or already refunded: nothing.
-    Refund { order_id: OrderId },
-    Confirm { order_id: OrderId },
+    Refund {
+        order_id: OrderId,
+    },
+    Confirm {
+        order_id: OrderId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

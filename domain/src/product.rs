@@ -116,11 +116,7 @@ impl Aggregate for Product {
                 } else if u64::from(quantity.get()) <= self.available {
                     vec![E::StockReserved { order_id, quantity: quantity.get() }]
                 } else {
-                    vec![E::StockReservationFailed {
-                        order_id,
-                        requested: quantity.get(),
-                        available: self.available,
-                    }]
+                    vec![E::StockReservationFailed { order_id, requested: quantity.get(), available: self.available }]
                 }
             }
             C::ReleaseStock { order_id } => match self.reservations.get(&order_id) {
@@ -205,10 +201,7 @@ mod tests {
         assert_eq!(events, vec![ProductEvent::StockReserved { order_id: order, quantity: 5 }]);
         let other = OrderId::new();
         let events = p.decide(ProductCommand::ReserveStock { order_id: other, quantity: qty(6) }).unwrap();
-        assert_eq!(
-            events,
-            vec![ProductEvent::StockReservationFailed { order_id: other, requested: 6, available: 5 }]
-        );
+        assert_eq!(events, vec![ProductEvent::StockReservationFailed { order_id: other, requested: 6, available: 5 }]);
     }
 
     #[test]

@@ -84,10 +84,7 @@ impl Settings {
             database_url: or("SHOP_DATABASE_URL", default_database(service)),
             kafka_brokers: or("SHOP_KAFKA_BROKERS", "127.0.0.1:9092"),
             schema_registry_url: or("SHOP_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8090/apis/ccompat/v7"),
-            mongodb_url: or(
-                "SHOP_MONGODB_URL",
-                "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false",
-            ),
+            mongodb_url: or("SHOP_MONGODB_URL", "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false"),
             customer_url: or("SHOP_CUSTOMER_URL", url("customer")),
             product_url: or("SHOP_PRODUCT_URL", url("product")),
             order_url: or("SHOP_ORDER_URL", url("order")),
@@ -98,7 +95,9 @@ impl Settings {
             initial_credit_cents: or("SHOP_INITIAL_CREDIT_CENTS", "100000")
                 .parse()
                 .context("SHOP_INITIAL_CREDIT_CENTS")?,
-            saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000").parse().context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
+            saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000")
+                .parse()
+                .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
         })
     }
 }

@@ -207,7 +207,13 @@ async fn process(
 /// it: a message is never dropped.
 async fn park(producer: &FutureProducer, m: &BorrowedMessage<'_>, reason: &str, attempts: u32) {
     let dlq = format!("{}.dlq", m.topic());
-    tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), reason, "parking message on {dlq}");
+    tracing::error!(
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        reason,
+        "parking message on {dlq}"
+    );
     loop {
         let mut pairs: Vec<(&str, String)> = Vec::new();
         if let Some(headers) = m.headers() {

@@ -62,8 +62,8 @@ impl Wiring {
 
     /// The service's own database, migrated.
     pub async fn database(&self, event_store: bool) -> anyhow::Result<PgPool> {
-        let pool = retry_until("postgres", Duration::from_secs(60), || db::connect(&self.settings.database_url, 16))
-            .await?;
+        let pool =
+            retry_until("postgres", Duration::from_secs(60), || db::connect(&self.settings.database_url, 16)).await?;
         if event_store {
             db::migrate_event_store(&pool).await?;
         } else {

@@ -90,7 +90,8 @@ impl Handler for Projections {
                 guarded(&self.customers, &m.customer_id, "customer", v, u).await
             }
             Message::AccountOpened(m) => {
-                let u = doc! { "$set": { "credit_limit_cents": m.credit_cents, "credit_available_cents": m.credit_cents } };
+                let u =
+                    doc! { "$set": { "credit_limit_cents": m.credit_cents, "credit_available_cents": m.credit_cents } };
                 guarded(&self.customers, &m.customer_id, "payment", v, u).await
             }
             Message::PaymentAuthorized(m) => {
@@ -180,7 +181,8 @@ impl Projections {
     }
 }
 
-pub const EVENT_TOPICS: [Topic; 4] = [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents];
+pub const EVENT_TOPICS: [Topic; 4] =
+    [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents];
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[], &EVENT_TOPICS).await?;

@@ -8,10 +8,10 @@
 pub mod saga;
 
 use async_trait::async_trait;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::Metadata;
@@ -74,7 +74,12 @@ async fn save(tx: &mut Transaction<'_, Postgres>, saga: &Saga, insert: bool) -> 
     Ok(())
 }
 
-async fn send_all(tx: &mut Transaction<'_, Postgres>, saga: &Saga, commands: &[Message], cause: Option<&str>) -> anyhow::Result<()> {
+async fn send_all(
+    tx: &mut Transaction<'_, Postgres>,
+    saga: &Saga,
+    commands: &[Message],
+    cause: Option<&str>,
+) -> anyhow::Result<()> {
     let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), saga.order_id.clone())]);
     if let Some(c) = cause {
         metadata.insert(h::CAUSATION_ID.to_owned(), c.to_owned());
@@ -88,7 +93,9 @@ async fn send_all(tx: &mut Transaction<'_, Postgres>, saga: &Saga, commands: &[M
 #[async_trait]
 impl Handler for Orchestrator {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
-        let Some(order_id) = order_of(&envelope.message) else { return Ok(()) };
+        let Some(order_id) = order_of(&envelope.message) else {
+            return Ok(());
+        };
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query("INSERT INTO inbox (message_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&envelope.message_id)
@@ -118,7 +125,8 @@ impl Handler for Orchestrator {
             }
             (Some(_), Message::OrderPlaced(_)) => {}
             (Some((state,)), reply) => {
-                let mut saga: Saga = serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                let mut saga: Saga =
+                    serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
                 let before = (saga.status, saga.step);
                 let commands = saga.on_reply(reply, now, self.timeouts);
                 save(&mut tx, &saga, false).await?;
@@ -168,7 +176,8 @@ pub fn app(pool: PgPool) -> Router {
 }
 
 async fn list(State(pool): State<PgPool>) -> Result<Response, ApiError> {
-    let rows: Vec<(String, String, String, DateTime<Utc>, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+    type Row = (String, String, String, DateTime<Utc>, DateTime<Utc>, serde_json::Value);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT order_id, status, step, created_at, updated_at, state->'reason' FROM sagas ORDER BY created_at DESC LIMIT 500",
     )
     .fetch_all(&pool)

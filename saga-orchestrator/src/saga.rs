@@ -151,8 +151,12 @@ impl Saga {
             .lines
             .iter()
             .map(|l| {
-                r::ReserveStock { order_id: saga.order_id.clone(), product_id: l.product_id.clone(), quantity: l.quantity }
-                    .into()
+                r::ReserveStock {
+                    order_id: saga.order_id.clone(),
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                }
+                .into()
             })
             .collect();
         (saga, commands)
@@ -172,7 +176,9 @@ impl Saga {
         match reply {
             Message::StockReserved(e) => {
                 let running = self.step == Step::ReserveStock && self.status == Status::Running;
-                let Some(line) = self.line_mut(&e.product_id) else { return out };
+                let Some(line) = self.line_mut(&e.product_id) else {
+                    return out;
+                };
                 if line.state != LineState::Pending {
                     return out;
                 }
@@ -188,7 +194,9 @@ impl Saga {
                 }
             }
             Message::StockReservationFailed(e) => {
-                let Some(line) = self.line_mut(&e.product_id) else { return out };
+                let Some(line) = self.line_mut(&e.product_id) else {
+                    return out;
+                };
                 if line.state != LineState::Pending {
                     return out;
                 }
@@ -252,29 +260,24 @@ impl Saga {
                 self.payment = PaymentState::Confirmed;
                 self.note(now_ms, "payment confirmed");
             }
-            Message::OrderConfirmed(_) => {
-                if self.status == Status::Running && self.step == Step::ConfirmOrder {
-                    self.status = Status::Confirmed;
-                    self.step = Step::Done;
-                    self.note(now_ms, "order confirmed: committing stock and payment");
-                    for i in 0..self.lines.len() {
-                        self.lines[i].state = LineState::CommitRequested;
-                        let product_id = self.lines[i].product_id.clone();
-                        out.push(r::CommitStock { order_id: self.order_id.clone(), product_id }.into());
-                    }
-                    out.push(
-                        r::ConfirmPayment { order_id: self.order_id.clone(), customer_id: self.customer_id.clone() }
-                            .into(),
-                    );
+            Message::OrderConfirmed(_) if self.status == Status::Running && self.step == Step::ConfirmOrder => {
+                self.status = Status::Confirmed;
+                self.step = Step::Done;
+                self.note(now_ms, "order confirmed: committing stock and payment");
+                for i in 0..self.lines.len() {
+                    self.lines[i].state = LineState::CommitRequested;
+                    let product_id = self.lines[i].product_id.clone();
+                    out.push(r::CommitStock { order_id: self.order_id.clone(), product_id }.into());
                 }
+                out.push(
+                    r::ConfirmPayment { order_id: self.order_id.clone(), customer_id: self.customer_id.clone() }.into(),
+                );
             }
-            Message::OrderRejected(e) => {
-                if !self.status.is_terminal() {
-                    self.status = Status::Rejected;
-                    self.step = Step::Done;
-                    self.deadline_ms = None;
-                    self.note(now_ms, format!("order rejected: {}", e.reason));
-                }
+            Message::OrderRejected(e) if !self.status.is_terminal() => {
+                self.status = Status::Rejected;
+                self.step = Step::Done;
+                self.deadline_ms = None;
+                self.note(now_ms, format!("order rejected: {}", e.reason));
             }
             _ => {}
         }
@@ -380,7 +383,12 @@ mod tests {
         assert_eq!(names(&out), ["ReserveStock", "ReserveStock"]);
         assert!(s.on_reply(&reserved("p1"), 1, T).is_empty());
         assert_eq!(names(&s.on_reply(&reserved("p2"), 2, T)), ["AuthorizePayment"]);
-        let auth = r::PaymentAuthorized { customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 300, currency: "EUR".into() };
+        let auth = r::PaymentAuthorized {
+            customer_id: "c1".into(),
+            order_id: "o1".into(),
+            amount_cents: 300,
+            currency: "EUR".into(),
+        };
         assert_eq!(names(&s.on_reply(&auth.clone().into(), 3, T)), ["ConfirmOrder"]);
         let out = s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 4, T);
         assert_eq!(names(&out), ["CommitStock", "CommitStock", "ConfirmPayment"]);
@@ -394,7 +402,8 @@ mod tests {
     fn stock_failure_releases_what_was_reserved_and_rejects() {
         let (mut s, _) = Saga::start(&placed(&[("p1", 1), ("p2", 9)]), 0, T);
         s.on_reply(&reserved("p1"), 1, T);
-        let failed = r::StockReservationFailed { product_id: "p2".into(), order_id: "o1".into(), requested: 9, available: 3 };
+        let failed =
+            r::StockReservationFailed { product_id: "p2".into(), order_id: "o1".into(), requested: 9, available: 3 };
         let out = s.on_reply(&failed.into(), 2, T);
         assert_eq!(names(&out), ["ReleaseStock", "RejectOrder"]);
         assert_eq!(s.status, Status::Compensating);
@@ -408,7 +417,11 @@ mod tests {
         let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
         s.on_reply(&reserved("p1"), 1, T);
         let declined = r::PaymentDeclined {
-            customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 100, currency: "EUR".into(), reason: "insufficient credit".into(),
+            customer_id: "c1".into(),
+            order_id: "o1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+            reason: "insufficient credit".into(),
         };
         let out = s.on_reply(&declined.into(), 2, T);
         assert_eq!(names(&out), ["ReleaseStock", "RejectOrder"]);
@@ -422,7 +435,12 @@ mod tests {
         assert_eq!(names(&out), ["RefundPayment", "ReleaseStock", "RejectOrder"]);
         assert!(s.reason.as_deref().unwrap_or_default().contains("timed out waiting for authorize_payment"));
         // The authorization lands after the timeout: nothing more, the refund is already queued behind it.
-        let auth = r::PaymentAuthorized { customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 100, currency: "EUR".into() };
+        let auth = r::PaymentAuthorized {
+            customer_id: "c1".into(),
+            order_id: "o1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+        };
         assert!(s.on_reply(&auth.into(), 2001, T).is_empty());
         assert_eq!(s.status, Status::Compensating);
     }

@@ -143,11 +143,7 @@ mod tests {
     fn types_match_avsc_files() {
         for (avsc, derived) in derived_schemas() {
             let committed = Schema::parse_str(avsc).expect("committed .avsc parses");
-            assert_eq!(
-                derived.canonical_form(),
-                committed.canonical_form(),
-                "Rust type drifted from its .avsc"
-            );
+            assert_eq!(derived.canonical_form(), committed.canonical_form(), "Rust type drifted from its .avsc");
         }
     }
 

@@ -80,8 +80,5 @@ pub async fn place_order(customer: &str, items: &[(&str, i64)]) -> String {
 pub const SETTLE: Duration = Duration::from_secs(60);
 
 pub async fn final_order(id: &str) -> Value {
-    eventually(&format!("/api/orders/{id}"), SETTLE, |o| {
-        o["status"] == "CONFIRMED" || o["status"] == "REJECTED"
-    })
-    .await
+    eventually(&format!("/api/orders/{id}"), SETTLE, |o| o["status"] == "CONFIRMED" || o["status"] == "REJECTED").await
 }

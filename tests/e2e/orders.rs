@@ -19,7 +19,8 @@ async fn three_outcomes_of_the_create_order_saga() {
     let order = final_order(&ok).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(order["total_cents"], 2_000);
-    let statuses: Vec<&str> = order["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> =
+        order["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["PENDING", "CONFIRMED"]);
     let p = eventually(&format!("/api/products/{cheap}"), SETTLE, |p| stock(p) == (3, 0, 2)).await;
     assert_eq!(stock(&p), (3, 0, 2));
@@ -39,10 +40,7 @@ async fn three_outcomes_of_the_create_order_saga() {
     eventually(&format!("/api/products/{cheap}"), SETTLE, |p| stock(p) == (3, 0, 2)).await;
 
     // Only the confirmed order was charged.
-    let c = eventually(&format!("/api/customers/{customer}"), SETTLE, |c| {
-        c["credit_available_cents"] == 98_000
-    })
-    .await;
+    let c = eventually(&format!("/api/customers/{customer}"), SETTLE, |c| c["credit_available_cents"] == 98_000).await;
     assert_eq!(c["credit_limit_cents"], 100_000);
 
     // The saga of the credit rejection shows its compensation.

@@ -38,18 +38,28 @@ async fn bad_orders_are_rejected_with_a_message() {
     assert_client_error(s, &b);
     assert!(b["error"].as_str().unwrap().contains("unknown product"), "{b}");
 
-    let (s, b) = post("/api/orders", json!({ "customer_id": customer, "items": [{ "product_id": product, "quantity": -2 }] })).await;
+    let (s, b) =
+        post("/api/orders", json!({ "customer_id": customer, "items": [{ "product_id": product, "quantity": -2 }] }))
+            .await;
     assert_client_error(s, &b);
     assert!(b["error"].as_str().unwrap().contains("quantity"), "{b}");
 
     let (s, b) = post("/api/orders", json!({ "customer_id": customer, "items": [], "coupon": "FREE" })).await;
     assert_client_error(s, &b);
 
-    let (s, b) = post("/api/orders", json!({ "customer_id": uuid::Uuid::new_v4(), "items": [{ "product_id": product, "quantity": 1 }] })).await;
+    let (s, b) = post(
+        "/api/orders",
+        json!({ "customer_id": uuid::Uuid::new_v4(), "items": [{ "product_id": product, "quantity": 1 }] }),
+    )
+    .await;
     assert_client_error(s, &b);
     assert!(b["error"].as_str().unwrap().contains("unknown customer"), "{b}");
 
-    let (s, b) = post("/api/orders", json!({ "customer_id": "not-a-uuid", "items": [{ "product_id": product, "quantity": "two" }] })).await;
+    let (s, b) = post(
+        "/api/orders",
+        json!({ "customer_id": "not-a-uuid", "items": [{ "product_id": product, "quantity": "two" }] }),
+    )
+    .await;
     assert_client_error(s, &b);
 }
 
@@ -60,9 +70,13 @@ async fn bad_customers_and_products_are_rejected_with_a_message() {
     assert_client_error(s, &b);
     let (s, b) = post("/api/customers", json!({ "name": "Eve", "email": "not-an-email" })).await;
     assert_client_error(s, &b);
-    let (s, b) = post("/api/products", json!({ "sku": "X", "name": "n", "price_cents": -1, "currency": "EUR", "stock": 1 })).await;
+    let (s, b) =
+        post("/api/products", json!({ "sku": "X", "name": "n", "price_cents": -1, "currency": "EUR", "stock": 1 }))
+            .await;
     assert_client_error(s, &b);
-    let (s, b) = post("/api/products", json!({ "sku": "X", "name": "n", "price_cents": 1, "currency": "euro", "stock": 1 })).await;
+    let (s, b) =
+        post("/api/products", json!({ "sku": "X", "name": "n", "price_cents": 1, "currency": "euro", "stock": 1 }))
+            .await;
     assert_client_error(s, &b);
     let product = new_product(100, 1).await;
     let (s, b) = post(&format!("/api/products/{product}/stock"), json!({ "quantity": 0 })).await;

@@ -11,12 +11,12 @@ use domain::customer::{Customer, CustomerCommand};
 use domain::values::{CustomerId, Email, Name};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
+use platform::Settings;
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::outbox::event_mapper;
 use platform::readmodel;
 use platform::service::Wiring;
-use platform::Settings;
 use schemas::{Topic, convert};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -72,7 +72,8 @@ async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Resp
 }
 
 async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let docs: Vec<Document> = s.customers.find(doc! {}).sort(doc! { "_id": 1 }).limit(1000).await?.try_collect().await?;
+    let docs: Vec<Document> =
+        s.customers.find(doc! {}).sort(doc! { "_id": 1 }).limit(1000).await?.try_collect().await?;
     let views = docs
         .into_iter()
         .map(mongodb::bson::from_document::<CustomerView>)

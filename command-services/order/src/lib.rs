@@ -3,11 +3,11 @@
 //! `order.commands`. Queries come from the `orders` read model.
 
 use async_trait::async_trait;
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use domain::order::{Order, OrderCommand, OrderError, OrderLine};
 use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
 use futures::TryStreamExt;
@@ -90,10 +90,7 @@ pub struct ListQuery {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/orders", post(place).get(list))
-        .route("/orders/{id}", get(find))
-        .with_state(state)
+    Router::new().route("/orders", post(place).get(list)).route("/orders/{id}", get(find)).with_state(state)
 }
 
 fn downstream_error(e: CallError) -> ApiError {
@@ -134,9 +131,7 @@ async fn place(State(s): State<AppState>, Json(body): Json<PlaceOrder>) -> Resul
     }
     let order_id = OrderId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
-    s.store
-        .execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines }, metadata)
-        .await?;
+    s.store.execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines }, metadata).await?;
     let location = format!("/orders/{order_id}");
     Ok((
         StatusCode::ACCEPTED,
@@ -180,10 +175,9 @@ impl Handler for OrderCommands {
         let permanent = |e: schemas::DecodeError| HandlerError::Permanent(e.to_string());
         let (id, command) = match &envelope.message {
             Message::ConfirmOrder(c) => (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Confirm),
-            Message::RejectOrder(c) => (
-                convert::order_id(&c.order_id).map_err(permanent)?,
-                OrderCommand::Reject { reason: c.reason.clone() },
-            ),
+            Message::RejectOrder(c) => {
+                (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Reject { reason: c.reason.clone() })
+            }
             _ => return Ok(()),
         };
         match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
@@ -197,10 +191,7 @@ impl Handler for OrderCommands {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[Topic::OrderEvents], &[Topic::OrderCommands]).await?;
     let pool = wiring.database(true).await?;
-    wiring.spawn_relay(
-        pool.clone(),
-        event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))),
-    );
+    wiring.spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))));
     let store = Arc::new(EventStoreOf::new(pool));
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;

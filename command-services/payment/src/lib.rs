@@ -3,18 +3,18 @@
 //! initial credit; the saga's payment commands come from `payment.commands`.
 
 use async_trait::async_trait;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use domain::payment::{Account, AccountCommand};
 use domain::values::{Currency, CustomerId, Money};
+use platform::Settings;
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf};
 use platform::http::{ApiError, path_id};
 use platform::outbox::event_mapper;
 use platform::service::Wiring;
-use platform::Settings;
 use schemas::{Message, Topic, convert};
 use std::sync::Arc;
 
@@ -61,7 +61,10 @@ pub fn app(store: Arc<EventStoreOf<Account>>) -> Router {
 }
 
 /// The current account, from the event store.
-async fn account(State(store): State<Arc<EventStoreOf<Account>>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn account(
+    State(store): State<Arc<EventStoreOf<Account>>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = path_id(&raw, CustomerId::parse)?;
     let account = store.load(&id.to_string()).await?;
     let a = account.ok_or_else(|| ApiError::not_found(format!("no payment account for customer {id}")))?;

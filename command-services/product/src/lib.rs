@@ -3,11 +3,11 @@
 //! `catalog` read model; `/internal/products/{id}` answers from the event store.
 
 use async_trait::async_trait;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use futures::TryStreamExt;
@@ -176,10 +176,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[Topic::ProductEvents], &[Topic::ProductCommands]).await?;
     let pool = wiring.database(true).await?;
     db::with_migration_lock(&pool, include_str!("skus.sql")).await?;
-    wiring.spawn_relay(
-        pool.clone(),
-        event_mapper(|id: &str, e| Ok(convert::product_event(convert::product_id(id)?, e))),
-    );
+    wiring
+        .spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::product_event(convert::product_id(id)?, e))));
     let store = Arc::new(EventStoreOf::new(pool.clone()));
     wiring.spawn_consumer("product", &[Topic::ProductCommands], Arc::new(StockCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
