@@ -1,0 +1,39 @@
+//! The API gateway: the single public entry point. It checks what it can without asking
+//! anyone (ids, JSON bodies, sizes, routes) and forwards the rest to the owning service.
+//!
+//! - [`app`]: the router, built from the pieces below; `main.rs` only serves it.
+//! - [`downstream`]: which services exist and where they live ([`Service`], [`Downstreams`]).
+//! - [`state`]: [`AppState`], the pooled HTTP client and its [`Timeouts`].
+//! - [`extract`]: request checks as extractors: UUID path ids, JSON-object bodies, forwarded headers.
+//! - [`proxy`]: one forwarding call: request out, answer back, `Location` rewritten, failures mapped.
+//! - [`layers`]: the tower layer stack in front of `/api` (where auth, rate limits and
+//!   idempotency will go).
+//! - [`routes`]: one file per resource, plus `/health` and the JSON 404/405 fallbacks.
+
+pub mod downstream;
+pub mod extract;
+pub mod layers;
+pub mod proxy;
+pub mod routes;
+pub mod state;
+
+pub use downstream::{Downstreams, Service};
+pub use state::{AppState, Timeouts};
+
+use axum::Router;
+
+/// The whole gateway. `/health` stays outside the `/api` layer stack: probes carry no token.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(routes::customers::router())
+        .merge(routes::products::router())
+        .merge(routes::orders::router())
+        .merge(routes::sagas::router());
+    Router::new()
+        .merge(layers::api(api))
+        .merge(routes::health::router())
+        // Registered last: it applies to the routes added before it.
+        .method_not_allowed_fallback(routes::fallback::method_not_allowed)
+        .fallback(routes::fallback::not_found)
+        .with_state(state)
+}

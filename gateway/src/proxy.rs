@@ -1,0 +1,141 @@
+//! One forwarding call: the checked request goes to its service and the answer comes back with
+//! the headers clients need. Failures are mapped here, once: unreachable or too slow → 503; a
+//! service's 5xx → opaque 502 with the cause logged; its 4xx → passed on, always as JSON.
+
+use crate::downstream::Service;
+use crate::extract::{CONSISTENCY_TOKEN, Incoming, JsonObject, is_json};
+use crate::state::AppState;
+use axum::body::{Body, Bytes};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use platform::http::ApiError;
+
+/// The public collections: a `Location` into one of them gets its `/api` prefix back.
+const PUBLIC_COLLECTIONS: [&str; 4] = ["customers", "products", "orders", "sagas"];
+
+/// How much of a failed answer goes into the log.
+const LOGGED_BODY_BYTES: usize = 1024;
+
+impl AppState {
+    /// Send `incoming` (with `body`, if any) to `path` on `service` and turn the answer into the
+    /// client's answer.
+    #[tracing::instrument(skip_all, fields(downstream = service.name(), method = %incoming.method, path = %path))]
+    pub async fn forward(
+        &self,
+        service: Service,
+        path: &str,
+        incoming: Incoming,
+        body: Option<JsonObject>,
+    ) -> Result<Response, ApiError> {
+        let base_url = self.downstreams.base_url(service);
+        let mut url = format!("{base_url}{path}");
+        if let Some(query) = &incoming.query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut request = self.http.request(incoming.method, url).headers(incoming.headers);
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, body.content_type).body(body.bytes);
+        }
+        let answer = request.send().await.map_err(|e| call_failed(service, &e))?;
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let bytes = answer.bytes().await.map_err(|e| call_failed(service, &e))?;
+        if status.is_server_error() {
+            tracing::error!(%status, body = %snippet(&bytes), "downstream failed");
+            return Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{} failed to answer", service.name())));
+        }
+        Ok(client_answer(base_url, status, &headers, bytes))
+    }
+}
+
+/// No answer at all: the service is down, refused, or timed out.
+fn call_failed(service: Service, e: &reqwest::Error) -> ApiError {
+    if e.is_builder() {
+        // A malformed base URL: our configuration, not the service.
+        return ApiError::internal(format!("calling {}: {}", service.name(), cause_chain(e)));
+    }
+    tracing::warn!(error = %cause_chain(e), timeout = e.is_timeout(), "downstream unavailable");
+    ApiError::unavailable(format!("{} is unavailable", service.name()))
+}
+
+pub(crate) fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn snippet(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(LOGGED_BODY_BYTES)])
+}
+
+fn client_answer(base_url: &str, status: StatusCode, headers: &HeaderMap, bytes: Bytes) -> Response {
+    let json = headers.get(CONTENT_TYPE).is_some_and(is_json);
+    if status.is_client_error() && !json {
+        // E.g. a framework's plain-text rejection: keep the message, honour the error format.
+        let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or_default();
+        let message = match text {
+            "" => status.canonical_reason().unwrap_or("request refused").to_owned(),
+            text => text.chars().take(500).collect(),
+        };
+        return ApiError::new(status, message).into_response();
+    }
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    for name in [CONTENT_TYPE, CONSISTENCY_TOKEN] {
+        if let Some(value) = headers.get(&name) {
+            out.insert(name, value.clone());
+        }
+    }
+    let location = headers.get(LOCATION).and_then(|l| l.to_str().ok());
+    if let Some(location) = location.and_then(|l| HeaderValue::try_from(public_location(l, base_url)).ok()) {
+        out.insert(LOCATION, location);
+    }
+    response
+}
+
+/// The public form of a service's `Location`: `/orders/{id}`, or the same under the service's
+/// own base URL, becomes `/api/orders/{id}`. Anything else is left as it is.
+pub fn public_location(location: &str, base_url: &str) -> String {
+    let path = location.strip_prefix(base_url).filter(|rest| rest.starts_with('/')).unwrap_or(location);
+    let collection = path.strip_prefix('/').and_then(|p| p.split(['/', '?', '#']).next());
+    match collection {
+        Some(c) if PUBLIC_COLLECTIONS.contains(&c) => format!("/api{path}"),
+        _ => location.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_location;
+
+    const BASE: &str = "http://127.0.0.1:8083";
+
+    #[test]
+    fn service_locations_become_public() {
+        let id = "0190a8b0-0000-7000-8000-000000000001";
+        assert_eq!(public_location(&format!("/orders/{id}"), BASE), format!("/api/orders/{id}"));
+        assert_eq!(public_location(&format!("{BASE}/orders/{id}"), BASE), format!("/api/orders/{id}"));
+        assert_eq!(public_location("/customers?page=2", BASE), "/api/customers?page=2");
+    }
+
+    #[test]
+    fn other_locations_are_left_alone() {
+        for other in [
+            "/api/orders/1",
+            "/internal/orders/1",
+            "//evil.example/orders",
+            "https://example.com/orders/1",
+            "/ordersx/1",
+        ] {
+            assert_eq!(public_location(other, BASE), other);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! What every handler shares: one pooled HTTP client and where the services are.
+
+use crate::downstream::Downstreams;
+use anyhow::Context;
+use platform::Settings;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Whole forwarded call, connect to last byte.
+    pub request: Duration,
+    pub connect: Duration,
+    /// One downstream `/health` probe; kept short so `/health` itself answers fast.
+    pub health: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { request: Duration::from_secs(10), connect: Duration::from_secs(2), health: Duration::from_secs(1) }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    /// Pooled, shared by all services; clones share the pool.
+    pub(crate) http: reqwest::Client,
+    pub(crate) downstreams: Arc<Downstreams>,
+    pub(crate) timeouts: Timeouts,
+}
+
+impl AppState {
+    pub fn new(downstreams: Downstreams, timeouts: Timeouts) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeouts.request)
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(60))
+            // The environment may set HTTP proxies; services are always reached directly.
+            .no_proxy()
+            .build()
+            .context("building the downstream HTTP client")?;
+        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts })
+    }
+
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        Self::new(Downstreams::from_settings(settings), Timeouts::default())
+    }
+}
