@@ -1,0 +1,96 @@
+//! Notification service: it knows only events. It learns contacts (`CustomerRegistered`) and
+//! orders (`OrderPlaced`) into its own tables, and sends one e-mail per `OrderConfirmed`,
+//! `OrderRejected` and `PaymentConfirmed`, deduplicated by event id.
+//!
+//! - [`plan`]: event → action, pure.
+//! - [`templates`]: subject and body per e-mail, pure.
+//! - [`handler`]: applies a plan: table updates, or look up facts → send → record in `sent`.
+//! - [`mailer`]: SMTP delivery behind the [`mailer::Mailer`] trait.
+//! - [`store`]: the tables (`sql/schema.sql`) and their queries.
+//! - [`notifications`]: `GET /notifications?order_id=`, the sent log of one order.
+
+pub mod handler;
+pub mod mailer;
+pub mod notifications;
+pub mod plan;
+pub mod store;
+pub mod templates;
+
+use axum::Router;
+use axum::routing::get;
+use platform::Settings;
+use platform::service::Wiring;
+use schemas::Topic;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// Kafka consumer group of this service.
+pub const GROUP: &str = "notification";
+
+/// Where the events this service reacts to travel.
+pub const TOPICS: [Topic; 3] = [Topic::CustomerEvents, Topic::OrderEvents, Topic::PaymentEvents];
+
+pub fn app(pool: PgPool) -> Router {
+    Router::new().route("/notifications", get(notifications::list)).with_state(pool)
+}
+
+/// The service, connected and consuming; HTTP is served by [`Service::run_until_stopped`].
+pub struct Service {
+    wiring: Wiring,
+    pool: PgPool,
+}
+
+impl Service {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let mut wiring = Wiring::connect(settings, &[], &TOPICS).await?;
+        let pool = wiring.database(false).await?;
+        platform::db::with_migration_lock(&pool, store::SCHEMA_SQL).await?;
+        let mailer = Arc::new(mailer::Smtp::new(&wiring.settings.smtp_addr)?);
+        let notifier = Arc::new(handler::Notifier::new(pool.clone(), mailer));
+        // One consumer per topic, all in the same group: while an e-mail waits (retrying) for a
+        // contact or order it does not know yet, the topic carrying that fact keeps flowing.
+        // One consumer over all three topics would stall the fact behind the retries.
+        for topic in TOPICS {
+            wiring.spawn_consumer(GROUP, &[topic], notifier.clone());
+        }
+        Ok(Self { wiring, pool })
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.wiring.serve(app(self.pool)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// A pool that never connects: these requests are answered before any query.
+    fn lazy_pool() -> PgPool {
+        sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap()
+    }
+
+    async fn status_of(uri: &str) -> (StatusCode, serde_json::Value) {
+        let response = app(lazy_pool()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn listing_needs_an_order_id() {
+        let (status, body) = status_of("/notifications").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().contains("order_id"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn listing_rejects_unknown_parameters() {
+        let (status, body) = status_of("/notifications?order_id=o1&customer=c1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].is_string(), "{body}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The service's tables (`sql/schema.sql`): what it learned from events, and what it sent.
+
+use crate::plan::Kind;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+pub const SCHEMA_SQL: &str = include_str!("sql/schema.sql");
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Contact {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderFacts {
+    pub customer_id: String,
+    pub total_cents: i64,
+    pub currency: String,
+}
+
+/// One e-mail the SMTP server accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Sent {
+    /// The event that caused it.
+    pub message_id: String,
+    pub event_type: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Events are immutable: a redelivered registration changes nothing.
+pub async fn remember_contact(pool: &PgPool, customer_id: &str, name: &str, email: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO contacts (customer_id, name, email) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(customer_id)
+        .bind(name)
+        .bind(email)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn remember_order(
+    pool: &PgPool,
+    order_id: &str,
+    customer_id: &str,
+    total_cents: i64,
+    currency: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, total_cents, currency) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(customer_id)
+    .bind(total_cents)
+    .bind(currency)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn contact(pool: &PgPool, customer_id: &str) -> sqlx::Result<Option<Contact>> {
+    sqlx::query_as("SELECT name, email FROM contacts WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn order(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<OrderFacts>> {
+    sqlx::query_as("SELECT customer_id, total_cents, currency FROM orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn already_sent(pool: &PgPool, message_id: &str) -> sqlx::Result<bool> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM sent WHERE message_id = $1").bind(message_id).fetch_optional(pool).await?;
+    Ok(found.is_some())
+}
+
+/// An e-mail the SMTP server just accepted, to be recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub message_id: &'a str,
+    pub kind: Kind,
+    pub order_id: &'a str,
+    pub customer_id: &'a str,
+    pub recipient: &'a str,
+    pub subject: &'a str,
+}
+
+/// Record an accepted e-mail. A row already there (a concurrent redelivery won the race) is
+/// kept: it is the same e-mail.
+pub async fn record_sent(pool: &PgPool, d: &Delivery<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sent (message_id, event_type, order_id, customer_id, recipient, subject) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(d.message_id)
+    .bind(d.kind.as_str())
+    .bind(d.order_id)
+    .bind(d.customer_id)
+    .bind(d.recipient)
+    .bind(d.subject)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn sent_for_order(pool: &PgPool, order_id: &str) -> sqlx::Result<Vec<Sent>> {
+    sqlx::query_as(
+        "SELECT message_id, event_type, order_id, customer_id, recipient, subject, sent_at \
+         FROM sent WHERE order_id = $1 ORDER BY sent_at, message_id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,179 @@
+//! The handler against a real PostgreSQL (a fresh database per test, dropped afterwards) with
+//! a recording mailer instead of SMTP. Needs PostgreSQL, hence ignored by default:
+//! `cargo test -p notification-service -- --ignored` (server from `SHOP_TEST_POSTGRES`,
+//! default the local stack's `postgres://shop:shop@127.0.0.1:5432`).
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use notification_service::handler::Notifier;
+use notification_service::mailer::{Letter, Mailer, SendError};
+use notification_service::{app, store};
+use platform::consumer::{Envelope, Handler, HandlerError};
+use schemas::Message;
+use schemas::records::*;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct RecordingMailer {
+    /// (recipient, subject, body) of each accepted e-mail.
+    accepted: Mutex<Vec<(String, String, String)>>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Mailer for RecordingMailer {
+    async fn send(&self, letter: &Letter<'_>) -> Result<(), SendError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(SendError::Unavailable("connection refused".into()));
+        }
+        let entry = (letter.to_email.to_owned(), letter.mail.subject.clone(), letter.mail.body.clone());
+        self.accepted.lock().unwrap().push(entry);
+        Ok(())
+    }
+}
+
+impl RecordingMailer {
+    fn count(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+struct Harness {
+    notifier: Notifier,
+    mailer: Arc<RecordingMailer>,
+    pool: PgPool,
+    server: String,
+    database: String,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let server =
+            std::env::var("SHOP_TEST_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
+        let database = format!("shop_notification_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = platform::db::connect(&format!("{server}/{database}"), 4).await.expect("PostgreSQL reachable");
+        platform::db::with_migration_lock(&pool, store::SCHEMA_SQL).await.unwrap();
+        let mailer = Arc::new(RecordingMailer::default());
+        let notifier = Notifier::new(pool.clone(), mailer.clone());
+        Self { notifier, mailer, pool, server, database }
+    }
+
+    async fn handle(&self, message_id: &str, message: impl Into<Message>) -> Result<(), HandlerError> {
+        let message = message.into();
+        let envelope = Envelope {
+            topic: message.topic().name().to_owned(),
+            message,
+            message_id: message_id.to_owned(),
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            aggregate_version: None,
+            occurred_at: 0,
+            partition: 0,
+            offset: 0,
+        };
+        self.notifier.handle(&envelope).await
+    }
+
+    async fn stop(self) {
+        self.pool.close().await;
+        let admin = platform::db::connect(&format!("{}/postgres", self.server), 1).await.unwrap();
+        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
+        sqlx::raw_sql(&drop).execute(&admin).await.unwrap();
+    }
+}
+
+fn alice() -> CustomerRegistered {
+    CustomerRegistered { customer_id: "c1".into(), name: "Alice".into(), email: "alice@example.com".into() }
+}
+
+fn placed() -> OrderPlaced {
+    OrderPlaced {
+        order_id: "o1".into(),
+        customer_id: "c1".into(),
+        lines: vec![OrderLine { product_id: "p1".into(), quantity: 2, unit_price_cents: 1250 }],
+        total_cents: 2500,
+        currency: "EUR".into(),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn one_email_per_event_even_when_redelivered() {
+    let h = Harness::start().await;
+    h.handle("m1", alice()).await.unwrap();
+    h.handle("m2", placed()).await.unwrap();
+    h.handle("m3", OrderConfirmed { order_id: "o1".into() }).await.unwrap();
+    h.handle("m3", OrderConfirmed { order_id: "o1".into() }).await.unwrap();
+    h.handle("m1", alice()).await.unwrap();
+    let accepted = h.mailer.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].0, "alice@example.com");
+    assert!(accepted[0].2.contains("25.00 EUR"), "{}", accepted[0].2);
+    h.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn an_email_waits_for_its_contact_and_order() {
+    let h = Harness::start().await;
+    let rejected = OrderRejected { order_id: "o1".into(), reason: "out of stock".into() };
+    assert!(matches!(h.handle("m3", rejected.clone()).await, Err(HandlerError::Transient(_))));
+    h.handle("m2", placed()).await.unwrap();
+    assert!(matches!(h.handle("m3", rejected.clone()).await, Err(HandlerError::Transient(_))));
+    let paid = PaymentConfirmed {
+        customer_id: "c1".into(),
+        order_id: "o1".into(),
+        amount_cents: 2500,
+        currency: "EUR".into(),
+    };
+    assert!(matches!(h.handle("m4", paid.clone()).await, Err(HandlerError::Transient(_))));
+    assert_eq!(h.mailer.count(), 0);
+    h.handle("m1", alice()).await.unwrap();
+    h.handle("m3", rejected).await.unwrap();
+    h.handle("m4", paid).await.unwrap();
+    assert_eq!(h.mailer.count(), 2);
+    assert!(h.mailer.accepted.lock().unwrap()[0].2.contains("Reason: out of stock"));
+    h.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn an_smtp_outage_is_retried_and_records_nothing() {
+    let h = Harness::start().await;
+    h.handle("m1", alice()).await.unwrap();
+    h.handle("m2", placed()).await.unwrap();
+    h.mailer.down.store(true, Ordering::SeqCst);
+    let confirmed = OrderConfirmed { order_id: "o1".into() };
+    assert!(matches!(h.handle("m3", confirmed.clone()).await, Err(HandlerError::Transient(_))));
+    assert!(store::sent_for_order(&h.pool, "o1").await.unwrap().is_empty());
+    h.mailer.down.store(false, Ordering::SeqCst);
+    h.handle("m3", confirmed).await.unwrap();
+    assert_eq!(h.mailer.count(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn the_sent_log_of_an_order_is_listed() {
+    let h = Harness::start().await;
+    h.handle("m1", alice()).await.unwrap();
+    h.handle("m2", placed()).await.unwrap();
+    h.handle("m3", OrderConfirmed { order_id: "o1".into() }).await.unwrap();
+    let request = Request::get("/notifications?order_id=o1").body(Body::empty()).unwrap();
+    let response = app(h.pool.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["event_type"], "OrderConfirmed");
+    assert_eq!(list[0]["recipient"], "alice@example.com");
+    assert_eq!(list[0]["message_id"], "m3");
+    assert!(list[0]["subject"].as_str().unwrap().contains("o1"));
+    assert!(list[0]["sent_at"].is_string());
+    h.stop().await;
+}
