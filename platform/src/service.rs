@@ -80,6 +80,11 @@ impl Wiring {
 
     pub fn spawn_consumer(&mut self, group: &str, topics: &[Topic], handler: Arc<dyn Handler>) {
         let config = ConsumerConfig::new(&self.settings.kafka_brokers, group, topics);
+        self.spawn_consumer_with(config, handler);
+    }
+
+    /// Like [`Wiring::spawn_consumer`], with retry settings of the caller's choosing.
+    pub fn spawn_consumer_with(&mut self, config: ConsumerConfig, handler: Arc<dyn Handler>) {
         let (codec, producer, token) = (self.codec.clone(), self.producer.clone(), self.shutdown.clone());
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = consumer::run(config, codec, producer, handler, token.cancelled_owned()).await {

@@ -19,6 +19,7 @@ pub mod templates;
 use axum::Router;
 use axum::routing::get;
 use platform::Settings;
+use platform::consumer::ConsumerConfig;
 use platform::service::Wiring;
 use schemas::Topic;
 use sqlx::PgPool;
@@ -50,8 +51,11 @@ impl Service {
         // One consumer per topic, all in the same group: while an e-mail waits (retrying) for a
         // contact or order it does not know yet, the topic carrying that fact keeps flowing.
         // One consumer over all three topics would stall the fact behind the retries.
+        // An SMTP outage or a fact still on its way is waited out for minutes before parking.
         for topic in TOPICS {
-            wiring.spawn_consumer(GROUP, &[topic], notifier.clone());
+            let mut config = ConsumerConfig::new(&wiring.settings.kafka_brokers, GROUP, &[topic]);
+            config.max_attempts = 30;
+            wiring.spawn_consumer_with(config, notifier.clone());
         }
         Ok(Self { wiring, pool })
     }

@@ -1,0 +1,99 @@
+"""`./stack`: run the platform's whole local stack as processes on 127.0.0.1, without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+from tools.stack.components.base import Context, StackError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parser() -> argparse.ArgumentParser:
+    # --data is accepted before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, default=argparse.SUPPRESS,
+                        help="folder for all state: databases, logs, pid files (default <repo>/.stack-data)")
+    p = argparse.ArgumentParser(prog="stack", description=__doc__, parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", parents=[common],
+                        help="install (first run), start, wait healthy, load demo data")
+    up.add_argument("--infra-only", action="store_true", help="only the infrastructure, no Rust services")
+    up.add_argument("--no-demo", action="store_true", help="do not load demo data")
+
+    down = sub.add_parser("down", parents=[common], help="stop everything the stack started")
+    down.add_argument("--wipe", action="store_true", help="also delete the data folder")
+
+    sub.add_parser("status", parents=[common], help="pid, port, health and memory of each component")
+
+    restart = sub.add_parser("restart", parents=[common], help="SIGKILL a component, start it, wait healthy")
+    restart.add_argument("name")
+
+    logs = sub.add_parser("logs", parents=[common], help="show a component's log")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=200, help="last N lines (0: all)")
+
+    test = sub.add_parser("test", parents=[common],
+                          help="up --no-demo, cargo test (end-to-end included), launcher unit tests")
+    test.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    return p
+
+
+def context(data: Path | None) -> Context:
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Context(repo=REPO, data=(data or REPO / ".stack-data").absolute(), cache=cache_home / "shop-stack")
+
+
+def lock(ctx: Context):
+    """One mutating command at a time per data folder."""
+    ctx.data.mkdir(parents=True, exist_ok=True)
+    handle = open(ctx.data / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StackError(f"another ./stack command is working on {ctx.data}") from None
+    return handle
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from tools.stack.launcher import Launcher  # after parsing: --help needs no component
+
+    ctx = context(getattr(args, "data", None))
+    try:
+        launcher = Launcher(ctx)
+        if args.command == "status":
+            return launcher.status()
+        if args.command == "logs":
+            launcher.logs(args.name, args.follow, args.lines)
+            return 0
+        held = lock(ctx)
+        try:
+            if args.command == "up":
+                launcher.up(infra_only=args.infra_only, demo_data=not args.no_demo)
+            elif args.command == "down":
+                launcher.down(wipe=args.wipe)
+            elif args.command == "restart":
+                launcher.restart(args.name)
+            elif args.command == "test":
+                return launcher.test(keep=args.keep)
+        finally:
+            held.close()
+        return 0
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.command == "up":
+            print("what did start keeps running: ./stack status, ./stack down", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

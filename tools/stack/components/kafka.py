@@ -1,0 +1,135 @@
+"""Apache Kafka 4.x, one KRaft node in combined mode (broker + controller), from Maven Central jars.
+
+The jars are resolved from tools/stack/kafka/pom.xml (the broker, its tools and a log4j2 SLF4J binding:
+the published poms carry none, and without one the broker logs nothing). Application topics are not
+created here: the services create their own at start-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from pathlib import Path
+
+from tools.stack import ports
+from tools.stack.components.base import (
+    Component, StackError, java_bin, maven_copy_dependencies, tcp_ok)
+
+HEAP = "-Xmx512m"
+STARTED = "Kafka Server started"
+
+LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.apache.name = org.apache.kafka
+logger.apache.level = info
+# chatty at info: one line per request/fetch session
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = warn
+"""
+
+
+class Kafka(Component):
+    name = "kafka"
+    start_timeout = 120.0
+    stop_grace = 30.0  # a controlled shutdown takes a few seconds
+
+    @property
+    def pom(self) -> Path:
+        return self.ctx.repo / "tools/stack/kafka/pom.xml"
+
+    @property
+    def libs(self) -> Path:
+        # Keyed by the pom's content: changing a version resolves a fresh set of jars.
+        digest = hashlib.sha256(self.pom.read_bytes()).hexdigest()[:12]
+        return self.cache_dir / f"libs-{digest}"
+
+    @property
+    def properties(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def installed(self) -> bool:
+        return (self.libs / ".complete").exists()
+
+    def install(self) -> None:
+        maven_copy_dependencies(self.ctx, self.name, self.pom, self.libs)
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise StackError(f"kafka: no kafka_2.13 jar in {self.libs} after resolving {self.pom}")
+        (self.libs / ".complete").touch()
+
+    def configure(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties.write_text(render_server_properties(self.port, ports.KAFKA_CONTROLLER_PORT,
+                                                            self.data_dir / "logs"))
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2)
+
+    def prepare_once(self) -> None:
+        self.configure()
+        self.run(self.java("kafka.tools.StorageTool") + [
+            "format", "-t", new_cluster_id(), "-c", str(self.properties), "--standalone",
+            "--ignore-formatted"])
+
+    def java(self, main_class: str) -> list[str]:
+        return [java_bin(), HEAP, "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true", "-Dlog4j2.formatMsgNoLookups=true",
+                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={self.data_dir / 'app-logs'}",
+                "-cp", f"{self.libs}/*", main_class]
+
+    def command(self) -> list[str]:
+        return self.java("kafka.Kafka") + [str(self.properties)]
+
+    def env(self) -> dict[str, str | None]:
+        return {"KAFKA_HEAP_OPTS": None, "KAFKA_OPTS": None, "JAVA_TOOL_OPTIONS": None}
+
+    def health(self) -> bool:
+        return tcp_ok(self.port) and STARTED in self.log_since_start()
+
+    def urls(self) -> list[tuple[str, str]]:
+        return [("bootstrap", f"127.0.0.1:{self.port}")]
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a random UUID, base64url without padding (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def render_server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": "0",
+        # one node: every internal topic with replication factor 1 and min ISR 1
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "log.retention.hours": "24",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+COMPONENT = Kafka

@@ -1,0 +1,45 @@
+"""Mailpit: SMTP on loopback for the notification service, REST API (and a blank UI: the module
+archive carries no web assets) to read what was sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tools.stack import ports
+from tools.stack.components.base import Component, go_build, http_ok
+
+VERSION = "v1.33.1"
+
+
+class Mailpit(Component):
+    name = "mailpit"
+    start_timeout = 30.0
+
+    @property
+    def binary(self) -> Path:
+        return self.cache_dir / VERSION / "mailpit"
+
+    def installed(self) -> bool:
+        return self.binary.exists()
+
+    def install(self) -> None:
+        go_build(self.ctx, self.name, ["install", f"github.com/axllent/mailpit@{VERSION}"],
+                 env={"GOBIN": str(self.binary.parent)})
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "--smtp", f"127.0.0.1:{ports.MAILPIT_SMTP_PORT}",
+                "--listen", f"127.0.0.1:{self.port}", "--database", str(self.data_dir / "mail.db"),
+                "--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--disable-version-check"]
+
+    def env(self) -> dict[str, str | None]:
+        return {key: None for key in ("MP_DATABASE", "MP_SMTP_BIND_ADDR", "MP_UI_BIND_ADDR")}
+
+    def health(self) -> bool:
+        return http_ok(f"http://127.0.0.1:{self.port}/readyz")
+
+    def urls(self) -> list[tuple[str, str]]:
+        return [("API", f"http://127.0.0.1:{self.port}/api/v1/messages"),
+                ("SMTP", f"127.0.0.1:{ports.MAILPIT_SMTP_PORT}")]
+
+
+COMPONENT = Mailpit

@@ -1,0 +1,55 @@
+"""One of this repository's Rust binaries (ports.SERVICES), run from the cargo dev build."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tools.stack import ports
+from tools.stack.components.base import Component, Context, StackError, http_ok
+
+
+class Service(Component):
+    kind = "service"
+    # Every service needs the infrastructure (the disabled or absent parts are skipped).
+    depends_on = tuple(ports.INFRA_PORTS)
+    start_timeout = 90.0
+    stop_grace = 10.0
+
+    def __init__(self, ctx: Context, name: str, binary: str, port: int):
+        super().__init__(ctx)
+        self.name = name
+        self.binary = binary
+        self._port = port
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def executable(self) -> Path:
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or self.ctx.repo / "target")
+        return target / "debug" / self.binary
+
+    def installed(self) -> bool:
+        return self.executable.exists()
+
+    def install(self) -> None:
+        # `up` builds the whole workspace at once; a single service is not built on its own.
+        raise StackError(f"{self.name}: no binary {self.executable}: run `cargo build --workspace --bins`"
+                         " (or `./stack up`)")
+
+    def command(self) -> list[str]:
+        return [str(self.executable)]
+
+    def cwd(self) -> Path:
+        return self.ctx.repo
+
+    def env(self) -> dict[str, str | None]:
+        return {"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1"}
+
+    def health(self) -> bool:
+        return http_ok(f"http://127.0.0.1:{self.port}/health")
+
+    def urls(self) -> list[tuple[str, str]]:
+        return [("", f"http://127.0.0.1:{self.port}/")]

@@ -1,0 +1,79 @@
+"""Demo data, loaded through the gateway's public API (DESIGN.md, "Gateway API"). Idempotent: a
+customer whose email or a product whose sku already exists is left as it is."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from tools.stack.components.base import StackError
+
+CUSTOMERS = [
+    {"name": "Alice Martin", "email": "alice@example.com"},
+    {"name": "Bob Schmidt", "email": "bob@example.com"},
+]
+PRODUCTS = [
+    {"sku": "COFFEE-1KG", "name": "Espresso beans, 1 kg", "price_cents": 2490, "currency": "EUR",
+     "stock": 100},
+    {"sku": "MUG-CERAMIC", "name": "Ceramic mug", "price_cents": 1290, "currency": "EUR", "stock": 50},
+    {"sku": "GRINDER-HAND", "name": "Hand grinder", "price_cents": 5990, "currency": "EUR", "stock": 20},
+    {"sku": "KETTLE-GOOSENECK", "name": "Gooseneck kettle", "price_cents": 7900, "currency": "EUR",
+     "stock": 10},
+    {"sku": "FILTERS-100", "name": "Paper filters, 100 pcs", "price_cents": 490, "currency": "EUR",
+     "stock": 200},
+]
+
+
+def request(method: str, url: str, body: dict | None = None, timeout: float = 10.0,
+            accept: tuple[int, ...] = ()):
+    """(status, decoded JSON body); an error status not in `accept` raises StackError."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        if e.code in accept:
+            return e.code, None
+        raise StackError(f"demo data: {method} {url} answered {e.code}: "
+                         f"{e.read().decode('utf-8', 'replace')[:500]}") from None
+    except OSError as e:
+        raise StackError(f"demo data: {method} {url} failed: {e}") from None
+
+
+def items(listing) -> list[dict]:
+    """A listing as a list, whether the API answers a bare array or wraps it ({"items": [...]})."""
+    if isinstance(listing, list):
+        return listing
+    if isinstance(listing, dict):
+        for key in ("items", "data", "results", "customers", "products"):
+            if isinstance(listing.get(key), list):
+                return listing[key]
+    return []
+
+
+def missing(wanted: list[dict], existing: list[dict], key: str) -> list[dict]:
+    have = {str(e.get(key, "")).lower() for e in existing}
+    return [w for w in wanted if w[key].lower() not in have]
+
+
+def load(base: str, say=print) -> None:
+    for kind, path, wanted, key in (("customer", "/api/customers", CUSTOMERS, "email"),
+                                    ("product", "/api/products", PRODUCTS, "sku")):
+        _status, listing = request("GET", base + path)
+        todo = missing(wanted, items(listing), key)
+        if not todo:
+            say(f"demo: all demo {kind}s exist")
+        for entry in todo:
+            # 409: created a moment ago and not in the (eventually consistent) listing yet
+            status, answer = request("POST", base + path, entry, accept=(409,))
+            if status == 409:
+                say(f"demo: {kind} {entry[key]} exists")
+            elif status != 201:
+                raise StackError(f"demo data: POST {path} {entry[key]} answered {status}, expected 201")
+            else:
+                say(f"demo: created {kind} {entry[key]} ({(answer or {}).get('id', '?')})")
