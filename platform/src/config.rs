@@ -31,6 +31,8 @@ pub struct Settings {
     pub smtp_addr: String,
     /// Credit a new payment account opens with.
     pub initial_credit_cents: i64,
+    /// Snapshot event-sourced aggregates every this many events (0: never).
+    pub snapshot_every: usize,
     /// How long a saga step may wait for its reply.
     pub saga_step_timeout_ms: u64,
 }
@@ -95,6 +97,7 @@ impl Settings {
             initial_credit_cents: or("SHOP_INITIAL_CREDIT_CENTS", "100000")
                 .parse()
                 .context("SHOP_INITIAL_CREDIT_CENTS")?,
+            snapshot_every: or("SHOP_SNAPSHOT_EVERY", "50").parse().context("SHOP_SNAPSHOT_EVERY")?,
             saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000")
                 .parse()
                 .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,

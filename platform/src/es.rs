@@ -93,14 +93,24 @@ pub struct EventStoreOf<A: Aggregate + 'static> {
 }
 
 impl<A: Aggregate + 'static> EventStoreOf<A> {
+    /// An event store without snapshots: every load replays the whole stream.
     pub fn new(pool: PgPool) -> Self {
-        let cqrs = CqrsFramework::new(
-            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
-            vec![],
-            (),
-        );
-        let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool));
-        Self { cqrs, store, _a: PhantomData }
+        Self::with_snapshots(pool, 0)
+    }
+
+    /// With `every > 0`, a snapshot of the aggregate is written (in the events' transaction)
+    /// every `every` events, and loads start from the latest snapshot.
+    pub fn with_snapshots(pool: PgPool, every: usize) -> Self {
+        let make = |pool: PgPool| {
+            let repo = PostgresEventRepository::new(pool);
+            if every > 0 {
+                PersistedEventStore::new_snapshot_store(repo, every)
+            } else {
+                PersistedEventStore::new_event_store(repo)
+            }
+        };
+        let cqrs = CqrsFramework::new(make(pool.clone()), vec![], ());
+        Self { cqrs, store: make(pool), _a: PhantomData }
     }
 
     /// Execute a command; a conflicting concurrent write is retried a few times (the command
@@ -124,14 +134,10 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
 
     /// The current state of an aggregate, or `None` if it has no events.
     pub async fn load(&self, id: &str) -> Result<Option<A>, CommandError<A::Error>> {
-        let events = self.store.load_events(id).await.map_err(CommandError::from)?;
-        if events.is_empty() {
+        let context = self.store.load_aggregate(id).await.map_err(CommandError::from)?;
+        if context.current_sequence == 0 {
             return Ok(None);
         }
-        let mut state = A::default();
-        for envelope in events {
-            state.apply(envelope.payload.0);
-        }
-        Ok(Some(state))
+        Ok(Some(context.aggregate.0))
     }
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -326,17 +327,24 @@ class Launcher:
             results.append((label, outcome, time.monotonic() - t0))
             return outcome in ("ok", "skipped")
 
+        counts = {"passed": 0, "failed": 0}
+
         def cargo_test() -> str:
             if not (self.ctx.repo / "Cargo.toml").exists():
                 print("cargo test skipped: no Cargo workspace yet")
                 return "skipped"
-            code = subprocess.run(["cargo", "test", "--workspace", "--", "--include-ignored"],
-                                  cwd=self.ctx.repo).returncode
+            code, out = run_teed(["cargo", "test", "--workspace", "--", "--include-ignored"], self.ctx.repo)
+            passed, failed = count_cargo_results(out)
+            counts["passed"] += passed
+            counts["failed"] += failed
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
         def unit_tests() -> str:
-            code = subprocess.run([sys.executable, "-m", "unittest", "discover", "-s", "tools/stack/tests",
-                                   "-t", "."], cwd=self.ctx.repo).returncode
+            code, out = run_teed([sys.executable, "-m", "unittest", "discover", "-s", "tools/stack/tests", "-t", "."],
+                                 self.ctx.repo)
+            passed, failed = count_unittest_results(out)
+            counts["passed"] += passed
+            counts["failed"] += failed
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
         def up() -> str:
@@ -354,7 +362,38 @@ class Launcher:
                 print("stack left running (--keep): ./stack down to stop it")
         print()
         print_table([("STEP", "RESULT", "TIME")] + [(l, o, f"{t:.0f}s") for l, o, t in results])
+        print(f"tests: {counts['passed']} passed, {counts['failed']} failed")
         return 0 if all(o in ("ok", "skipped") for _l, o, _t in results) else 1
+
+
+def run_teed(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Run a command, streaming its output (stdout and stderr merged) and keeping a copy."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    kept = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        kept.append(line)
+    return proc.wait(), "".join(kept)
+
+
+def count_cargo_results(output: str) -> tuple[int, int]:
+    """Sum the `test result: ... N passed; M failed` lines of a cargo test run."""
+    passed = failed = 0
+    for m in re.finditer(r"^test result: \w+\. (\d+) passed; (\d+) failed", output, re.M):
+        passed += int(m.group(1))
+        failed += int(m.group(2))
+    return passed, failed
+
+
+def count_unittest_results(output: str) -> tuple[int, int]:
+    """From unittest's `Ran N tests` and `FAILED (failures=a, errors=b, skipped=c)` lines."""
+    ran = sum(int(m.group(1)) for m in re.finditer(r"^Ran (\d+) tests?", output, re.M))
+    failed = sum(int(m.group(1)) for m in re.finditer(r"(?:failures|errors)=(\d+)", output))
+    skipped = sum(int(m.group(1)) for m in re.finditer(r"skipped=(\d+)", output))
+    return max(ran - failed - skipped, 0), failed
 
 
 def stop_layers(components: list[Component]) -> list[list[Component]]:

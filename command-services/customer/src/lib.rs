@@ -101,7 +101,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let state = AppState {
-        store: Arc::new(EventStoreOf::new(pool)),
+        store: Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every)),
         customers: readmodel::collection(&mongo, readmodel::CUSTOMERS),
     };
     wiring.serve(app(state)).await

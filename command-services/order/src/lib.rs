@@ -192,7 +192,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[Topic::OrderEvents], &[Topic::OrderCommands]).await?;
     let pool = wiring.database(true).await?;
     wiring.spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))));
-    let store = Arc::new(EventStoreOf::new(pool));
+    let store = Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every));
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let timeout = Duration::from_secs(3);

@@ -92,7 +92,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool.clone(),
         event_mapper(|id: &str, e| Ok(convert::account_event(convert::customer_id(id)?, e))),
     );
-    let store = Arc::new(EventStoreOf::new(pool));
+    let store = Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every));
     let handler = Arc::new(Payments { store: store.clone(), initial_credit });
     wiring.spawn_consumer("payment", &[Topic::PaymentCommands, Topic::CustomerEvents], handler);
     wiring.serve(app(store)).await

@@ -282,3 +282,22 @@ class DemoDataTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestCounts(unittest.TestCase):
+    """The closing `tests: N passed, M failed` line of `./stack test` sums the runners' own lines."""
+
+    def test_cargo_result_lines_are_summed(self):
+        from tools.stack.launcher import count_cargo_results
+
+        out = ("test result: ok. 20 passed; 0 failed; 0 ignored; 0 measured\n"
+               "test result: FAILED. 3 passed; 2 failed; 0 ignored\n"
+               "running 0 tests\ntest result: ok. 0 passed; 0 failed; 0 ignored\n")
+        self.assertEqual(count_cargo_results(out), (23, 2))
+
+    def test_unittest_failures_and_skips_are_not_counted_as_passed(self):
+        from tools.stack.launcher import count_unittest_results
+
+        self.assertEqual(count_unittest_results("Ran 47 tests in 5.1s\n\nOK\n"), (47, 0))
+        self.assertEqual(count_unittest_results("Ran 10 tests in 1s\n\nFAILED (failures=2, errors=1, skipped=3)\n"),
+                         (4, 3))
