@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(names(&out), ["ReleaseStock", "RejectOrder"]);
         assert_eq!(s.status, Status::Compensating);
         assert!(s.reason.as_deref().unwrap_or_default().contains("insufficient stock"));
-        s.on_reply(&r::OrderRejected { order_id: "o1".into(), reason: "x".into() }.into(), 3, T);
+        s.on_reply(&r::OrderRejected { order_id: "o1".into(), reason: "x".into(), code: None }.into(), 3, T);
         assert_eq!(s.status, Status::Rejected);
     }
 

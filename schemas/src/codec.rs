@@ -1,12 +1,20 @@
 //! Confluent wire format through a schema registry: `0x00`, 4-byte schema id, Avro body.
 //! Encoding registers the record's schema under `<topic>-<full record name>` on first use.
+//! Decoding reads the body with the writer's schema (fetched by id) and resolves it to the schema
+//! this build committed for that record ([`resolve`]), so records written by older or newer
+//! producers load as long as the change was backward compatible (`schemas check`).
 
 use crate::records::{ALL_RECORDS, Message};
 use crate::topics::Topic;
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,15 +121,14 @@ impl Codec {
             )));
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let decoded = match self.decoder.decode(Some(bytes)).await {
-            Ok(d) => d,
+        let writer = match self.decoder.get_schema(id).await {
+            Ok(s) => s,
             Err(e) => return Err(self.classify(id, e).await),
         };
-        let name = decoded
-            .name
-            .map(|n| n.fullname(None))
-            .ok_or_else(|| DecodeError::Malformed(format!("schema {id} is not a named record")))?;
-        Message::from_value(&name, decoded.value)
+        decode_body(&writer.parsed, &bytes[5..]).map_err(|e| match e {
+            DecodeError::Malformed(m) => DecodeError::Malformed(format!("schema id {id}: {m}")),
+            other => other,
+        })
     }
 
     /// Tell an unknown schema id from a body that does not fit a known schema, by asking the
@@ -142,4 +149,42 @@ impl Codec {
             Err(err) => DecodeError::Unavailable(format!("registry unreachable: {err}")),
         }
     }
+}
+
+/// The committed schema of every record this build knows, by full name: the reader side of
+/// schema resolution.
+static READER_SCHEMAS: LazyLock<HashMap<&'static str, Schema>> = LazyLock::new(|| {
+    ALL_RECORDS
+        .iter()
+        .map(|(name, avsc, _)| (*name, Schema::parse_str(avsc).expect("committed .avsc parses (tested in records)")))
+        .collect()
+});
+
+/// The schema this build reads `full_name` records with, if it knows the record.
+pub fn reader_schema(full_name: &str) -> Option<&'static Schema> {
+    READER_SCHEMAS.get(full_name)
+}
+
+/// Decode an Avro body (no framing) written with `writer`, resolved to our schema for the same
+/// record. This is what [`Codec::decode`] does once it has the writer schema from the registry.
+pub fn decode_body(writer: &Schema, body: &[u8]) -> Result<Message, DecodeError> {
+    let name = writer
+        .name()
+        .map(|n| n.fullname(None))
+        .ok_or_else(|| DecodeError::Malformed("the writer schema is not a named record".to_owned()))?;
+    let reader = reader_schema(&name).ok_or_else(|| DecodeError::UnknownRecord(name.clone()))?;
+    let value = resolve(writer, reader, body)?;
+    Message::from_value(&name, value)
+}
+
+/// Avro schema resolution: read `body` with the schema it was written with, then shape the value
+/// as `reader` expects (fields the writer lacked take the reader's default, fields the reader
+/// lacks are dropped, `int` widens to `long`, ...). Fails when the bytes do not fit `writer` or
+/// the two schemas cannot be resolved.
+pub fn resolve(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<Value, DecodeError> {
+    GenericDatumReader::builder(writer)
+        .reader_schema(reader)
+        .build()
+        .and_then(|r| r.read_value(&mut &body[..]))
+        .map_err(|e| DecodeError::Malformed(e.to_string()))
 }

@@ -95,7 +95,7 @@ pub fn order_event(id: OrderId, event: &OrderEvent) -> Message {
         }
         .into(),
         OrderEvent::OrderConfirmed => OrderConfirmed { order_id }.into(),
-        OrderEvent::OrderRejected { reason } => OrderRejected { order_id, reason: reason.clone() }.into(),
+        OrderEvent::OrderRejected { reason } => OrderRejected { order_id, reason: reason.clone(), code: None }.into(),
     }
 }
 

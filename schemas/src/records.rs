@@ -120,7 +120,7 @@ wire! {
 
     "shop.order" order OrderPlaced { order_id: String, customer_id: String, lines: Vec<OrderLine>, total_cents: i64, currency: String } key order_id => OrderEvents;
     "shop.order" order OrderConfirmed { order_id: String } key order_id => OrderEvents;
-    "shop.order" order OrderRejected { order_id: String, reason: String } key order_id => OrderEvents;
+    "shop.order" order OrderRejected { order_id: String, reason: String, code: Option<String> } key order_id => OrderEvents;
     "shop.order" order ConfirmOrder { order_id: String } key order_id => OrderCommands;
     "shop.order" order RejectOrder { order_id: String, reason: String } key order_id => OrderCommands;
 

@@ -351,10 +351,17 @@ class Launcher:
             self.up(demo_data=False)
             return "ok"
 
+        def schemas_check() -> str:
+            # BACKWARD compatibility of every .avsc against its earlier committed versions.
+            code = subprocess.run(["cargo", "run", "-q", "-p", "schemas", "--bin", "schemas", "--", "check"],
+                                  cwd=self.ctx.repo).returncode
+            return "ok" if code == 0 else f"FAILED (exit {code})"
+
         try:
             step("stack up --no-demo", up)
             step("cargo test --workspace -- --include-ignored", cargo_test)
             step("launcher unit tests", unit_tests)
+            step("schemas check", schemas_check)
         finally:
             if started_here and not keep:
                 step("stack down", lambda: self.down() or "ok")

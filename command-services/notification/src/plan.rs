@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn confirmations_rejections_and_payments_each_send_their_email() {
         let confirmed = Message::OrderConfirmed(OrderConfirmed { order_id: "o1".into() });
-        let rejected = Message::OrderRejected(OrderRejected { order_id: "o1".into(), reason: "out of stock".into() });
+        let rejected = Message::OrderRejected(OrderRejected { order_id: "o1".into(), reason: "out of stock".into(), code: None });
         let paid = Message::PaymentConfirmed(PaymentConfirmed {
             customer_id: "c1".into(),
             order_id: "o1".into(),

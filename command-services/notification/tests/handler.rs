@@ -121,7 +121,7 @@ async fn one_email_per_event_even_when_redelivered() {
 #[ignore = "needs PostgreSQL"]
 async fn an_email_waits_for_its_contact_and_order() {
     let h = Harness::start().await;
-    let rejected = OrderRejected { order_id: "o1".into(), reason: "out of stock".into() };
+    let rejected = OrderRejected { order_id: "o1".into(), reason: "out of stock".into(), code: None };
     assert!(matches!(h.handle("m3", rejected.clone()).await, Err(HandlerError::Transient(_))));
     h.handle("m2", placed()).await.unwrap();
     assert!(matches!(h.handle("m3", rejected.clone()).await, Err(HandlerError::Transient(_))));
