@@ -5,6 +5,7 @@
 //! (`FOR UPDATE`, so one instance drives a saga at a time), new state, and the commands into
 //! the outbox. The relay sends them. Deadlines are rows too, so a restart forgets none.
 
+pub mod definition;
 pub mod saga;
 
 use async_trait::async_trait;

@@ -1,18 +1,12 @@
 //! The CreateOrder saga as a pure state machine: replies (events) in, commands out.
 //!
-//! Steps, in order, each with its command, the replies that advance it, its compensation and
-//! its timeout:
-//!
-//! | step              | command                 | replies                                 | compensation   | timeout |
-//! |-------------------|-------------------------|-----------------------------------------|----------------|---------|
-//! | reserve_stock     | ReserveStock (per line) | StockReserved / StockReservationFailed  | ReleaseStock   | yes     |
-//! | authorize_payment | AuthorizePayment        | PaymentAuthorized / PaymentDeclined     | RefundPayment  | yes     |
-//! | confirm_order     | ConfirmOrder            | OrderConfirmed                          | none needed: last step | no |
+//! The steps (command, replies, compensation, timeout) are declared in [`crate::definition`].
 //!
 //! On success: CommitStock per line and ConfirmPayment. On failure or timeout: the
 //! compensations of what was done, then RejectOrder with the reason. A reply that arrives after
 //! compensation (e.g. a reservation or payment that lands late) is compensated on its own.
 
+use crate::definition as d;
 use schemas::Message;
 use schemas::records as r;
 use serde::{Deserialize, Serialize};
@@ -54,16 +48,16 @@ pub enum Step {
 impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
-            Step::ReserveStock => "reserve_stock",
-            Step::AuthorizePayment => "authorize_payment",
-            Step::ConfirmOrder => "confirm_order",
+            Step::ReserveStock => <d::ReserveStock as d::Step>::NAME,
+            Step::AuthorizePayment => <d::AuthorizePayment as d::Step>::NAME,
+            Step::ConfirmOrder => <d::ConfirmOrder as d::Step>::NAME,
             Step::RejectOrder => "reject_order",
             Step::Done => "done",
         }
     }
-    /// Whether a step gives up after the configured timeout.
+    /// Whether a step gives up after the configured timeout, as its definition says.
     pub fn times_out(self) -> bool {
-        matches!(self, Step::ReserveStock | Step::AuthorizePayment)
+        d::find(self.as_str()).is_some_and(|s| s.timeout == d::Timeout::Configured)
     }
 }
 
