@@ -1,14 +1,16 @@
-//! Kafka producer (idempotent, acks=all) and topic creation.
+//! Kafka clients: the idempotent producer (acks=all), the outbox relay's transactional producer,
+//! topic creation, and reading back the last committed record of a key.
 
 use anyhow::Context;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use schemas::Topic;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     ClientConfig::new()
@@ -21,21 +23,59 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .context("creating Kafka producer")
 }
 
+/// A transactional producer (idempotent, acks=all). The caller still has to call
+/// `init_transactions`, which fences any older producer with the same `transactional_id`.
+pub fn transactional_producer(brokers: &str, transactional_id: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        // The transaction of a producer that died open holds back read_committed consumers of
+        // its partitions until its successor fences it, or until this timeout aborts it.
+        .set("transaction.timeout.ms", "20000")
+        .set("message.timeout.ms", "15000")
+        .create()
+        .context("creating transactional Kafka producer")
+}
+
+/// A topic to create when missing.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// Topic-level configs, e.g. `("cleanup.policy", "compact")`.
+    pub config: Vec<(&'static str, String)>,
+}
+
 /// Create the given topics (and their DLQs) if missing. Event topics keep data forever so
 /// read models can be rebuilt by replaying them.
 pub async fn ensure_topics(brokers: &str, topics: &[Topic]) -> anyhow::Result<()> {
+    let mut specs = Vec::new();
+    for topic in topics {
+        specs.push(TopicSpec {
+            name: topic.name().to_owned(),
+            partitions: Topic::PARTITIONS,
+            config: vec![("retention.ms", topic.retention_ms().to_string())],
+        });
+        specs.push(TopicSpec { name: topic.dlq(), partitions: 1, config: vec![("retention.ms", "-1".to_owned())] });
+    }
+    create_missing(brokers, &specs).await
+}
+
+/// Create each topic that does not exist yet; existing topics are left as they are.
+pub async fn create_missing(brokers: &str, specs: &[TopicSpec]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().context("creating Kafka admin client")?;
-    let retention: Vec<String> = topics.iter().map(|t| t.retention_ms().to_string()).collect();
-    let dlqs: Vec<String> = topics.iter().map(|t| t.dlq()).collect();
-    let mut new = Vec::new();
-    for (i, topic) in topics.iter().enumerate() {
-        new.push(
-            NewTopic::new(topic.name(), Topic::PARTITIONS, TopicReplication::Fixed(1))
-                .set("retention.ms", &retention[i]),
-        );
-        new.push(NewTopic::new(&dlqs[i], 1, TopicReplication::Fixed(1)).set("retention.ms", "-1"));
-    }
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| {
+            s.config
+                .iter()
+                .fold(NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(1)), |t, (k, v)| t.set(k, v))
+        })
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     for result in admin.create_topics(new.iter(), &options).await.context("creating topics")? {
         match result {
@@ -67,4 +107,71 @@ pub async fn send(
         .await
         .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
     Ok(())
+}
+
+/// How many offsets [`last_committed_value`] reads at a time, going backwards.
+const SCAN_WINDOW: i64 = 1000;
+
+/// The value of the last committed record with `key` in partition `partition` of `topic`
+/// (`None` when there is none), read with `isolation.level=read_committed` backwards from the
+/// end, window by window. "The end" is the high watermark when the call starts: an open
+/// transaction before it makes the call wait until it ends (or fail after `timeout`), because
+/// stopping at the last stable offset could miss the latest record.
+///
+/// Blocking: call it from `spawn_blocking`.
+pub fn last_committed_value(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let deadline = Instant::now() + timeout;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // Partitions are assigned, never subscribed: the group is not joined, nothing is committed.
+        .set("group.id", format!("{key}.reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("creating Kafka consumer")?;
+    let (low, high) =
+        consumer.fetch_watermarks(topic, partition, timeout).with_context(|| format!("watermarks of {topic}"))?;
+    let mut end = high;
+    while end > low {
+        let start = (end - SCAN_WINDOW).max(low);
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        consumer.assign(&assignment)?;
+        let mut found = None;
+        // The position also moves over transaction markers and aborted records, so it reaches
+        // `end` even though those are never returned.
+        while position(&consumer, topic, partition)?.unwrap_or(start) < end {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "reading {topic} [{partition}] up to offset {end} took over {timeout:?} (an open transaction?)"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+                Some(Ok(m)) if m.offset() < end && m.key() == Some(key.as_bytes()) => {
+                    found = Some(m.payload().unwrap_or_default().to_vec());
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
+    let positions = consumer.position()?;
+    Ok(positions.find_partition(topic, partition).and_then(|p| match p.offset() {
+        Offset::Offset(n) => Some(n),
+        _ => None,
+    }))
 }

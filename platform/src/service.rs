@@ -73,7 +73,7 @@ impl Wiring {
     }
 
     pub fn spawn_relay(&mut self, pool: PgPool, map_event: EventMapper) {
-        let relay = Relay { pool, producer: self.producer.clone(), codec: self.codec.clone(), map_event, batch: 500 };
+        let relay = Relay::new(pool, &self.settings.kafka_brokers, self.codec.clone(), map_event);
         let token = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move { relay.run(token.cancelled_owned()).await }));
     }

@@ -1,6 +1,7 @@
--- Messages waiting for Kafka. The relay publishes rows in id order and deletes them once
--- Kafka acknowledged them, so a row committed late (a "hole" in the id sequence) is simply
--- picked up by a later pass: nothing is skipped because nothing tracks a high-water mark.
+-- Messages waiting for Kafka. The relay publishes rows in id order, in Kafka transactions, and
+-- deletes them once their transaction committed, so a row committed late (a "hole" in the id
+-- sequence) is simply picked up by a later pass: nothing is skipped because nothing tracks a
+-- high-water mark. See platform/src/outbox.rs for the protocol.
 CREATE TABLE IF NOT EXISTS outbox
 (
     id             bigserial PRIMARY KEY,
@@ -15,6 +16,40 @@ CREATE TABLE IF NOT EXISTS outbox
     metadata       json        NOT NULL DEFAULT '{}',
     created_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- Identifies this outbox in the relay's Kafka checkpoints, which name row ids: ids mean nothing
+-- in another database, or in a re-created one that happens to have the same name.
+CREATE TABLE IF NOT EXISTS outbox_relay
+(
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    instance  uuid    NOT NULL DEFAULT gen_random_uuid()
+);
+INSERT INTO outbox_relay DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- Rows the relay failed to map, encode or get accepted by Kafka a few times, with the last error.
+-- Later rows of the same aggregate stay in the outbox until the dead row is dealt with, so no
+-- stream reaches Kafka with a gap. To retry a row once fixed, move it back with its own id (the
+-- relay sends in id order, so it goes out before the rows that waited behind it):
+--   WITH d AS (DELETE FROM outbox_dead WHERE id = <id> RETURNING *)
+--   INSERT INTO outbox (id, message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata, created_at)
+--   SELECT id, message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata, created_at FROM d;
+-- To give up on it, delete it from here: the waiting rows then go out.
+CREATE TABLE IF NOT EXISTS outbox_dead
+(
+    id             bigint PRIMARY KEY,
+    message_id     uuid        NOT NULL,
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    sequence       bigint      NOT NULL,
+    record         text        NOT NULL,
+    payload        json        NOT NULL,
+    metadata       json        NOT NULL,
+    created_at     timestamptz NOT NULL,
+    error          text        NOT NULL,
+    attempts       integer     NOT NULL,
+    died_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS outbox_dead_aggregate ON outbox_dead (aggregate_type, aggregate_id);
 
 -- Consumers record each message id in the same transaction as its effect.
 CREATE TABLE IF NOT EXISTS inbox

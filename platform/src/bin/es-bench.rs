@@ -1,0 +1,120 @@
+//! Event store benchmark: append throughput with one event per command and with batches of
+//! events per command, 8 concurrent writers over 100 aggregates, on the real PostgreSQL of the
+//! local stack (a throwaway database). Writes `bench-results/event-store.json`.
+//!
+//! `cargo run --release -p platform --bin es-bench -- [--events N]`
+
+use domain::{Aggregate, DomainEvent};
+use platform::es::{EventStoreOf, Metadata};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A minimal aggregate whose commands emit as many events as asked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Ledger {
+    entries: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Recorded {
+    n: u64,
+}
+
+impl DomainEvent for Recorded {
+    fn event_type(&self) -> &'static str {
+        "Recorded"
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Ledger {
+    const TYPE: &'static str = "BenchLedger";
+    type Command = Record;
+    type Event = Recorded;
+    type Error = Never;
+
+    fn decide(&self, command: Record) -> Result<Vec<Recorded>, Never> {
+        Ok((1..=u64::from(command.count)).map(|i| Recorded { n: self.entries + i }).collect())
+    }
+
+    fn apply(&mut self, event: Recorded) {
+        self.entries = event.n;
+    }
+}
+
+const WRITERS: usize = 8;
+const AGGREGATES: usize = 100;
+
+/// Append `events` events in commands of `per_command` events; returns events per second.
+async fn append(store: Arc<EventStoreOf<Ledger>>, events: usize, per_command: u32, tag: &str) -> anyhow::Result<f64> {
+    let commands = events / per_command as usize;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            // Writer w owns aggregates w, w+8, ...: no conflicts, so this measures appends.
+            let mine: Vec<usize> = (w..AGGREGATES).step_by(WRITERS).collect();
+            for i in (w..commands).step_by(WRITERS) {
+                let id = format!("{tag}-{}", mine[i / WRITERS % mine.len()]);
+                store.execute(&id, Record { count: per_command }, Metadata::new()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((commands * per_command as usize) as f64 / start.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let events: usize = args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).map_or(Ok(20_000), |v| v.parse())?;
+    let admin = std::env::var("SHOP_BENCH_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
+    let name = format!("bench_es_{}", uuid::Uuid::new_v4().simple());
+    let pool = platform::db::connect(&format!("{admin}/{name}"), 16).await?;
+    platform::db::migrate_event_store(&pool).await?;
+    let store = Arc::new(EventStoreOf::<Ledger>::new(pool.clone()));
+
+    // Warm up connections and caches.
+    append(store.clone(), 800, 1, "warm").await?;
+    let single = append(store.clone(), events, 1, "single").await?;
+    println!("append, 1 event per command:   {single:>10.0} events/s");
+    let batched = append(store.clone(), events * 5, 100, "batch").await?;
+    println!("append, 100 events per command: {batched:>10.0} events/s");
+
+    let results = serde_json::json!({
+        "benchmark": "event-store append (postgres-es, outbox trigger included)",
+        "when": chrono::Utc::now().to_rfc3339(),
+        "writers": WRITERS,
+        "aggregates": AGGREGATES,
+        "events_single": events,
+        "events_batched": events * 5,
+        "append_single_events_per_s": single.round(),
+        "append_batched_events_per_s": batched.round(),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("event-store.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("results written to {}", path.display());
+
+    pool.close().await;
+    let admin_pool = sqlx::PgPool::connect(&format!("{admin}/postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin_pool).await?;
+    Ok(())
+}
