@@ -274,7 +274,7 @@ class Launcher:
 
     # --- status / logs / urls -----------------------------------------------------------------------
     def status(self) -> int:
-        rows = [("NAME", "PID", "PORT", "HEALTH", "RSS")]
+        rows = [("NAME", "PID", "PORT", "HEALTH", "MEM (PSS)")]
         total = 0
         for c in self.components:
             record = self.record(c)
@@ -289,7 +289,7 @@ class Launcher:
             rows.append((c.name, str(record.pid) if record else "-", str(c.port), state,
                          mib(rss) if alive else "-"))
         print_table(rows)
-        print(f"\ntotal RSS: {mib(total)}")
+        print(f"\ntotal memory (PSS, shared pages counted once): {mib(total)}")
         return 0
 
     def logs(self, name: str, follow: bool, lines: int) -> None:

@@ -96,11 +96,29 @@ def members(record: PidRecord) -> dict[int, int]:
     return found
 
 
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size: shared pages divided among the processes sharing them, so
+    PostgreSQL's shared buffers are not counted once per backend. None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def rss_bytes(record: PidRecord) -> int:
+    """Memory of a component and its children: PSS where the kernel offers it, else RSS."""
     if not record.alive():
         return 0
     total = 0
     for pid in members(record):
+        pss = pss_bytes(pid)
+        if pss is not None:
+            total += pss
+            continue
         stat = proc_stat(pid)
         total += stat.rss_pages * PAGE_SIZE if stat else 0
     return total
