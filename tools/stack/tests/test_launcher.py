@@ -219,7 +219,7 @@ class LauncherTest(unittest.TestCase):
         with contextlib.redirect_stdout(out):
             launcher.status()
         self.assertRegex(out.getvalue(), rf"app\s+{first}\s+{self.app.port}\s+up\s+\d+ MiB")
-        self.assertIn("total RSS:", out.getvalue())
+        self.assertIn("total memory (PSS", out.getvalue())
 
         launcher.restart("app")
         self.assertNotEqual(launcher.record(self.app).pid, first)
