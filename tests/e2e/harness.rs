@@ -52,10 +52,43 @@ pub async fn eventually(path: &str, limit: Duration, done: impl Fn(&Value) -> bo
 }
 
 pub async fn new_customer() -> String {
+    new_customer_with_email().await.0
+}
+
+/// A fresh customer and the unique e-mail address their notifications go to.
+pub async fn new_customer_with_email() -> (String, String) {
     let email = format!("{}@example.com", unique("buyer"));
     let (status, body) = post("/api/customers", json!({ "name": "Test Buyer", "email": email })).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().expect("customer id").to_owned()
+    (body["id"].as_str().expect("customer id").to_owned(), email)
+}
+
+pub fn mailpit() -> String {
+    std::env::var("SHOP_MAILPIT_URL").unwrap_or_else(|_| "http://127.0.0.1:8025".into())
+}
+
+/// Subjects of the e-mails Mailpit holds for `to`.
+pub async fn mail_subjects(to: &str) -> Vec<String> {
+    let url = format!("{}/api/v1/search?query=to:{to}&limit=200", mailpit());
+    let body: Value = http().get(url).send().await.expect("mailpit").json().await.expect("mailpit json");
+    body["messages"]
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| m["Subject"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Wait until `to` has received `n` e-mails, then make sure no more arrive for a moment.
+pub async fn exactly_mails(to: &str, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    let mut subjects = mail_subjects(to).await;
+    while subjects.len() < n && start.elapsed() < SETTLE {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        subjects = mail_subjects(to).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let subjects = mail_subjects(to).await;
+    assert_eq!(subjects.len(), n, "expected exactly {n} e-mails to {to}, got {subjects:?}");
+    subjects
 }
 
 pub async fn new_product(price_cents: i64, stock: i64) -> String {

@@ -2,7 +2,10 @@
 //! `--include-ignored`). Each test makes its own customers and products, so tests do not
 //! interfere and can run against a stack that already holds data.
 
+mod dlq;
 mod harness;
+mod kafka;
 mod orders;
+mod redelivery;
 mod validation;
 mod wire;

@@ -10,7 +10,7 @@ fn stock(p: &Value) -> (i64, i64, i64) {
 #[tokio::test]
 #[ignore = "needs the running stack: ./stack test"]
 async fn three_outcomes_of_the_create_order_saga() {
-    let customer = new_customer().await;
+    let (customer, email) = new_customer_with_email().await;
     let cheap = new_product(1_000, 5).await;
     let dear = new_product(60_000, 10).await;
 
@@ -48,6 +48,15 @@ async fn three_outcomes_of_the_create_order_saga() {
     assert_eq!(saga["status"], "REJECTED", "{saga}");
     let steps: Vec<&str> = saga["history"].as_array().unwrap().iter().map(|h| h["what"].as_str().unwrap()).collect();
     assert!(steps.iter().any(|s| s.starts_with("compensating")), "{steps:?}");
+
+    // One e-mail per event: order confirmed + payment confirmed for the first order, one
+    // rejection for each of the others.
+    let subjects = exactly_mails(&email, 4).await;
+    let about = |order: &str, what: &str| subjects.iter().filter(|s| s.contains(order) && s.contains(what)).count();
+    assert_eq!(about(&ok, "is confirmed"), 1, "{subjects:?}");
+    assert_eq!(about(&ok, "Payment received"), 1, "{subjects:?}");
+    assert_eq!(about(&over_credit, "could not be completed"), 1, "{subjects:?}");
+    assert_eq!(about(&too_many, "could not be completed"), 1, "{subjects:?}");
 }
 
 #[tokio::test]

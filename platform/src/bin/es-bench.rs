@@ -1,6 +1,8 @@
 //! Event store benchmark: append throughput with one event per command and with batches of
 //! events per command, 8 concurrent writers over 100 aggregates, on the real PostgreSQL of the
-//! local stack (a throwaway database). Writes `bench-results/event-store.json`.
+//! local stack (a throwaway database); then the outbox relay's throughput publishing real
+//! product events to Kafka (exactly-once transactions, topics of its own). Writes
+//! `bench-results/event-store.json`.
 //!
 //! `cargo run --release -p platform --bin es-bench -- [--events N]`
 
@@ -78,6 +80,73 @@ async fn append(store: Arc<EventStoreOf<Ledger>>, events: usize, per_command: u3
     Ok((commands * per_command as usize) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Append `events` product events (8 writers, 100 products), then time the relay draining them.
+async fn relay_throughput(admin: &str, events: usize) -> anyhow::Result<f64> {
+    use domain::product::{Product, ProductCommand};
+    use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
+    use schemas::{Codec, Topic, convert};
+
+    let settings = platform::Settings::from_env("es-bench")?;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let name = format!("bench_relay_{run}");
+    let pool = platform::db::connect(&format!("{admin}/{name}"), 16).await?;
+    platform::db::migrate_event_store(&pool).await?;
+    let store = Arc::new(EventStoreOf::<Product>::new(pool.clone()));
+    let ids: Vec<ProductId> = (0..AGGREGATES).map(|_| ProductId::new()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let create = ProductCommand::Create {
+            product_id: *id,
+            sku: Sku::parse(&format!("BENCH-{i}"))?,
+            name: Name::parse("name", "Bench")?,
+            price: Money::new(100, Currency::EUR),
+            stock: 0,
+        };
+        store.execute(&id.to_string(), create, Metadata::new()).await?;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (store, ids) = (store.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..events.saturating_sub(AGGREGATES)).step_by(WRITERS) {
+                let id = ids[(i / WRITERS) % (AGGREGATES / WRITERS) * WRITERS + w % WRITERS];
+                let cmd = ProductCommand::AddStock { quantity: Quantity::new(1)? };
+                store.execute(&id.to_string(), cmd, Metadata::new()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await?;
+
+    let prefix = format!("bench.{run}.");
+    let topic = format!("{prefix}{}", Topic::ProductEvents.name());
+    let spec = platform::kafka::TopicSpec { name: topic.clone(), partitions: Topic::PARTITIONS, config: vec![] };
+    platform::kafka::create_missing(&settings.kafka_brokers, &[spec]).await?;
+    let codec = Arc::new(Codec::new(&settings.schema_registry_url)?);
+    let mapper = platform::outbox::event_mapper(|id: &str, e| Ok(convert::product_event(convert::product_id(id)?, e)));
+    let relay = platform::outbox::Relay::new(pool.clone(), &settings.kafka_brokers, codec, mapper)
+        .with_relay_id(format!("bench-relay-{run}"))
+        .with_topic_prefix(prefix)
+        .with_batch(500);
+    let start = Instant::now();
+    let mut sent = 0usize;
+    while sent < usize::try_from(queued)? {
+        let n = relay.pass().await?;
+        if n == 0 && start.elapsed().as_secs() > 300 {
+            anyhow::bail!("relay made no progress");
+        }
+        sent += n;
+    }
+    let rate = sent as f64 / start.elapsed().as_secs_f64();
+
+    pool.close().await;
+    let admin_pool = sqlx::PgPool::connect(&format!("{admin}/postgres")).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin_pool).await?;
+    Ok(rate)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -95,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
     let batched = append(store.clone(), events * 5, 100, "batch").await?;
     println!("append, 100 events per command: {batched:>10.0} events/s");
 
+    let relay = relay_throughput(&admin, events).await?;
+    println!("outbox relay to Kafka:          {relay:>10.0} events/s");
+
     let results = serde_json::json!({
         "benchmark": "event-store append (postgres-es, outbox trigger included)",
         "when": chrono::Utc::now().to_rfc3339(),
@@ -104,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
         "events_batched": events * 5,
         "append_single_events_per_s": single.round(),
         "append_batched_events_per_s": batched.round(),
+        "relay_events": events,
+        "relay_events_per_s": relay.round(),
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });

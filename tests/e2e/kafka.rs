@@ -1,0 +1,192 @@
+//! Kafka at first hand, for tests that go around the gateway: produce raw records, read a
+//! topic between two points, and see how far the services' consumer groups have come.
+
+use crate::harness::brokers;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Partition -> offset.
+pub type Offsets = BTreeMap<i32, i64>;
+
+/// One record as read back, detached from the client.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Rec {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn key_str(&self) -> String {
+        self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default()
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("Kafka producer")
+}
+
+/// Produce one record (to `partition`, or by key) and answer where it landed.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: &[(String, Option<Vec<u8>>)],
+) -> (i32, i64) {
+    let headers =
+        headers.iter().fold(OwnedHeaders::new(), |hs, (key, value)| hs.insert(Header { key, value: value.as_deref() }));
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload).headers(headers);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    let delivery = producer.send(record, TIMEOUT).await.map_err(|(e, _)| e).unwrap_or_else(|e| panic!("{topic}: {e}"));
+    (delivery.partition, delivery.offset)
+}
+
+/// A consumer that joins no group: it is only ever assigned partitions or asked about one.
+fn client(group: &str) -> StreamConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("Kafka consumer")
+}
+
+pub fn partitions(topic: &str) -> i32 {
+    let md = client("e2e-reader").fetch_metadata(Some(topic), TIMEOUT).expect("metadata");
+    let t = &md.topics()[0];
+    assert!(t.error().is_none() && !t.partitions().is_empty(), "topic {topic} does not exist");
+    i32::try_from(t.partitions().len()).expect("partition count")
+}
+
+/// The high watermark (next offset) of every partition.
+pub fn ends(topic: &str) -> Offsets {
+    let c = client("e2e-reader");
+    (0..partitions(topic)).map(|p| (p, c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1)).collect()
+}
+
+/// Every record of `topic` from `from` (partitions not named: from the beginning) up to the
+/// high watermarks of now.
+pub async fn read(topic: &str, from: &Offsets) -> Vec<Rec> {
+    let c = client("e2e-reader");
+    let mut tpl = TopicPartitionList::new();
+    let mut left = Offsets::new();
+    for p in 0..partitions(topic) {
+        let (low, high) = c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks");
+        let start = from.get(&p).copied().unwrap_or(low).max(low);
+        if high > start {
+            tpl.add_partition_offset(topic, p, Offset::Offset(start)).expect("partition");
+            left.insert(p, high);
+        }
+    }
+    let mut out = Vec::new();
+    if left.is_empty() {
+        return out;
+    }
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} did not reach {left:?}");
+        let m = match tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+            Err(_) => continue,
+            Ok(Err(KafkaError::PartitionEOF(p))) => {
+                left.remove(&p);
+                continue;
+            }
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Ok(Ok(m)) => m,
+        };
+        if left.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+            left.remove(&m.partition());
+        }
+        out.push(Rec {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// What `group` has committed on `topic` (partitions without a commit are left out). Asking
+/// does not join the group, so the services' consumers are not disturbed.
+pub fn committed(group: &str, topic: &str) -> Offsets {
+    let c = client(group);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions(topic) {
+        tpl.add_partition(topic, p);
+    }
+    let tpl = c.committed_offsets(tpl, TIMEOUT).expect("committed offsets");
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The services' consumer groups and the topics each reads (see each service's wiring).
+pub const GROUPS: [(&str, &[&str]); 6] = [
+    ("product", &["product.commands"]),
+    ("payment", &["payment.commands", "customer.events"]),
+    ("order", &["order.commands"]),
+    ("saga-orchestrator", &["order.events", "product.events", "payment.events"]),
+    ("projectors", &["customer.events", "product.events", "order.events", "payment.events"]),
+    ("notification", &["customer.events", "order.events", "payment.events"]),
+];
+
+/// Wait until every group reading `topic` has committed beyond `offsets` (the next offset to
+/// read is at least the given one on each partition).
+pub async fn wait_consumed(topic: &str, offsets: &Offsets, limit: Duration) {
+    let start = Instant::now();
+    for (group, _) in GROUPS.iter().filter(|(_, topics)| topics.contains(&topic)) {
+        loop {
+            let done = committed(group, topic);
+            let behind: Vec<_> = offsets.iter().filter(|(p, o)| done.get(p).is_none_or(|d| d < o)).collect();
+            if behind.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "group {group} did not consume {topic} up to {behind:?} within {limit:?} (committed {done:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
