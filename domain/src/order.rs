@@ -12,6 +12,7 @@ pub enum OrderStatus {
     Pending,
     Confirmed,
     Rejected,
+    Cancelled,
 }
 
 impl OrderStatus {
@@ -20,6 +21,7 @@ impl OrderStatus {
             OrderStatus::Pending => "PENDING",
             OrderStatus::Confirmed => "CONFIRMED",
             OrderStatus::Rejected => "REJECTED",
+            OrderStatus::Cancelled => "CANCELLED",
         }
     }
 }
@@ -40,6 +42,9 @@ pub struct Order {
     pub total: Money,
     pub status: OrderStatus,
     pub reason: Option<String>,
+    /// The customer asked to cancel; the saga undoes what was done, then cancels.
+    #[serde(default)]
+    pub cancellation_requested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +52,10 @@ pub enum OrderCommand {
     Place { order_id: OrderId, customer_id: CustomerId, lines: Vec<OrderLine> },
     Confirm,
     Reject { reason: String },
+    /// The customer's request: allowed while PENDING or CONFIRMED; the saga does the rest.
+    RequestCancellation { reason: String },
+    /// The saga's last word after undoing stock and payment.
+    Cancel { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +63,8 @@ pub enum OrderEvent {
     OrderPlaced { order_id: OrderId, customer_id: CustomerId, lines: Vec<OrderLine>, total: Money },
     OrderConfirmed,
     OrderRejected { reason: String },
+    OrderCancellationRequested { reason: String },
+    OrderCancelled { reason: String },
 }
 
 impl DomainEvent for OrderEvent {
@@ -62,6 +73,8 @@ impl DomainEvent for OrderEvent {
             OrderEvent::OrderPlaced { .. } => "OrderPlaced",
             OrderEvent::OrderConfirmed => "OrderConfirmed",
             OrderEvent::OrderRejected { .. } => "OrderRejected",
+            OrderEvent::OrderCancellationRequested { .. } => "OrderCancellationRequested",
+            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
         }
     }
 }
@@ -145,6 +158,23 @@ impl Aggregate for Order {
                     from => Err(OrderError::InvalidTransition { from, to: S::Rejected }),
                 }
             }
+            OrderCommand::RequestCancellation { reason } => {
+                self.id.ok_or(OrderError::NotFound)?;
+                match self.status {
+                    S::Pending | S::Confirmed if self.cancellation_requested => Ok(vec![]),
+                    S::Pending | S::Confirmed => Ok(vec![OrderEvent::OrderCancellationRequested { reason }]),
+                    S::Cancelled => Ok(vec![]),
+                    from => Err(OrderError::InvalidTransition { from, to: S::Cancelled }),
+                }
+            }
+            OrderCommand::Cancel { reason } => {
+                self.id.ok_or(OrderError::NotFound)?;
+                match self.status {
+                    S::Pending | S::Confirmed => Ok(vec![OrderEvent::OrderCancelled { reason }]),
+                    S::Cancelled => Ok(vec![]),
+                    from => Err(OrderError::InvalidTransition { from, to: S::Cancelled }),
+                }
+            }
         }
     }
 
@@ -160,6 +190,11 @@ impl Aggregate for Order {
             OrderEvent::OrderConfirmed => self.status = OrderStatus::Confirmed,
             OrderEvent::OrderRejected { reason } => {
                 self.status = OrderStatus::Rejected;
+                self.reason = Some(reason);
+            }
+            OrderEvent::OrderCancellationRequested { .. } => self.cancellation_requested = true,
+            OrderEvent::OrderCancelled { reason } => {
+                self.status = OrderStatus::Cancelled;
                 self.reason = Some(reason);
             }
         }
@@ -221,6 +256,19 @@ mod tests {
         assert_eq!(rejected.reason.as_deref(), Some("no stock"));
         assert_eq!(rejected.decide(OrderCommand::Reject { reason: "again".into() }), Ok(vec![]));
         assert!(rejected.decide(OrderCommand::Confirm).is_err());
+    }
+
+    #[test]
+    fn cancellation_is_requested_once_and_ends_cancelled() {
+        let (o, ev) = placed().execute(OrderCommand::RequestCancellation { reason: "changed my mind".into() }).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert!(o.decide(OrderCommand::RequestCancellation { reason: "again".into() }).unwrap().is_empty());
+        let (o, _) = o.execute(OrderCommand::Confirm).unwrap();
+        let (o, _) = o.execute(OrderCommand::Cancel { reason: "changed my mind".into() }).unwrap();
+        assert_eq!(o.status, OrderStatus::Cancelled);
+        assert!(o.decide(OrderCommand::Confirm).is_err());
+        let (rejected, _) = placed().execute(OrderCommand::Reject { reason: "no stock".into() }).unwrap();
+        assert!(rejected.decide(OrderCommand::RequestCancellation { reason: "x".into() }).is_err());
     }
 
     proptest! {

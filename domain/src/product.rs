@@ -37,6 +37,8 @@ pub enum ReservationState {
     Failed,
     Released,
     Committed,
+    /// Sold, then given back by a cancellation.
+    Returned,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub enum ProductCommand {
     ReserveStock { order_id: OrderId, quantity: Quantity },
     ReleaseStock { order_id: OrderId },
     CommitStock { order_id: OrderId },
+    /// Put sold items of a cancelled order back on the shelf.
+    ReturnStock { order_id: OrderId },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +60,7 @@ pub enum ProductEvent {
     StockReservationFailed { order_id: OrderId, requested: u32, available: u64 },
     StockReleased { order_id: OrderId, quantity: u32 },
     StockCommitted { order_id: OrderId, quantity: u32 },
+    StockReturned { order_id: OrderId, quantity: u32 },
 }
 
 impl DomainEvent for ProductEvent {
@@ -67,6 +72,7 @@ impl DomainEvent for ProductEvent {
             ProductEvent::StockReservationFailed { .. } => "StockReservationFailed",
             ProductEvent::StockReleased { .. } => "StockReleased",
             ProductEvent::StockCommitted { .. } => "StockCommitted",
+            ProductEvent::StockReturned { .. } => "StockReturned",
         }
     }
 }
@@ -131,6 +137,16 @@ impl Aggregate for Product {
                 }
                 _ => vec![],
             },
+            C::ReturnStock { order_id } => match self.reservations.get(&order_id) {
+                Some(Reservation { quantity, state: ReservationState::Committed }) => {
+                    vec![E::StockReturned { order_id, quantity: *quantity }]
+                }
+                // Not sold (still held): a cancellation before the commit releases instead.
+                Some(Reservation { quantity, state: ReservationState::Held }) => {
+                    vec![E::StockReleased { order_id, quantity: *quantity }]
+                }
+                _ => vec![],
+            },
         })
     }
 
@@ -167,6 +183,11 @@ impl Aggregate for Product {
                 self.reserved -= u64::from(quantity);
                 self.sold += u64::from(quantity);
                 self.reservations.insert(order_id, Reservation { quantity, state: ReservationState::Committed });
+            }
+            E::StockReturned { order_id, quantity } => {
+                self.sold -= u64::from(quantity);
+                self.available += u64::from(quantity);
+                self.reservations.insert(order_id, Reservation { quantity, state: ReservationState::Returned });
             }
         }
     }
@@ -227,6 +248,17 @@ mod tests {
     }
 
     #[test]
+    fn returned_stock_goes_back_on_the_shelf_once() {
+        let order = OrderId::new();
+        let (p, _) = created(5).execute(ProductCommand::ReserveStock { order_id: order, quantity: qty(3) }).unwrap();
+        let (p, _) = p.execute(ProductCommand::CommitStock { order_id: order }).unwrap();
+        let (p, ev) = p.execute(ProductCommand::ReturnStock { order_id: order }).unwrap();
+        assert_eq!(ev, vec![ProductEvent::StockReturned { order_id: order, quantity: 3 }]);
+        assert_eq!((p.available, p.reserved, p.sold), (5, 0, 0));
+        assert!(p.decide(ProductCommand::ReturnStock { order_id: order }).unwrap().is_empty());
+    }
+
+    #[test]
     fn commands_on_missing_product_are_rejected() {
         let err = Product::default().decide(ProductCommand::AddStock { quantity: qty(1) });
         assert_eq!(err, Err(ProductError::NotFound));
@@ -239,7 +271,8 @@ mod tests {
             (order.clone(), 1i64..30)
                 .prop_map(|(o, n)| ProductCommand::ReserveStock { order_id: o, quantity: Quantity::new(n).unwrap() }),
             order.clone().prop_map(|o| ProductCommand::ReleaseStock { order_id: o }),
-            order.prop_map(|o| ProductCommand::CommitStock { order_id: o }),
+            order.clone().prop_map(|o| ProductCommand::CommitStock { order_id: o }),
+            order.prop_map(|o| ProductCommand::ReturnStock { order_id: o }),
         ]
     }
 

@@ -73,6 +73,9 @@ pub fn product_event(id: ProductId, event: &ProductEvent) -> Message {
         ProductEvent::StockCommitted { order_id, quantity } => {
             StockCommitted { product_id, order_id: order_id.to_string(), quantity: clamp_i32(*quantity) }.into()
         }
+        ProductEvent::StockReturned { order_id, quantity } => {
+            StockReturned { product_id, order_id: order_id.to_string(), quantity: clamp_i32(*quantity) }.into()
+        }
     }
 }
 
@@ -96,6 +99,10 @@ pub fn order_event(id: OrderId, event: &OrderEvent) -> Message {
         .into(),
         OrderEvent::OrderConfirmed => OrderConfirmed { order_id }.into(),
         OrderEvent::OrderRejected { reason } => OrderRejected { order_id, reason: reason.clone(), code: None }.into(),
+        OrderEvent::OrderCancellationRequested { reason } => {
+            OrderCancellationRequested { order_id, reason: reason.clone() }.into()
+        }
+        OrderEvent::OrderCancelled { reason } => OrderCancelled { order_id, reason: reason.clone() }.into(),
     }
 }
 
@@ -149,6 +156,9 @@ pub fn product_command(message: &Message) -> Result<Option<(ProductId, ProductCo
         }
         Message::CommitStock(c) => {
             (product_id(&c.product_id)?, ProductCommand::CommitStock { order_id: order_id(&c.order_id)? })
+        }
+        Message::ReturnStock(c) => {
+            (product_id(&c.product_id)?, ProductCommand::ReturnStock { order_id: order_id(&c.order_id)? })
         }
         _ => return Ok(None),
     }))

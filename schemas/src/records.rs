@@ -117,12 +117,17 @@ wire! {
     "shop.product" product ReserveStock { order_id: String, product_id: String, quantity: i32 } key product_id => ProductCommands;
     "shop.product" product ReleaseStock { order_id: String, product_id: String } key product_id => ProductCommands;
     "shop.product" product CommitStock { order_id: String, product_id: String } key product_id => ProductCommands;
+    "shop.product" product StockReturned { product_id: String, order_id: String, quantity: i32 } key product_id => ProductEvents;
+    "shop.product" product ReturnStock { order_id: String, product_id: String } key product_id => ProductCommands;
 
     "shop.order" order OrderPlaced { order_id: String, customer_id: String, lines: Vec<OrderLine>, total_cents: i64, currency: String } key order_id => OrderEvents;
     "shop.order" order OrderConfirmed { order_id: String } key order_id => OrderEvents;
     "shop.order" order OrderRejected { order_id: String, reason: String, code: Option<String> } key order_id => OrderEvents;
     "shop.order" order ConfirmOrder { order_id: String } key order_id => OrderCommands;
     "shop.order" order RejectOrder { order_id: String, reason: String } key order_id => OrderCommands;
+    "shop.order" order OrderCancellationRequested { order_id: String, reason: String } key order_id => OrderEvents;
+    "shop.order" order OrderCancelled { order_id: String, reason: String } key order_id => OrderEvents;
+    "shop.order" order CancelOrder { order_id: String, reason: String } key order_id => OrderCommands;
 
     "shop.payment" payment AccountOpened { customer_id: String, credit_cents: i64, currency: String } key customer_id => PaymentEvents;
     "shop.payment" payment PaymentAuthorized { customer_id: String, order_id: String, amount_cents: i64, currency: String } key customer_id => PaymentEvents;

@@ -141,6 +141,23 @@ async fn place(State(s): State<AppState>, Json(body): Json<PlaceOrder>) -> Resul
         .into_response())
 }
 
+/// The customer asks to cancel: allowed while PENDING or CONFIRMED. The saga undoes what was
+/// done (release or return stock, refund) and then cancels the order.
+async fn cancel(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&raw, OrderId::parse)?;
+    let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
+    let command = OrderCommand::RequestCancellation { reason: "cancelled by the customer".into() };
+    match s.store.execute(&id.to_string(), command, metadata).await {
+        Ok(()) => {}
+        Err(CommandError::Rejected(OrderError::NotFound)) => return Err(ApiError::not_found(format!("order {id} not found"))),
+        Err(CommandError::Rejected(e @ OrderError::InvalidTransition { .. })) => {
+            return Err(ApiError::conflict(e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "order_id": id, "cancellation": "requested" }))).into_response())
+}
+
 async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = path_id(&raw, OrderId::parse)?;
     let doc = s.orders.find_one(doc! { "_id": id.to_string() }).await?;
