@@ -126,6 +126,12 @@ pub const CREATE_ORDER: [StepSpec; 3] = [spec::<ReserveStock>(), spec::<Authoriz
 pub const ON_SUCCESS: [&str; 2] = [r::CommitStock::FULL_NAME, r::ConfirmPayment::FULL_NAME];
 pub const ON_FAILURE: &str = r::RejectOrder::FULL_NAME;
 
+/// Cancellation by the customer. Before confirmation it is the failure path ending in
+/// CancelOrder instead of RejectOrder; after confirmation a second saga on the same machinery
+/// returns the sold stock and refunds, then cancels.
+pub const CANCEL_AFTER_CONFIRMATION: [&str; 3] =
+    [r::RefundPayment::FULL_NAME, r::ReturnStock::FULL_NAME, r::CancelOrder::FULL_NAME];
+
 pub fn find(name: &str) -> Option<&'static StepSpec> {
     CREATE_ORDER.iter().find(|s| s.name == name)
 }

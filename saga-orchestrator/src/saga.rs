@@ -18,6 +18,7 @@ pub enum Status {
     Compensating,
     Confirmed,
     Rejected,
+    Cancelled,
 }
 
 impl Status {
@@ -27,10 +28,11 @@ impl Status {
             Status::Compensating => "COMPENSATING",
             Status::Confirmed => "CONFIRMED",
             Status::Rejected => "REJECTED",
+            Status::Cancelled => "CANCELLED",
         }
     }
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Confirmed | Status::Rejected)
+        matches!(self, Status::Confirmed | Status::Rejected | Status::Cancelled)
     }
 }
 
@@ -42,6 +44,8 @@ pub enum Step {
     ConfirmOrder,
     /// Compensations sent, waiting for the order to be rejected.
     RejectOrder,
+    /// Cancellation: stock and payment undone, waiting for the order to be cancelled.
+    CancelOrder,
     Done,
 }
 
@@ -52,6 +56,7 @@ impl Step {
             Step::AuthorizePayment => <d::AuthorizePayment as d::Step>::NAME,
             Step::ConfirmOrder => <d::ConfirmOrder as d::Step>::NAME,
             Step::RejectOrder => "reject_order",
+            Step::CancelOrder => "cancel_order",
             Step::Done => "done",
         }
     }
@@ -71,6 +76,8 @@ pub enum LineState {
     Released,
     CommitRequested,
     Committed,
+    ReturnRequested,
+    Returned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +119,16 @@ pub struct Saga {
     pub reason: Option<String>,
     pub deadline_ms: Option<i64>,
     pub history: Vec<Entry>,
+    /// The customer asked to cancel while the order was being confirmed: undo once confirmed.
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+/// How a compensated saga ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Reject,
+    Cancel,
 }
 
 /// Settings of the saga that are not per order.
@@ -139,6 +156,7 @@ impl Saga {
             reason: None,
             deadline_ms: Some(now_ms + t.step_ms),
             history: vec![],
+            cancel_requested: false,
         };
         saga.note(now_ms, "saga started: reserving stock");
         let commands = saga
@@ -243,7 +261,7 @@ impl Saga {
                 self.payment = PaymentState::Declined;
                 self.note(now_ms, format!("payment declined: {}", e.reason));
                 if self.step == Step::AuthorizePayment && self.status == Status::Running {
-                    self.compensate(format!("payment declined: {}", e.reason), now_ms, &mut out);
+                    self.compensate(format!("payment declined: {}", e.reason), now_ms, &mut out, End::Reject);
                 }
             }
             Message::PaymentRefunded(_) => {
@@ -266,6 +284,22 @@ impl Saga {
                 out.push(
                     r::ConfirmPayment { order_id: self.order_id.clone(), customer_id: self.customer_id.clone() }.into(),
                 );
+                if self.cancel_requested {
+                    self.undo_confirmed("cancelled by the customer".into(), now_ms, &mut out);
+                }
+            }
+            Message::OrderCancellationRequested(e) => self.on_cancellation(e.reason.clone(), now_ms, &mut out),
+            Message::OrderCancelled(e) if !self.status.is_terminal() => {
+                self.status = Status::Cancelled;
+                self.step = Step::Done;
+                self.deadline_ms = None;
+                self.note(now_ms, format!("order cancelled: {}", e.reason));
+            }
+            Message::StockReturned(e) => {
+                if let Some(line) = self.line_mut(&e.product_id) {
+                    line.state = LineState::Returned;
+                    self.note(now_ms, format!("stock returned: {}", e.product_id));
+                }
             }
             Message::OrderRejected(e) if !self.status.is_terminal() => {
                 self.status = Status::Rejected;
@@ -278,13 +312,29 @@ impl Saga {
         out
     }
 
+    fn on_cancellation(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>) {
+        match (self.status, self.step) {
+            (Status::Running, Step::ReserveStock | Step::AuthorizePayment) => {
+                self.compensate(reason, now_ms, out, End::Cancel);
+            }
+            (Status::Running, Step::ConfirmOrder) => {
+                // ConfirmOrder is on its way: undo once the confirmation lands.
+                self.cancel_requested = true;
+                self.note(now_ms, "cancellation requested while confirming");
+            }
+            (Status::Confirmed, _) => self.undo_confirmed(reason, now_ms, out),
+            // Already being rejected or cancelled, or finished that way: nothing more to do.
+            _ => {}
+        }
+    }
+
     fn after_reservation_reply(&mut self, now_ms: i64, t: Timeouts, out: &mut Vec<Message>) {
         if self.lines.iter().any(|l| l.state == LineState::Pending) {
             return;
         }
         if self.lines.iter().any(|l| l.state == LineState::Failed) {
             let reason = self.reason.clone().unwrap_or_else(|| "insufficient stock".into());
-            self.compensate(reason, now_ms, out);
+            self.compensate(reason, now_ms, out, End::Reject);
             return;
         }
         self.step = Step::AuthorizePayment;
@@ -310,8 +360,8 @@ impl Saga {
         r::RefundPayment { order_id: self.order_id.clone(), customer_id: self.customer_id.clone() }.into()
     }
 
-    /// Undo what was done, in reverse order, then reject the order.
-    fn compensate(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>) {
+    /// Undo what was done, in reverse order, then reject (or cancel) the order.
+    fn compensate(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>, end: End) {
         self.status = Status::Compensating;
         self.reason = Some(reason.clone());
         self.note(now_ms, format!("compensating: {reason}"));
@@ -326,9 +376,35 @@ impl Saga {
                 out.push(self.release(&self.lines[i].product_id));
             }
         }
-        self.step = Step::RejectOrder;
         self.deadline_ms = None;
-        out.push(r::RejectOrder { order_id: self.order_id.clone(), reason }.into());
+        match end {
+            End::Reject => {
+                self.step = Step::RejectOrder;
+                out.push(r::RejectOrder { order_id: self.order_id.clone(), reason }.into());
+            }
+            End::Cancel => {
+                self.step = Step::CancelOrder;
+                out.push(r::CancelOrder { order_id: self.order_id.clone(), reason }.into());
+            }
+        }
+    }
+
+    /// Cancellation after confirmation, the second saga: return the sold stock, refund the
+    /// payment, then cancel the order. Queued behind the commits on the same partitions.
+    fn undo_confirmed(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>) {
+        self.status = Status::Compensating;
+        self.reason = Some(reason.clone());
+        self.note(now_ms, format!("cancelling a confirmed order: {reason}"));
+        self.payment = PaymentState::RefundRequested;
+        out.push(self.refund());
+        for i in (0..self.lines.len()).rev() {
+            self.lines[i].state = LineState::ReturnRequested;
+            let product_id = self.lines[i].product_id.clone();
+            out.push(r::ReturnStock { order_id: self.order_id.clone(), product_id }.into());
+        }
+        self.step = Step::CancelOrder;
+        self.deadline_ms = None;
+        out.push(r::CancelOrder { order_id: self.order_id.clone(), reason }.into());
     }
 
     /// The deadline passed: give up on the current step.
@@ -339,7 +415,7 @@ impl Saga {
             return out;
         }
         let reason = format!("timed out waiting for {}", self.step.as_str());
-        self.compensate(reason, now_ms, &mut out);
+        self.compensate(reason, now_ms, &mut out, End::Reject);
         out
     }
 }
@@ -437,6 +513,43 @@ mod tests {
         };
         assert!(s.on_reply(&auth.into(), 2001, T).is_empty());
         assert_eq!(s.status, Status::Compensating);
+    }
+
+    fn cancel() -> Message {
+        r::OrderCancellationRequested { order_id: "o1".into(), reason: "changed my mind".into() }.into()
+    }
+
+    #[test]
+    fn cancelling_before_confirmation_compensates_and_cancels() {
+        let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
+        s.on_reply(&reserved("p1"), 1, T);
+        let out = s.on_reply(&cancel(), 2, T);
+        assert_eq!(names(&out), ["RefundPayment", "ReleaseStock", "CancelOrder"]);
+        s.on_reply(&r::OrderCancelled { order_id: "o1".into(), reason: "x".into() }.into(), 3, T);
+        assert_eq!(s.status, Status::Cancelled);
+        assert!(s.on_reply(&cancel(), 4, T).is_empty(), "a second request does nothing");
+    }
+
+    #[test]
+    fn cancelling_after_confirmation_returns_stock_and_refunds() {
+        let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
+        s.on_reply(&reserved("p1"), 1, T);
+        let auth = r::PaymentAuthorized { customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 100, currency: "EUR".into() };
+        s.on_reply(&auth.into(), 2, T);
+        s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 3, T);
+        let out = s.on_reply(&cancel(), 4, T);
+        assert_eq!(names(&out), ["RefundPayment", "ReturnStock", "CancelOrder"]);
+    }
+
+    #[test]
+    fn cancelling_while_confirming_waits_for_the_confirmation() {
+        let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
+        s.on_reply(&reserved("p1"), 1, T);
+        let auth = r::PaymentAuthorized { customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 100, currency: "EUR".into() };
+        s.on_reply(&auth.into(), 2, T);
+        assert!(s.on_reply(&cancel(), 3, T).is_empty());
+        let out = s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 4, T);
+        assert_eq!(names(&out), ["CommitStock", "ConfirmPayment", "RefundPayment", "ReturnStock", "CancelOrder"]);
     }
 
     #[test]

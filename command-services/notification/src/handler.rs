@@ -69,6 +69,13 @@ impl Notifier {
                 let mail = templates::order_rejected(&contact.name, order_id, total, reason);
                 (order.customer_id, contact, mail)
             }
+            Notice::OrderCancelled { order_id, reason } => {
+                let order = self.order(order_id).await?;
+                let contact = self.contact(&order.customer_id).await?;
+                let total = money(order.total_cents, &order.currency)?;
+                let mail = templates::order_cancelled(&contact.name, order_id, total, reason);
+                (order.customer_id, contact, mail)
+            }
             Notice::PaymentConfirmed { order_id, customer_id, amount_cents, currency } => {
                 let contact = self.contact(customer_id).await?;
                 let mail = templates::payment_confirmed(&contact.name, order_id, money(amount_cents, currency)?);

@@ -7,6 +7,7 @@ use schemas::Message;
 pub enum Kind {
     OrderConfirmed,
     OrderRejected,
+    OrderCancelled,
     PaymentConfirmed,
 }
 
@@ -15,6 +16,7 @@ impl Kind {
         match self {
             Kind::OrderConfirmed => "OrderConfirmed",
             Kind::OrderRejected => "OrderRejected",
+            Kind::OrderCancelled => "OrderCancelled",
             Kind::PaymentConfirmed => "PaymentConfirmed",
         }
     }
@@ -26,6 +28,7 @@ impl Kind {
 pub enum Notice<'a> {
     OrderConfirmed { order_id: &'a str },
     OrderRejected { order_id: &'a str, reason: &'a str },
+    OrderCancelled { order_id: &'a str, reason: &'a str },
     PaymentConfirmed { order_id: &'a str, customer_id: &'a str, amount_cents: i64, currency: &'a str },
 }
 
@@ -34,6 +37,7 @@ impl Notice<'_> {
         match self {
             Notice::OrderConfirmed { .. } => Kind::OrderConfirmed,
             Notice::OrderRejected { .. } => Kind::OrderRejected,
+            Notice::OrderCancelled { .. } => Kind::OrderCancelled,
             Notice::PaymentConfirmed { .. } => Kind::PaymentConfirmed,
         }
     }
@@ -42,6 +46,7 @@ impl Notice<'_> {
         match self {
             Notice::OrderConfirmed { order_id }
             | Notice::OrderRejected { order_id, .. }
+            | Notice::OrderCancelled { order_id, .. }
             | Notice::PaymentConfirmed { order_id, .. } => order_id,
         }
     }
@@ -72,6 +77,7 @@ pub fn plan(message: &Message) -> Action<'_> {
         },
         Message::OrderConfirmed(e) => Action::Notify(Notice::OrderConfirmed { order_id: &e.order_id }),
         Message::OrderRejected(e) => Action::Notify(Notice::OrderRejected { order_id: &e.order_id, reason: &e.reason }),
+        Message::OrderCancelled(e) => Action::Notify(Notice::OrderCancelled { order_id: &e.order_id, reason: &e.reason }),
         Message::PaymentConfirmed(e) => Action::Notify(Notice::PaymentConfirmed {
             order_id: &e.order_id,
             customer_id: &e.customer_id,

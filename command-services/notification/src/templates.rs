@@ -24,6 +24,18 @@ pub fn order_confirmed(name: &str, order_id: &str, total: Money) -> Mail {
     }
 }
 
+pub fn order_cancelled(name: &str, order_id: &str, total: Money, reason: &str) -> Mail {
+    Mail {
+        subject: format!("Your order {order_id} is cancelled"),
+        body: format!(
+            "Hello {name},\n\n\
+             your order {order_id} (total {total}) is cancelled ({reason}).\n\
+             Any payment taken for it is refunded.\n\n\
+             {SIGNATURE}\n"
+        ),
+    }
+}
+
 pub fn order_rejected(name: &str, order_id: &str, total: Money, reason: &str) -> Mail {
     Mail {
         subject: format!("Your order {order_id} could not be completed"),
