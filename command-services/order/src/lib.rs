@@ -90,7 +90,11 @@ pub struct ListQuery {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/orders", post(place).get(list)).route("/orders/{id}", get(find)).with_state(state)
+    Router::new()
+        .route("/orders", post(place).get(list))
+        .route("/orders/{id}", get(find))
+        .route("/orders/{id}/cancel", post(cancel))
+        .with_state(state)
 }
 
 fn downstream_error(e: CallError) -> ApiError {
