@@ -2,6 +2,7 @@
 //! `--include-ignored`). Each test makes its own customers and products, so tests do not
 //! interfere and can run against a stack that already holds data.
 
+mod cancel;
 mod dlq;
 mod harness;
 mod kafka;

@@ -4,7 +4,7 @@
 //! product events to Kafka (exactly-once transactions, topics of its own). Writes
 //! `bench-results/event-store.json`.
 //!
-//! `cargo run --release -p platform --bin es-bench -- [--events N]`
+//! `cargo run --release -p platform --bin es-bench -- [--events N] [--snapshot-every N]`
 
 use domain::{Aggregate, DomainEvent};
 use platform::es::{EventStoreOf, Metadata};
@@ -155,7 +155,13 @@ async fn main() -> anyhow::Result<()> {
     let name = format!("bench_es_{}", uuid::Uuid::new_v4().simple());
     let pool = platform::db::connect(&format!("{admin}/{name}"), 16).await?;
     platform::db::migrate_event_store(&pool).await?;
-    let store = Arc::new(EventStoreOf::<Ledger>::new(pool.clone()));
+    // As the services run it: a snapshot every 50 events, so a load reads a bounded tail.
+    let snapshot_every: usize = args
+        .iter()
+        .position(|a| a == "--snapshot-every")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(50), |v| v.parse())?;
+    let store = Arc::new(EventStoreOf::<Ledger>::with_snapshots(pool.clone(), snapshot_every));
 
     // Warm up connections and caches.
     append(store.clone(), 800, 1, "warm").await?;
@@ -171,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
         "benchmark": "event-store append (postgres-es, outbox trigger included)",
         "when": chrono::Utc::now().to_rfc3339(),
         "writers": WRITERS,
+        "snapshot_every": snapshot_every,
         "aggregates": AGGREGATES,
         "events_single": events,
         "events_batched": events * 5,
