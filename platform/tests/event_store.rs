@@ -36,7 +36,7 @@ fn create(id: ProductId) -> ProductCommand {
 
 #[tokio::test]
 #[ignore = "needs the running stack: ./stack test"]
-async fn concurrent_writers_never_corrupt_a_stream_and_snapshots_load_the_same_state() {
+async fn concurrent_writers_never_corrupt_a_stream_and_snapshots_stay_exact() {
     let (pool, name) = fresh_database().await;
     let store = Arc::new(EventStoreOf::<Product>::with_snapshots(pool.clone(), 7));
     let id = ProductId::new();
@@ -78,15 +78,9 @@ async fn concurrent_writers_never_corrupt_a_stream_and_snapshots_load_the_same_s
     let expected: Vec<i64> = (1..=i64::try_from(landed).unwrap() + 1).collect();
     assert_eq!(sequences, expected, "the stream has no gap and no duplicate");
 
-    let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE aggregate_id = $1")
-        .bind(id.to_string())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(snapshots >= 1, "a snapshot was taken");
-    // Loading from the snapshot gives the same state as replaying every event.
+
     let replayed = EventStoreOf::<Product>::new(pool.clone()).load(&id.to_string()).await.unwrap().unwrap();
-    assert_eq!(replayed, product);
+    assert_eq!(replayed, product, "snapshot + tail equals a full replay");
 
     // Each event was queued for Kafka in its own transaction, exactly once.
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE aggregate_id = $1")
@@ -95,6 +89,32 @@ async fn concurrent_writers_never_corrupt_a_stream_and_snapshots_load_the_same_s
         .await
         .unwrap();
     assert_eq!(queued, i64::try_from(sequences.len()).unwrap());
+    drop_database(pool, name).await;
+}
+
+/// Loading from snapshots gives the state a full replay gives (cqrs-es 0.5 would apply each
+/// event twice in a snapshot if the adapter let `handle` mutate the aggregate; see es.rs).
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn snapshots_load_the_same_state_as_a_replay() {
+    let (pool, name) = fresh_database().await;
+    let store = EventStoreOf::<Product>::with_snapshots(pool.clone(), 7);
+    let id = ProductId::new();
+    store.execute(&id.to_string(), create(id), Metadata::new()).await.unwrap();
+    for n in 1..=40 {
+        let cmd = ProductCommand::AddStock { quantity: Quantity::new(n).unwrap() };
+        store.execute(&id.to_string(), cmd, Metadata::new()).await.unwrap();
+    }
+    let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots_v2 WHERE aggregate_id = $1")
+        .bind(id.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(snapshots >= 1, "a snapshot was taken");
+    let from_snapshot = store.load(&id.to_string()).await.unwrap().unwrap();
+    let replayed = EventStoreOf::<Product>::new(pool.clone()).load(&id.to_string()).await.unwrap().unwrap();
+    assert_eq!(from_snapshot, replayed);
+    assert_eq!(replayed.received, 10 + (1..=40).sum::<u64>());
     drop_database(pool, name).await;
 }
 
@@ -109,5 +129,26 @@ async fn a_rejected_command_stores_nothing() {
     assert!(matches!(again, Err(CommandError::Rejected(_))));
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
     assert_eq!(count, 1);
+    drop_database(pool, name).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn the_causing_message_is_recorded_with_its_events() {
+    let (pool, name) = fresh_database().await;
+    let store = EventStoreOf::<Product>::new(pool.clone());
+    let id = ProductId::new();
+    store.execute(&id.to_string(), create(id), Metadata::new()).await.unwrap();
+    let message = uuid::Uuid::new_v4().to_string();
+    assert!(!store.handled(&message).await.unwrap());
+    let caused = Metadata::from([("causation-id".to_owned(), message.clone())]);
+    let add = ProductCommand::AddStock { quantity: Quantity::new(3).unwrap() };
+    store.execute(&id.to_string(), add, caused).await.unwrap();
+    assert!(store.handled(&message).await.unwrap(), "the inbox row commits with the event");
+    // A command that is rejected leaves no inbox row behind.
+    let other = uuid::Uuid::new_v4().to_string();
+    let caused = Metadata::from([("causation-id".to_owned(), other.clone())]);
+    assert!(store.execute(&id.to_string(), create(id), caused).await.is_err());
+    assert!(!store.handled(&other).await.unwrap());
     drop_database(pool, name).await;
 }

@@ -2,10 +2,12 @@
 //! with their services over HTTP; confirms or rejects them on the saga's commands from
 //! `order.commands`. Queries come from the `orders` read model.
 
+pub mod idempotency;
+
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::order::{Order, OrderCommand, OrderError, OrderLine};
@@ -14,11 +16,13 @@ use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use platform::client::{CallError, Downstream};
 use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consistency::{self, Freshness, Token};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
 use platform::outbox::event_mapper;
 use platform::service::Wiring;
-use platform::{Settings, readmodel};
+use platform::readmodel::{self, ReadModel};
+use platform::Settings;
 use schemas::{Message, Topic, convert};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -27,19 +31,24 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EventStoreOf<Order>>,
+    /// The event store's pool, for the version a write reached (the consistency token).
+    pub pool: sqlx::PgPool,
     pub customers: Downstream,
     pub products: Downstream,
-    pub orders: mongodb::Collection<Document>,
+    pub orders: readmodel::ActiveCollection,
+    /// `Idempotency-Key`s of placed orders and their answers.
+    pub idempotency: idempotency::Keys,
 }
 
-#[derive(Debug, Deserialize)]
+/// `Serialize`: its canonical JSON is what an `Idempotency-Key` is checked against.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     pub customer_id: String,
     pub items: Vec<Item>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     pub product_id: String,
@@ -107,7 +116,19 @@ fn downstream_error(e: CallError) -> ApiError {
     }
 }
 
-async fn place(State(s): State<AppState>, Json(body): Json<PlaceOrder>) -> Result<Response, ApiError> {
+/// With an `Idempotency-Key`, a repeat of the same request gets the first answer again.
+async fn place(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<PlaceOrder>,
+) -> Result<Response, ApiError> {
+    match idempotency::Keys::from_headers(&headers)? {
+        Some(key) => s.idempotency.once(&key, &body, || place_new(&s, &body)).await,
+        None => place_new(&s, &body).await,
+    }
+}
+
+async fn place_new(s: &AppState, body: &PlaceOrder) -> Result<Response, ApiError> {
     let customer_id = CustomerId::parse(&body.customer_id)?;
     if body.items.is_empty() {
         return Err(ApiError::unprocessable(OrderError::NoLines.to_string()));
@@ -137,9 +158,12 @@ async fn place(State(s): State<AppState>, Json(body): Json<PlaceOrder>) -> Resul
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
     s.store.execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines }, metadata).await?;
     let location = format!("/orders/{order_id}");
+    let version =
+        consistency::latest_version(&s.pool, "Order", &order_id.to_string()).await.map_err(ApiError::internal)?;
+    let (token_name, token) = Token::new("order", order_id, version).header();
     Ok((
         StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
+        [(header::LOCATION, location.parse().map_err(ApiError::internal)?), (token_name, token)],
         axum::Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
     )
         .into_response())
@@ -162,12 +186,15 @@ async fn cancel(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Re
     Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "order_id": id, "cancellation": "requested" }))).into_response())
 }
 
-async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = path_id(&raw, OrderId::parse)?;
-    let doc = s.orders.find_one(doc! { "_id": id.to_string() }).await?;
-    let doc = doc.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    let coll = s.orders.get().await?;
+    let (doc, fresh) = consistency::find_one(&coll, &id.to_string(), &headers, consistency::WAIT_LIMIT).await?;
+    let Some(doc) = doc else {
+        return Ok(Freshness::mark(fresh, ApiError::not_found(format!("order {id} not found")).into_response()));
+    };
     let view: OrderView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(axum::Json(view).into_response())
+    Ok(Freshness::mark(fresh, axum::Json(view).into_response()))
 }
 
 async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
@@ -175,7 +202,7 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<R
         Some(raw) => doc! { "customer_id": CustomerId::parse(&raw)?.to_string() },
         None => doc! {},
     };
-    let docs: Vec<Document> = s.orders.find(filter).sort(doc! { "_id": -1 }).limit(1000).await?.try_collect().await?;
+    let docs: Vec<Document> = s.orders.get().await?.find(filter).sort(doc! { "_id": -1 }).limit(1000).await?.try_collect().await?;
     let views = docs
         .into_iter()
         .map(mongodb::bson::from_document::<OrderView>)
@@ -201,6 +228,9 @@ impl Handler for OrderCommands {
             }
             _ => return Ok(()),
         };
+        if self.store.handled(&envelope.message_id).await.map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))? {
+            return Ok(()); // redelivered after its effect
+        }
         match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
             Ok(()) => Ok(()),
             Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("order {id}: {e}"))),
@@ -213,15 +243,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[Topic::OrderEvents], &[Topic::OrderCommands]).await?;
     let pool = wiring.database(true).await?;
     wiring.spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))));
-    let store = Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every));
+    let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let timeout = Duration::from_secs(3);
+    let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
     let state = AppState {
         store,
+        pool,
         customers: Downstream::new("customer", &wiring.settings.customer_url, timeout),
         products: Downstream::new("product", &wiring.settings.product_url, timeout),
-        orders: readmodel::collection(&mongo, readmodel::ORDERS),
+        orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),
+        idempotency,
     };
     wiring.serve(app(state)).await
 }

@@ -5,19 +5,21 @@
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consistency::{self, Freshness, Token};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::outbox::event_mapper;
 use platform::service::Wiring;
-use platform::{Settings, db, readmodel};
+use platform::readmodel::{self, ReadModel};
+use platform::{Settings, db};
 use schemas::{Topic, convert};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Arc<EventStoreOf<Product>>,
     pub pool: PgPool,
-    pub catalog: mongodb::Collection<Document>,
+    pub catalog: readmodel::ActiveCollection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +105,9 @@ async fn create(State(s): State<AppState>, Json(body): Json<CreateProduct>) -> R
         let _ = sqlx::query("DELETE FROM skus WHERE sku = $1").bind(sku.as_str()).execute(&s.pool).await;
         return Err(command_error(e));
     }
-    Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "id": id })))
+    let mut response = json_response(StatusCode::CREATED, &serde_json::json!({ "id": id }));
+    response.headers_mut().extend([token(&s, id).await?.header()]);
+    Ok(response)
 }
 
 async fn add_stock(
@@ -115,19 +119,30 @@ async fn add_stock(
     let quantity = Quantity::new(body.quantity)?;
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
     s.store.execute(&id.to_string(), ProductCommand::AddStock { quantity }, metadata).await.map_err(command_error)?;
-    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({ "id": id, "added": quantity.get() })))
+    let mut response = json_response(StatusCode::ACCEPTED, &serde_json::json!({ "id": id, "added": quantity.get() }));
+    response.headers_mut().extend([token(&s, id).await?.header()]);
+    Ok(response)
 }
 
-async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+/// The consistency token of the product's latest write.
+async fn token(s: &AppState, id: ProductId) -> Result<Token, ApiError> {
+    let version = consistency::latest_version(&s.pool, "Product", &id.to_string()).await.map_err(ApiError::internal)?;
+    Ok(Token::new("product", id, version))
+}
+
+async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = path_id(&raw, ProductId::parse)?;
-    let doc = s.catalog.find_one(doc! { "_id": id.to_string() }).await?;
-    let doc = doc.ok_or_else(|| ApiError::not_found(format!("product {id} not found")))?;
+    let coll = s.catalog.get().await?;
+    let (doc, fresh) = consistency::find_one(&coll, &id.to_string(), &headers, consistency::WAIT_LIMIT).await?;
+    let Some(doc) = doc else {
+        return Ok(Freshness::mark(fresh, ApiError::not_found(format!("product {id} not found")).into_response()));
+    };
     let view: ProductView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::OK, &view))
+    Ok(Freshness::mark(fresh, json_response(StatusCode::OK, &view)))
 }
 
 async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let docs: Vec<Document> = s.catalog.find(doc! {}).sort(doc! { "sku": 1 }).limit(1000).await?.try_collect().await?;
+    let docs: Vec<Document> = s.catalog.get().await?.find(doc! {}).sort(doc! { "sku": 1 }).limit(1000).await?.try_collect().await?;
     let views = docs
         .into_iter()
         .map(mongodb::bson::from_document::<ProductView>)
@@ -164,6 +179,9 @@ impl Handler for StockCommands {
         else {
             return Ok(());
         };
+        if self.store.handled(&envelope.message_id).await.map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))? {
+            return Ok(()); // redelivered after its effect
+        }
         match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
             Ok(()) => Ok(()),
             Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("product {id}: {e}"))),
@@ -181,6 +199,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     wiring.spawn_consumer("product", &[Topic::ProductCommands], Arc::new(StockCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
-    let state = AppState { store, pool, catalog: readmodel::collection(&mongo, readmodel::CATALOG) };
+    let state = AppState { store, pool, catalog: readmodel::ActiveCollection::new(&mongo, ReadModel::Catalog) };
     wiring.serve(app(state)).await
 }

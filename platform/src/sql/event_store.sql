@@ -11,7 +11,9 @@ CREATE TABLE IF NOT EXISTS events
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
 );
 
-CREATE TABLE IF NOT EXISTS snapshots
+-- `snapshots_v2`: the first snapshots table held states with events applied twice (fixed in
+-- platform::es); it is no longer read.
+CREATE TABLE IF NOT EXISTS snapshots_v2
 (
     aggregate_type   text                                 NOT NULL,
     aggregate_id     text                                 NOT NULL,
@@ -29,6 +31,18 @@ BEGIN
     VALUES (md5(NEW.aggregate_type || '/' || NEW.aggregate_id || '/' || NEW.sequence)::uuid,
             NEW.aggregate_type, NEW.aggregate_id, NEW.sequence, NEW.event_type, NEW.payload, NEW.metadata);
     PERFORM pg_notify('outbox', '');
+    -- Inbox: the message that caused the event is recorded in the same transaction, so its
+    -- redelivery is recognised and skipped (platform::es::EventStoreOf::handled).
+    IF NEW.metadata ->> 'causation-id' IS NOT NULL THEN
+        INSERT INTO inbox (message_id, topic) VALUES (NEW.metadata ->> 'causation-id', 'command')
+        ON CONFLICT DO NOTHING;
+    END IF;
+    -- Every execution carries a fresh command id: after an ambiguous failure the caller can
+    -- tell whether its events were committed (see platform::es::EventStoreOf::execute).
+    IF NEW.metadata ->> 'command-id' IS NOT NULL THEN
+        INSERT INTO inbox (message_id, topic) VALUES (NEW.metadata ->> 'command-id', 'command-id')
+        ON CONFLICT DO NOTHING;
+    END IF;
     RETURN NEW;
 END
 $$ LANGUAGE plpgsql;
