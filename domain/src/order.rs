@@ -49,13 +49,23 @@ pub struct Order {
 
 #[derive(Debug, Clone)]
 pub enum OrderCommand {
-    Place { order_id: OrderId, customer_id: CustomerId, lines: Vec<OrderLine> },
+    Place {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        lines: Vec<OrderLine>,
+    },
     Confirm,
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
     /// The customer's request: allowed while PENDING or CONFIRMED; the saga does the rest.
-    RequestCancellation { reason: String },
+    RequestCancellation {
+        reason: String,
+    },
     /// The saga's last word after undoing stock and payment.
-    Cancel { reason: String },
+    Cancel {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -43,13 +43,30 @@ pub enum ReservationState {
 
 #[derive(Debug, Clone)]
 pub enum ProductCommand {
-    Create { product_id: ProductId, sku: Sku, name: Name, price: Money, stock: u32 },
-    AddStock { quantity: Quantity },
-    ReserveStock { order_id: OrderId, quantity: Quantity },
-    ReleaseStock { order_id: OrderId },
-    CommitStock { order_id: OrderId },
+    Create {
+        product_id: ProductId,
+        sku: Sku,
+        name: Name,
+        price: Money,
+        stock: u32,
+    },
+    AddStock {
+        quantity: Quantity,
+    },
+    ReserveStock {
+        order_id: OrderId,
+        quantity: Quantity,
+    },
+    ReleaseStock {
+        order_id: OrderId,
+    },
+    CommitStock {
+        order_id: OrderId,
+    },
     /// Put sold items of a cancelled order back on the shelf.
-    ReturnStock { order_id: OrderId },
+    ReturnStock {
+        order_id: OrderId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

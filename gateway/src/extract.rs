@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
+/// `fresh` or `stale`: whether a query given a token saw the write.
+pub const CONSISTENCY: HeaderName = HeaderName::from_static("x-consistency");
 
 /// Client headers services act on; `content-type` travels with the body instead.
 const FORWARDED_HEADERS: [HeaderName; 2] = [IDEMPOTENCY_KEY, CONSISTENCY_TOKEN];

@@ -1,8 +1,10 @@
 //! The tower layer stack in front of every `/api` route, in one place. Request-wide policies
-//! are added here, outermost first, so each route gets them without knowing: next come JWT
-//! authentication (Keycloak realm `shop`), rate limits, then idempotency keys. `/health`
-//! stays outside (see [`crate::app`]); request tracing and the outer body cap are added by
-//! `platform::http::serve` around everything.
+//! are added here, outermost last: the body cap, then the per-client rate limit (so a throttled
+//! client costs nothing more). JWT authentication (Keycloak realm `shop`) goes outside the rate
+//! limit once it comes, so limits can count users. Idempotency keys are kept by the owning
+//! service (the order service), which the gateway passes the header to. `/health`, `/docs` and
+//! the spec stay outside (see [`crate::app`]); request tracing, metrics and the outer body cap
+//! are added by `platform::http::serve` around everything.
 
 use crate::state::AppState;
 use axum::Router;
@@ -12,7 +14,8 @@ use axum::extract::DefaultBodyLimit;
 /// every body reader behind it, present or future, has the same limit.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn api(router: Router<AppState>) -> Router<AppState> {
+pub fn api(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     // The innermost `DefaultBodyLimit` wins, so this one overrides the server-wide cap.
-    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    state.rate_limit.apply(router)
 }

@@ -6,23 +6,29 @@
 //! - [`state`]: [`AppState`], the pooled HTTP client and its [`Timeouts`].
 //! - [`extract`]: request checks as extractors: UUID path ids, JSON-object bodies, forwarded headers.
 //! - [`proxy`]: one forwarding call: request out, answer back, `Location` rewritten, failures mapped.
-//! - [`layers`]: the tower layer stack in front of `/api` (where auth, rate limits and
-//!   idempotency will go).
+//! - [`layers`]: the tower layer stack in front of `/api` (body cap, [`rate_limit`]; auth next).
+//! - [`rate_limit`]: requests per client, 429 with `Retry-After`.
 //! - [`routes`]: one file per resource, plus `/health` and the JSON 404/405 fallbacks.
+//! - [`contract`] and [`openapi`]: the public contract as OpenAPI (`/api/openapi.json`, `/docs`).
 
+pub mod contract;
 pub mod downstream;
 pub mod extract;
 pub mod layers;
+pub mod openapi;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 
 pub use downstream::{Downstreams, Service};
+pub use rate_limit::RateLimit;
 pub use state::{AppState, Timeouts};
 
 use axum::Router;
 
-/// The whole gateway. `/health` stays outside the `/api` layer stack: probes carry no token.
+/// The whole gateway. `/health` and the docs stay outside the `/api` layer stack: probes and
+/// readers of the contract carry no token.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(routes::customers::router())
@@ -30,8 +36,9 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::orders::router())
         .merge(routes::sagas::router());
     Router::new()
-        .merge(layers::api(api))
+        .merge(layers::api(api, &state))
         .merge(routes::health::router())
+        .merge(openapi::router())
         // Registered last: it applies to the routes added before it.
         .method_not_allowed_fallback(routes::fallback::method_not_allowed)
         .fallback(routes::fallback::not_found)

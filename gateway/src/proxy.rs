@@ -3,7 +3,7 @@
 //! service's 5xx → opaque 502 with the cause logged; its 4xx → passed on, always as JSON.
 
 use crate::downstream::Service;
-use crate::extract::{CONSISTENCY_TOKEN, Incoming, JsonObject, is_json};
+use crate::extract::{CONSISTENCY, CONSISTENCY_TOKEN, Incoming, JsonObject, is_json};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
@@ -89,7 +89,7 @@ fn client_answer(base_url: &str, status: StatusCode, headers: &HeaderMap, bytes:
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let out = response.headers_mut();
-    for name in [CONTENT_TYPE, CONSISTENCY_TOKEN] {
+    for name in [CONTENT_TYPE, CONSISTENCY_TOKEN, CONSISTENCY] {
         if let Some(value) = headers.get(&name) {
             out.insert(name, value.clone());
         }

@@ -1,6 +1,7 @@
-//! What every handler shares: one pooled HTTP client and where the services are.
+//! What every handler shares: one pooled HTTP client, where the services are, and the limits.
 
 use crate::downstream::Downstreams;
+use crate::rate_limit::RateLimit;
 use anyhow::Context;
 use platform::Settings;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub(crate) http: reqwest::Client,
     pub(crate) downstreams: Arc<Downstreams>,
     pub(crate) timeouts: Timeouts,
+    pub(crate) rate_limit: RateLimit,
 }
 
 impl AppState {
@@ -39,10 +41,16 @@ impl AppState {
             .no_proxy()
             .build()
             .context("building the downstream HTTP client")?;
-        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts })
+        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts, rate_limit: RateLimit::default() })
+    }
+
+    pub fn with_rate_limit(mut self, rate_limit: RateLimit) -> Self {
+        self.rate_limit = rate_limit;
+        self
     }
 
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        Self::new(Downstreams::from_settings(settings), Timeouts::default())
+        Ok(Self::new(Downstreams::from_settings(settings), Timeouts::default())?
+            .with_rate_limit(RateLimit::from_env()?))
     }
 }

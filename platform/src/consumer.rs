@@ -8,11 +8,13 @@
 //!   written in the effect's transaction): Kafka delivers at least once.
 
 use crate::kafka;
+use crate::metrics::{self, Outcome};
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
 use schemas::headers as h;
 use schemas::{Codec, DecodeError, Message, Topic};
 use std::sync::Arc;
@@ -35,6 +37,27 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The decoded `message` of record `m`, with its headers and coordinates. Public so that
+    /// other readers of the topics (the projectors' rebuild) build envelopes the same way.
+    pub fn new(m: &BorrowedMessage<'_>, message: Message) -> Self {
+        Envelope {
+            message,
+            message_id: header(m, h::MESSAGE_ID)
+                .unwrap_or_else(|| format!("{}/{}/{}", m.topic(), m.partition(), m.offset())),
+            correlation_id: header(m, h::CORRELATION_ID),
+            causation_id: header(m, h::CAUSATION_ID),
+            traceparent: header(m, h::TRACEPARENT),
+            aggregate_version: header(m, h::AGGREGATE_VERSION).and_then(|v| v.parse().ok()),
+            occurred_at: header(m, h::OCCURRED_AT)
+                .and_then(|v| v.parse().ok())
+                .or_else(|| m.timestamp().to_millis())
+                .unwrap_or_default(),
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+        }
+    }
+
     /// Metadata for messages caused by this one.
     pub fn caused_metadata(&self) -> crate::es::Metadata {
         let mut m = crate::es::Metadata::new();
@@ -96,6 +119,28 @@ impl ConsumerConfig {
     }
 }
 
+/// How often librdkafka reports its statistics, consumer lag among them.
+const LAG_SAMPLE_MS: &str = "5000";
+
+/// Turns librdkafka's periodic statistics into the consumer lag gauge: the lag is computed by
+/// librdkafka from the fetched high watermark, so it costs no broker round trip.
+struct LagReporter {
+    group: String,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            // Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
+            for p in t.partitions.values().filter(|p| p.partition >= 0 && p.consumer_lag >= 0) {
+                metrics::consumer_lag(&self.group, topic, p.partition, p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
 fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
     m.headers()?
         .iter()
@@ -112,7 +157,7 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
@@ -121,7 +166,8 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create()?;
+        .set("statistics.interval.ms", LAG_SAMPLE_MS)
+        .create_with_context(LagReporter { group: config.group_id.clone() })?;
     let names: Vec<&str> = config.topics.iter().map(|t| t.name()).collect();
     consumer.subscribe(&names)?;
     tracing::info!(group = %config.group_id, topics = ?names, "consumer started");
@@ -163,38 +209,30 @@ async fn process(
         attempt += 1;
         let outcome = match codec.decode(payload).await {
             Ok(message) => {
-                let envelope = Envelope {
-                    message,
-                    message_id: header(m, h::MESSAGE_ID)
-                        .unwrap_or_else(|| format!("{}/{}/{}", m.topic(), m.partition(), m.offset())),
-                    correlation_id: header(m, h::CORRELATION_ID),
-                    causation_id: header(m, h::CAUSATION_ID),
-                    traceparent: header(m, h::TRACEPARENT),
-                    aggregate_version: header(m, h::AGGREGATE_VERSION).and_then(|v| v.parse().ok()),
-                    occurred_at: header(m, h::OCCURRED_AT)
-                        .and_then(|v| v.parse().ok())
-                        .or_else(|| m.timestamp().to_millis())
-                        .unwrap_or_default(),
-                    topic: m.topic().to_owned(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                };
+                let envelope = Envelope::new(m, message);
                 handler.handle(&envelope).await
             }
             Err(e @ DecodeError::Unavailable(_)) => Err(HandlerError::Transient(e.into())),
             Err(e) => Err(HandlerError::Permanent(e.to_string())),
         };
+        let counted = |outcome| metrics::consumed(&config.group_id, m.topic(), outcome);
         match outcome {
-            Ok(()) => return,
+            Ok(()) => {
+                counted(Outcome::Handled);
+                return;
+            }
             Err(HandlerError::Permanent(reason)) => {
                 park(producer, m, &reason, attempt).await;
+                counted(Outcome::Parked);
                 return;
             }
             Err(HandlerError::Transient(e)) if attempt >= config.max_attempts => {
                 park(producer, m, &format!("{e:#}"), attempt).await;
+                counted(Outcome::Parked);
                 return;
             }
             Err(HandlerError::Transient(e)) => {
+                counted(Outcome::Retried);
                 tracing::warn!(topic = m.topic(), offset = m.offset(), attempt, error = format!("{e:#}"), "retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));

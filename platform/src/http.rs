@@ -1,5 +1,5 @@
 //! HTTP plumbing: errors as `{"error", "detail"}` JSON, a strict JSON extractor whose
-//! rejections are 4xx with a message, health, and serving with graceful shutdown.
+//! rejections are 4xx with a message, health, and serving with graceful shutdown and metrics.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -104,7 +104,9 @@ pub fn health() -> Router {
     Router::new().route("/health", get(|| async { axum::Json(json!({ "status": "up" })) }))
 }
 
-/// Serve until `shutdown` resolves.
+/// Serve until `shutdown` resolves, with `GET /metrics` and request metrics added. Handlers
+/// and layers can read the peer address as `ConnectInfo<SocketAddr>` (the gateway's rate
+/// limit counts by it).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -112,9 +114,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let router = router
+        .merge(crate::metrics::router())
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024));
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 

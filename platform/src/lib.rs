@@ -8,15 +8,20 @@
 //! - [`kafka`]: idempotent producer, topic creation.
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
 //! - [`http`]: JSON errors, a strict JSON extractor, health, serving with graceful shutdown.
+//! - [`metrics`]: Prometheus recorder, `GET /metrics`, HTTP/consumer/outbox metrics.
 //! - [`client`]: outgoing HTTP with timeouts and retries.
+//! - [`readmodel`]: MongoDB read models and their active-collection pointers.
+//! - [`consistency`]: read-your-writes tokens; queries that wait for them.
 
 pub mod client;
 pub mod config;
+pub mod consistency;
 pub mod consumer;
 pub mod db;
 pub mod es;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod readmodel;
 pub mod service;

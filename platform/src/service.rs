@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How often the outbox backlog gauge is refreshed.
+const OUTBOX_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 pub struct Wiring {
     pub settings: Settings,
     pub codec: Arc<Codec>,
@@ -72,10 +75,18 @@ impl Wiring {
         Ok(pool)
     }
 
+    /// The outbox relay, and a task sampling the outbox backlog for `/metrics`.
     pub fn spawn_relay(&mut self, pool: PgPool, map_event: EventMapper) {
+        let pool_for_metrics = pool.clone();
         let relay = Relay::new(pool, &self.settings.kafka_brokers, self.codec.clone(), map_event);
         let token = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move { relay.run(token.cancelled_owned()).await }));
+        let token = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(crate::metrics::sample_outbox(
+            pool_for_metrics,
+            OUTBOX_SAMPLE_EVERY,
+            token.cancelled_owned(),
+        )));
     }
 
     pub fn spawn_consumer(&mut self, group: &str, topics: &[Topic], handler: Arc<dyn Handler>) {

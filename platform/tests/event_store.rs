@@ -70,14 +70,14 @@ async fn concurrent_writers_never_corrupt_a_stream_and_snapshots_stay_exact() {
     assert_eq!(product.received, 10 + 2 * landed, "every landed command counted exactly once");
     assert_eq!(product.available, product.received);
 
-    let sequences: Vec<i64> = sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
-        .bind(id.to_string())
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(id.to_string())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let expected: Vec<i64> = (1..=i64::try_from(landed).unwrap() + 1).collect();
     assert_eq!(sequences, expected, "the stream has no gap and no duplicate");
-
 
     let replayed = EventStoreOf::<Product>::new(pool.clone()).load(&id.to_string()).await.unwrap().unwrap();
     assert_eq!(replayed, product, "snapshot + tail equals a full replay");

@@ -3,43 +3,105 @@
 //! Every document remembers the last applied version of each stream that feeds it
 //! (`v_<stream>`); an update only matches when its event is newer, so replays and
 //! redeliveries change nothing. Projections hold no business rules: they copy and count.
+//!
+//! - this file: the projections ([`Projections`], one match over the events) and the service.
+//! - [`checkpoint`]: the live projector's position per topic-partition, kept in MongoDB.
+//! - [`status`]: position, lag and time behind per projection (`projectors status`, `GET /status`).
+//! - [`rebuild`]: replay into shadow collections, catch up, switch the active pointer; resumable.
+//!
+//! Which collection a read model is written to is not fixed: the live projector follows the
+//! active pointer (`platform::readmodel`), a rebuild writes its shadow collections.
+
+pub mod checkpoint;
+pub mod offsets;
+pub mod rebuild;
+pub mod status;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
+use platform::Settings;
 use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
-use platform::{Settings, readmodel};
 use schemas::{Message, Topic};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Where the projections write.
+pub enum Targets {
+    /// The live projector: each read model's active collection, re-resolved as its pointer's
+    /// cache expires, so writes follow a rebuild's switch.
+    Active(readmodel::Active),
+    /// A rebuild: fixed (shadow) collections; read models not listed are not written.
+    Fixed(BTreeMap<ReadModel, Collection<Document>>),
+}
+
 pub struct Projections {
-    pub customers: Collection<Document>,
-    pub catalog: Collection<Document>,
-    pub orders: Collection<Document>,
-    pub payments: Collection<Document>,
+    targets: Targets,
 }
 
 impl Projections {
     pub fn new(client: &mongodb::Client) -> Self {
-        Self {
-            customers: readmodel::collection(client, readmodel::CUSTOMERS),
-            catalog: readmodel::collection(client, readmodel::CATALOG),
-            orders: readmodel::collection(client, readmodel::ORDERS),
-            payments: readmodel::collection(client, readmodel::PAYMENTS),
+        Self { targets: Targets::Active(readmodel::Active::new(client)) }
+    }
+
+    pub fn into_collections(targets: BTreeMap<ReadModel, Collection<Document>>) -> Self {
+        Self { targets: Targets::Fixed(targets) }
+    }
+
+    async fn target(&self, read_model: ReadModel) -> Result<Option<Collection<Document>>, HandlerError> {
+        match &self.targets {
+            Targets::Active(active) => {
+                Ok(Some(active.collection(read_model).await.map_err(|e| HandlerError::Transient(e.into()))?))
+            }
+            Targets::Fixed(map) => Ok(map.get(&read_model).cloned()),
         }
     }
 
-    /// Indexes for every query the services make.
+    /// [`guarded`] on the read model's current target, if it has one.
+    async fn upsert(
+        &self,
+        read_model: ReadModel,
+        id: &str,
+        stream: &str,
+        version: i64,
+        update: Document,
+    ) -> Result<(), HandlerError> {
+        match self.target(read_model).await? {
+            Some(coll) => guarded(&coll, id, stream, version, update).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Indexes for every query the services make, on each target collection.
     pub async fn create_indexes(&self) -> anyhow::Result<()> {
         let index = |keys: Document| IndexModel::builder().keys(keys).options(IndexOptions::default()).build();
-        self.orders.create_index(index(doc! { "customer_id": 1 })).await?;
-        self.catalog.create_index(index(doc! { "sku": 1 })).await?;
-        self.customers.create_index(index(doc! { "email": 1 })).await?;
-        self.payments.create_index(index(doc! { "customer_id": 1 })).await?;
+        for read_model in ReadModel::ALL {
+            let Some(coll) = self.target(read_model).await.map_err(|e| anyhow::anyhow!("{e}"))? else {
+                continue;
+            };
+            let keys = match read_model {
+                ReadModel::Orders => doc! { "customer_id": 1 },
+                ReadModel::Catalog => doc! { "sku": 1 },
+                ReadModel::Customers => doc! { "email": 1 },
+                ReadModel::Payments => doc! { "customer_id": 1 },
+            };
+            coll.create_index(index(keys)).await?;
+        }
         Ok(())
+    }
+}
+
+/// The topics each read model is projected from.
+pub fn topics_of(read_model: ReadModel) -> &'static [Topic] {
+    match read_model {
+        ReadModel::Customers => &[Topic::CustomerEvents, Topic::PaymentEvents],
+        ReadModel::Catalog => &[Topic::ProductEvents],
+        ReadModel::Orders => &[Topic::OrderEvents],
+        ReadModel::Payments => &[Topic::PaymentEvents],
     }
 }
 
@@ -87,21 +149,21 @@ impl Handler for Projections {
         match &e.message {
             Message::CustomerRegistered(m) => {
                 let u = doc! { "$set": { "name": &m.name, "email": &m.email } };
-                guarded(&self.customers, &m.customer_id, "customer", v, u).await
+                self.upsert(ReadModel::Customers, &m.customer_id, "customer", v, u).await
             }
             Message::AccountOpened(m) => {
                 let u =
                     doc! { "$set": { "credit_limit_cents": m.credit_cents, "credit_available_cents": m.credit_cents } };
-                guarded(&self.customers, &m.customer_id, "payment", v, u).await
+                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await
             }
             Message::PaymentAuthorized(m) => {
                 let u = doc! { "$inc": { "credit_available_cents": -m.amount_cents } };
-                guarded(&self.customers, &m.customer_id, "payment", v, u).await?;
+                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await?;
                 self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "AUTHORIZED", v).await
             }
             Message::PaymentRefunded(m) => {
                 let u = doc! { "$inc": { "credit_available_cents": m.amount_cents } };
-                guarded(&self.customers, &m.customer_id, "payment", v, u).await?;
+                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await?;
                 self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "REFUNDED", v).await
             }
             Message::PaymentDeclined(m) => {
@@ -115,28 +177,35 @@ impl Handler for Projections {
                     "sku": &m.sku, "name": &m.name, "price_cents": m.price_cents, "currency": &m.currency,
                     "available": i64::from(m.stock), "reserved": 0_i64, "sold": 0_i64,
                 } };
-                guarded(&self.catalog, &m.product_id, "product", v, u).await
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
             }
             Message::StockAdded(m) => {
                 let u = doc! { "$inc": { "available": i64::from(m.quantity) } };
-                guarded(&self.catalog, &m.product_id, "product", v, u).await
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
             }
             Message::StockReserved(m) => {
                 let q = i64::from(m.quantity);
                 let u = doc! { "$inc": { "available": -q, "reserved": q } };
-                guarded(&self.catalog, &m.product_id, "product", v, u).await
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
             }
             Message::StockReleased(m) => {
                 let q = i64::from(m.quantity);
                 let u = doc! { "$inc": { "available": q, "reserved": -q } };
-                guarded(&self.catalog, &m.product_id, "product", v, u).await
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
             }
             Message::StockCommitted(m) => {
                 let q = i64::from(m.quantity);
                 let u = doc! { "$inc": { "reserved": -q, "sold": q } };
-                guarded(&self.catalog, &m.product_id, "product", v, u).await
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
             }
-            Message::StockReservationFailed(m) => guarded(&self.catalog, &m.product_id, "product", v, doc! {}).await,
+            Message::StockReservationFailed(m) => {
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, doc! {}).await
+            }
+            Message::StockReturned(m) => {
+                let q = i64::from(m.quantity);
+                let u = doc! { "$inc": { "sold": -q, "available": q } };
+                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
+            }
             Message::OrderPlaced(m) => {
                 let items: Vec<Document> = m
                     .lines
@@ -148,18 +217,29 @@ impl Handler for Projections {
                               "currency": &m.currency, "status": "PENDING" },
                     "$push": { "history": { "status": "PENDING", "at": at(e) } },
                 };
-                guarded(&self.orders, &m.order_id, "order", v, u).await
+                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
             }
             Message::OrderConfirmed(m) => {
                 let u = doc! { "$set": { "status": "CONFIRMED" }, "$push": { "history": { "status": "CONFIRMED", "at": at(e) } } };
-                guarded(&self.orders, &m.order_id, "order", v, u).await
+                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
             }
             Message::OrderRejected(m) => {
                 let u = doc! {
                     "$set": { "status": "REJECTED", "reason": &m.reason },
                     "$push": { "history": { "status": "REJECTED", "at": at(e) } },
                 };
-                guarded(&self.orders, &m.order_id, "order", v, u).await
+                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
+            }
+            Message::OrderCancelled(m) => {
+                let u = doc! {
+                    "$set": { "status": "CANCELLED", "reason": &m.reason },
+                    "$push": { "history": { "status": "CANCELLED", "at": at(e) } },
+                };
+                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
+            }
+            // Recorded for the version guard only: the order stays as it is until cancelled.
+            Message::OrderCancellationRequested(m) => {
+                self.upsert(ReadModel::Orders, &m.order_id, "order", v, doc! {}).await
             }
             _ => Ok(()),
         }
@@ -177,19 +257,25 @@ impl Projections {
         version: i64,
     ) -> Result<(), HandlerError> {
         let u = doc! { "$set": { "customer_id": customer_id, "amount_cents": amount_cents, "currency": currency, "status": status } };
-        guarded(&self.payments, order_id, "account", version, u).await
+        self.upsert(ReadModel::Payments, order_id, "account", version, u).await
     }
 }
 
 pub const EVENT_TOPICS: [Topic; 4] =
     [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents];
 
+/// The live projector's Kafka consumer group.
+pub const CONSUMER_GROUP: &str = "projectors";
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[], &EVENT_TOPICS).await?;
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
-    let projections = Arc::new(Projections::new(&mongo));
+    let projections = Projections::new(&mongo);
     platform::service::retry_until("mongodb", std::time::Duration::from_secs(60), || projections.create_indexes())
         .await?;
-    wiring.spawn_consumer("projectors", &EVENT_TOPICS, projections);
-    wiring.serve(axum::Router::new()).await
+    let (handler, flusher) = checkpoint::Checkpointed::new(projections, checkpoint::Checkpoints::new(&mongo));
+    wiring.spawn(flusher.run(wiring.shutdown.clone()));
+    wiring.spawn_consumer(CONSUMER_GROUP, &EVENT_TOPICS, Arc::new(handler));
+    let router = status::router(status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone() });
+    wiring.serve(router).await
 }

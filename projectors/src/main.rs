@@ -1,6 +1,78 @@
+//! `projectors`: without arguments, the service (Kafka -> read models, `GET /status`).
+//!
+//! ```text
+//! projectors status [--json]
+//! projectors rebuild (<read-model>... | --all) [--dry-run] [--max-rate N]
+//! ```
+
+use clap::{Parser, Subcommand};
+use platform::readmodel::ReadModel;
+use projectors::{rebuild, status};
+
+#[derive(Debug, Parser)]
+#[command(name = "projectors", about = "Kafka -> MongoDB read models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Position, lag and time behind of each projection.
+    Status {
+        /// Print the JSON that `GET /status` answers.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the event topics into shadow collections, catch up, switch. Resumes an
+    /// interrupted rebuild of the same read models.
+    Rebuild {
+        /// customers, catalog, orders or payments.
+        #[arg(value_parser = parse_read_model, required_unless_present = "all", conflicts_with = "all")]
+        read_models: Vec<ReadModel>,
+        #[arg(long)]
+        all: bool,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply at most this many events per second.
+        #[arg(long)]
+        max_rate: Option<u32>,
+    },
+}
+
+fn parse_read_model(s: &str) -> Result<ReadModel, String> {
+    ReadModel::parse(s).ok_or_else(|| {
+        let names: Vec<_> = ReadModel::ALL.iter().map(|r| r.name()).collect();
+        format!("unknown read model {s:?}; one of {}", names.join(", "))
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     platform::telemetry::init("projectors");
     let settings = platform::Settings::from_env("projectors")?;
-    projectors::run(settings).await
+    match cli.command {
+        None => projectors::run(settings).await,
+        Some(Command::Status { json }) => {
+            let mongo = platform::readmodel::connect(&settings.mongodb_url).await?;
+            let source = status::StatusSource { mongo, brokers: settings.kafka_brokers.clone() };
+            let s = source.collect().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", status::render(&s));
+            }
+            Ok(())
+        }
+        Some(Command::Rebuild { mut read_models, all, dry_run, max_rate }) => {
+            if all {
+                read_models = ReadModel::ALL.to_vec();
+            }
+            read_models.sort();
+            read_models.dedup();
+            rebuild::run(&settings, rebuild::Options { read_models, dry_run, max_rate }).await
+        }
+    }
 }

@@ -195,11 +195,10 @@ mod tests {
 
     #[test]
     fn every_step_declares_its_compensation_or_none() {
-        assert_eq!(CREATE_ORDER.map(|s| s.compensation), [
-            Some("shop.product.ReleaseStock"),
-            Some("shop.payment.RefundPayment"),
-            None
-        ]);
+        assert_eq!(
+            CREATE_ORDER.map(|s| s.compensation),
+            [Some("shop.product.ReleaseStock"), Some("shop.payment.RefundPayment"), None]
+        );
     }
 
     #[test]

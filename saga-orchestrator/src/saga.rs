@@ -534,7 +534,12 @@ mod tests {
     fn cancelling_after_confirmation_returns_stock_and_refunds() {
         let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
         s.on_reply(&reserved("p1"), 1, T);
-        let auth = r::PaymentAuthorized { customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 100, currency: "EUR".into() };
+        let auth = r::PaymentAuthorized {
+            customer_id: "c1".into(),
+            order_id: "o1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+        };
         s.on_reply(&auth.into(), 2, T);
         s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 3, T);
         let out = s.on_reply(&cancel(), 4, T);
@@ -545,7 +550,12 @@ mod tests {
     fn cancelling_while_confirming_waits_for_the_confirmation() {
         let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
         s.on_reply(&reserved("p1"), 1, T);
-        let auth = r::PaymentAuthorized { customer_id: "c1".into(), order_id: "o1".into(), amount_cents: 100, currency: "EUR".into() };
+        let auth = r::PaymentAuthorized {
+            customer_id: "c1".into(),
+            order_id: "o1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+        };
         s.on_reply(&auth.into(), 2, T);
         assert!(s.on_reply(&cancel(), 3, T).is_empty());
         let out = s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 4, T);

@@ -5,8 +5,11 @@
 mod cancel;
 mod dlq;
 mod harness;
+mod idempotency;
 mod kafka;
+mod metrics;
 mod orders;
+mod readmodels;
 mod redelivery;
 mod validation;
 mod wire;

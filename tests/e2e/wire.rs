@@ -36,7 +36,8 @@ async fn kafka_holds_registry_framed_avro_on_command_and_event_topics() {
         let r = http().get(format!("{}/schemas/ids/{id}", registry())).send().await.unwrap();
         assert!(r.status().is_success(), "schema id {id} unknown to the registry");
     }
-    let subjects: Vec<String> = http().get(format!("{}/subjects", registry())).send().await.unwrap().json().await.unwrap();
+    let subjects: Vec<String> =
+        http().get(format!("{}/subjects", registry())).send().await.unwrap().json().await.unwrap();
     for s in [
         "order.events-shop.order.OrderPlaced",
         "product.commands-shop.product.ReserveStock",

@@ -3,8 +3,8 @@
 //! other services that need the current truth (the order service's checks).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, routing::post};
 use domain::customer::{Customer, CustomerCommand};
@@ -12,10 +12,11 @@ use domain::values::{CustomerId, Email, Name};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use platform::Settings;
+use platform::consistency::{self, Freshness, Token};
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::outbox::event_mapper;
-use platform::readmodel;
+use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
 use schemas::{Topic, convert};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,9 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EventStoreOf<Customer>>,
-    pub customers: mongodb::Collection<Document>,
+    /// The event store's pool, for the version a write reached (the consistency token).
+    pub pool: sqlx::PgPool,
+    pub customers: readmodel::ActiveCollection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,20 +63,27 @@ async fn register(State(s): State<AppState>, Json(body): Json<RegisterCustomer>)
     let id = CustomerId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
     s.store.execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email }, metadata).await?;
-    Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "id": id })))
+    let version =
+        consistency::latest_version(&s.pool, "Customer", &id.to_string()).await.map_err(ApiError::internal)?;
+    let mut response = json_response(StatusCode::CREATED, &serde_json::json!({ "id": id }));
+    response.headers_mut().extend([Token::new("customer", id, version).header()]);
+    Ok(response)
 }
 
-async fn find(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = path_id(&raw, CustomerId::parse)?;
-    let doc = s.customers.find_one(doc! { "_id": id.to_string() }).await?;
-    let doc = doc.ok_or_else(|| ApiError::not_found(format!("customer {id} not found")))?;
+    let coll = s.customers.get().await?;
+    let (doc, fresh) = consistency::find_one(&coll, &id.to_string(), &headers, consistency::WAIT_LIMIT).await?;
+    let Some(doc) = doc else {
+        return Ok(Freshness::mark(fresh, ApiError::not_found(format!("customer {id} not found")).into_response()));
+    };
     let view: CustomerView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::OK, &view))
+    Ok(Freshness::mark(fresh, json_response(StatusCode::OK, &view)))
 }
 
 async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
     let docs: Vec<Document> =
-        s.customers.find(doc! {}).sort(doc! { "_id": 1 }).limit(1000).await?.try_collect().await?;
+        s.customers.get().await?.find(doc! {}).sort(doc! { "_id": 1 }).limit(1000).await?.try_collect().await?;
     let views = docs
         .into_iter()
         .map(mongodb::bson::from_document::<CustomerView>)
@@ -101,8 +111,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let state = AppState {
-        store: Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every)),
-        customers: readmodel::collection(&mongo, readmodel::CUSTOMERS),
+        store: Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every)),
+        pool,
+        customers: readmodel::ActiveCollection::new(&mongo, ReadModel::Customers),
     };
     wiring.serve(app(state)).await
 }

@@ -77,7 +77,9 @@ pub fn plan(message: &Message) -> Action<'_> {
         },
         Message::OrderConfirmed(e) => Action::Notify(Notice::OrderConfirmed { order_id: &e.order_id }),
         Message::OrderRejected(e) => Action::Notify(Notice::OrderRejected { order_id: &e.order_id, reason: &e.reason }),
-        Message::OrderCancelled(e) => Action::Notify(Notice::OrderCancelled { order_id: &e.order_id, reason: &e.reason }),
+        Message::OrderCancelled(e) => {
+            Action::Notify(Notice::OrderCancelled { order_id: &e.order_id, reason: &e.reason })
+        }
         Message::PaymentConfirmed(e) => Action::Notify(Notice::PaymentConfirmed {
             order_id: &e.order_id,
             customer_id: &e.customer_id,
@@ -121,7 +123,8 @@ mod tests {
     #[test]
     fn confirmations_rejections_and_payments_each_send_their_email() {
         let confirmed = Message::OrderConfirmed(OrderConfirmed { order_id: "o1".into() });
-        let rejected = Message::OrderRejected(OrderRejected { order_id: "o1".into(), reason: "out of stock".into(), code: None });
+        let rejected =
+            Message::OrderRejected(OrderRejected { order_id: "o1".into(), reason: "out of stock".into(), code: None });
         let paid = Message::PaymentConfirmed(PaymentConfirmed {
             customer_id: "c1".into(),
             order_id: "o1".into(),

@@ -14,15 +14,15 @@ use domain::order::{Order, OrderCommand, OrderError, OrderLine};
 use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
+use platform::Settings;
 use platform::client::{CallError, Downstream};
-use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::consistency::{self, Freshness, Token};
+use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
 use platform::outbox::event_mapper;
-use platform::service::Wiring;
 use platform::readmodel::{self, ReadModel};
-use platform::Settings;
+use platform::service::Wiring;
 use schemas::{Message, Topic, convert};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -177,13 +177,16 @@ async fn cancel(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Re
     let command = OrderCommand::RequestCancellation { reason: "cancelled by the customer".into() };
     match s.store.execute(&id.to_string(), command, metadata).await {
         Ok(()) => {}
-        Err(CommandError::Rejected(OrderError::NotFound)) => return Err(ApiError::not_found(format!("order {id} not found"))),
+        Err(CommandError::Rejected(OrderError::NotFound)) => {
+            return Err(ApiError::not_found(format!("order {id} not found")));
+        }
         Err(CommandError::Rejected(e @ OrderError::InvalidTransition { .. })) => {
             return Err(ApiError::conflict(e.to_string()));
         }
         Err(e) => return Err(e.into()),
     }
-    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "order_id": id, "cancellation": "requested" }))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "order_id": id, "cancellation": "requested" })))
+        .into_response())
 }
 
 async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -202,7 +205,8 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<R
         Some(raw) => doc! { "customer_id": CustomerId::parse(&raw)?.to_string() },
         None => doc! {},
     };
-    let docs: Vec<Document> = s.orders.get().await?.find(filter).sort(doc! { "_id": -1 }).limit(1000).await?.try_collect().await?;
+    let docs: Vec<Document> =
+        s.orders.get().await?.find(filter).sort(doc! { "_id": -1 }).limit(1000).await?.try_collect().await?;
     let views = docs
         .into_iter()
         .map(mongodb::bson::from_document::<OrderView>)
@@ -228,7 +232,12 @@ impl Handler for OrderCommands {
             }
             _ => return Ok(()),
         };
-        if self.store.handled(&envelope.message_id).await.map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))? {
+        if self
+            .store
+            .handled(&envelope.message_id)
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?
+        {
             return Ok(()); // redelivered after its effect
         }
         match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {

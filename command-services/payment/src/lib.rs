@@ -29,7 +29,12 @@ impl Payments {
         self.execute_with(id, command, envelope.caused_metadata()).await
     }
 
-    async fn execute_with(&self, id: CustomerId, command: AccountCommand, metadata: Metadata) -> Result<(), HandlerError> {
+    async fn execute_with(
+        &self,
+        id: CustomerId,
+        command: AccountCommand,
+        metadata: Metadata,
+    ) -> Result<(), HandlerError> {
         match self.store.execute(&id.to_string(), command, metadata).await {
             Ok(()) => Ok(()),
             Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("account {id}: {e}"))),
@@ -53,7 +58,12 @@ impl Handler for Payments {
         let Some((id, command)) = convert::account_command(&envelope.message).map_err(permanent)? else {
             return Ok(());
         };
-        if self.store.handled(&envelope.message_id).await.map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))? {
+        if self
+            .store
+            .handled(&envelope.message_id)
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?
+        {
             return Ok(()); // redelivered after its effect
         }
         if matches!(command, AccountCommand::Authorize { .. }) {

@@ -12,13 +12,13 @@ use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::consistency::{self, Freshness, Token};
+use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::outbox::event_mapper;
-use platform::service::Wiring;
 use platform::readmodel::{self, ReadModel};
+use platform::service::Wiring;
 use platform::{Settings, db};
 use schemas::{Topic, convert};
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,8 @@ async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: Heade
 }
 
 async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let docs: Vec<Document> = s.catalog.get().await?.find(doc! {}).sort(doc! { "sku": 1 }).limit(1000).await?.try_collect().await?;
+    let docs: Vec<Document> =
+        s.catalog.get().await?.find(doc! {}).sort(doc! { "sku": 1 }).limit(1000).await?.try_collect().await?;
     let views = docs
         .into_iter()
         .map(mongodb::bson::from_document::<ProductView>)
@@ -179,7 +180,12 @@ impl Handler for StockCommands {
         else {
             return Ok(());
         };
-        if self.store.handled(&envelope.message_id).await.map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))? {
+        if self
+            .store
+            .handled(&envelope.message_id)
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?
+        {
             return Ok(()); // redelivered after its effect
         }
         match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {

@@ -1,5 +1,6 @@
 //! `/api/customers` → customer service `/customers`.
 
+use crate::contract::{Created, Customer, ErrorBody, RegisterCustomer};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
 use crate::state::AppState;
@@ -13,14 +14,38 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/customers", post(register).get(list)).route("/api/customers/{id}", get(find))
 }
 
-async fn register(State(s): State<AppState>, incoming: Incoming, body: JsonObject) -> Result<Response, ApiError> {
+/// Register a customer; the payment account opens with the default credit.
+#[utoipa::path(post, path = "/api/customers", tag = "customers", request_body = RegisterCustomer, responses(
+    (status = 201, description = "Registered", body = Created),
+    (status = 400, description = "Malformed JSON, or not an object", body = ErrorBody),
+    (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+    (status = 415, description = "Body is not JSON", body = ErrorBody),
+    (status = 422, description = "Unknown field, or an invalid name or e-mail", body = ErrorBody),
+))]
+pub(crate) async fn register(
+    State(s): State<AppState>,
+    incoming: Incoming,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
     s.forward(Service::Customer, "/customers", incoming, Some(body)).await
 }
 
-async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
+/// All customers (admin).
+#[utoipa::path(get, path = "/api/customers", tag = "customers", responses(
+    (status = 200, description = "Customers", body = Vec<Customer>),
+))]
+pub(crate) async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Customer, "/customers", incoming, None).await
 }
 
-async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
+/// One customer (the owner or an admin).
+#[utoipa::path(get, path = "/api/customers/{id}", tag = "customers",
+    params(("id" = Uuid, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The customer", body = Customer),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such customer", body = ErrorBody),
+    ))]
+pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Customer, &format!("/customers/{id}"), incoming, None).await
 }

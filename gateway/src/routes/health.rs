@@ -1,6 +1,7 @@
 //! `GET /health`: ready when every service is. Each service's `/health` must answer 200 within
 //! the health timeout; all are asked at once, so the answer takes at most that long.
 
+use crate::contract::Health;
 use crate::downstream::Service;
 use crate::state::AppState;
 use axum::extract::State;
@@ -14,7 +15,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/health", get(health))
 }
 
-async fn health(State(s): State<AppState>) -> Response {
+/// Ready when every service is.
+#[utoipa::path(get, path = "/health", tag = "operations", responses(
+    (status = 200, description = "Every service is up", body = Health),
+    (status = 503, description = "At least one service is down", body = Health),
+))]
+pub(crate) async fn health(State(s): State<AppState>) -> Response {
     let probes = Service::ALL.map(|service| {
         let s = &s;
         async move { (service, is_up(s, service).await) }

@@ -1,6 +1,8 @@
 //! `/api/orders` → order service `/orders`. `GET /api/orders?customer_id=` passes its query on
-//! untouched: the order service owns the filter rules.
+//! untouched: the order service owns the filter rules. The `Idempotency-Key` header is passed
+//! on too: the order service keeps the keys, in its own database.
 
+use crate::contract::{ErrorBody, Order, OrderAccepted, PlaceOrder};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
 use crate::state::AppState;
@@ -17,20 +19,65 @@ pub fn router() -> Router<AppState> {
         .route("/api/orders/{id}/cancel", post(cancel))
 }
 
-async fn place(State(s): State<AppState>, incoming: Incoming, body: JsonObject) -> Result<Response, ApiError> {
+/// Place an order. The customer and every product are checked at once; the CreateOrder saga
+/// then confirms or rejects it. With an `Idempotency-Key`, a repeat with the same body gets
+/// the first answer again (status, body, `Location`) and places nothing.
+#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "Client-chosen key (at most 255 characters) making retries safe")),
+    responses(
+        (status = 202, description = "Placed, pending the saga", body = OrderAccepted,
+         headers(("Location" = String, description = "The order, e.g. `/api/orders/{id}`"))),
+        (status = 400, description = "Malformed JSON, not an object, or a bad `Idempotency-Key`", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still being processed", body = ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 422, description = "Unknown field, no lines, a bad quantity, an unknown customer or \
+                                      product, or an `Idempotency-Key` reused with another body", body = ErrorBody),
+    ))]
+pub(crate) async fn place(
+    State(s): State<AppState>,
+    incoming: Incoming,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
     s.forward(Service::Order, "/orders", incoming, Some(body)).await
 }
 
-async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
+/// Orders, newest first (owner or admin).
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(("customer_id" = Option<Uuid>, Query, description = "Only this customer's orders")),
+    responses(
+        (status = 200, description = "Orders", body = Vec<Order>),
+        (status = 400, description = "Unknown query parameter", body = ErrorBody),
+        (status = 422, description = "`customer_id` is not a valid id", body = ErrorBody),
+    ))]
+pub(crate) async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Order, "/orders", incoming, None).await
 }
 
-async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
+/// One order with its status history.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+    ))]
+pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Order, &format!("/orders/{id}"), incoming, None).await
 }
 
-/// The body is optional: a cancel needs nothing but the id.
-async fn cancel(
+/// Cancel an order (owner). The body is optional: a cancel needs nothing but the id.
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 202, description = "Cancellation accepted"),
+        (status = 400, description = "The id is not a UUID, or a malformed body", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 415, description = "A body that is not JSON", body = ErrorBody),
+        (status = 422, description = "The order can no longer be cancelled", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel(
     State(s): State<AppState>,
     id: ResourceId,
     incoming: Incoming,

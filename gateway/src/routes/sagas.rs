@@ -1,5 +1,6 @@
 //! `/api/sagas` → saga orchestrator `/sagas` (read-only).
 
+use crate::contract::{ErrorBody, Saga, SagaSummary};
 use crate::downstream::Service;
 use crate::extract::{Incoming, ResourceId};
 use crate::state::AppState;
@@ -13,10 +14,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/sagas", get(list)).route("/api/sagas/{id}", get(find))
 }
 
-async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
+/// The most recent sagas (admin).
+#[utoipa::path(get, path = "/api/sagas", tag = "sagas", responses(
+    (status = 200, description = "Sagas, newest first", body = Vec<SagaSummary>),
+))]
+pub(crate) async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Saga, "/sagas", incoming, None).await
 }
 
-async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
+/// One order's saga: state, steps with times, compensations, errors (admin).
+#[utoipa::path(get, path = "/api/sagas/{id}", tag = "sagas",
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The saga", body = Saga),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No saga for this order", body = ErrorBody),
+    ))]
+pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Saga, &format!("/sagas/{id}"), incoming, None).await
 }

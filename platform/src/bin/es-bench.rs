@@ -150,7 +150,8 @@ async fn relay_throughput(admin: &str, events: usize) -> anyhow::Result<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let events: usize = args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).map_or(Ok(20_000), |v| v.parse())?;
+    let events: usize =
+        args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).map_or(Ok(20_000), |v| v.parse())?;
     let admin = std::env::var("SHOP_BENCH_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
     let name = format!("bench_es_{}", uuid::Uuid::new_v4().simple());
     let pool = platform::db::connect(&format!("{admin}/{name}"), 16).await?;

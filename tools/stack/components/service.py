@@ -9,6 +9,10 @@ from tools.stack import ports
 from tools.stack.components.base import Component, Context, StackError, http_ok
 
 
+# The saga's step timeout on the local stack (milliseconds).
+SAGA_STEP_TIMEOUT_MS = 8000
+
+
 class Service(Component):
     kind = "service"
     # Every service needs the infrastructure (the disabled or absent parts are skipped).
@@ -46,7 +50,12 @@ class Service(Component):
         return self.ctx.repo
 
     def env(self) -> dict[str, str | None]:
-        return {"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1"}
+        env: dict[str, str | None] = {"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1"}
+        if self.name == "saga-orchestrator":
+            # A short step timeout locally, so the fault tests (tests/faults) see a step time out
+            # within seconds; the code's default (30 s) is for real deployments.
+            env["SHOP_SAGA_STEP_TIMEOUT_MS"] = os.environ.get("SHOP_SAGA_STEP_TIMEOUT_MS", str(SAGA_STEP_TIMEOUT_MS))
+        return env
 
     def health(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.port}/health")

@@ -301,3 +301,30 @@ class TestCounts(unittest.TestCase):
         self.assertEqual(count_unittest_results("Ran 47 tests in 5.1s\n\nOK\n"), (47, 0))
         self.assertEqual(count_unittest_results("Ran 10 tests in 1s\n\nFAILED (failures=2, errors=1, skipped=3)\n"),
                          (4, 3))
+
+
+class TestLockOwner(unittest.TestCase):
+    """Crash tests run by `./stack test` may restart components under its lock."""
+
+    def test_our_own_parent_chain_is_found(self):
+        from tools.stack import cli
+
+        chain = cli.ancestors(os.getpid())
+        self.assertIn(os.getppid(), chain)
+
+    def test_only_an_ancestor_counts_as_owner(self):
+        from tools.stack import cli
+
+        old = os.environ.get(cli.LOCK_OWNER_ENV)
+        try:
+            os.environ[cli.LOCK_OWNER_ENV] = str(os.getppid())
+            self.assertTrue(cli.lock_held_by_ancestor())
+            os.environ[cli.LOCK_OWNER_ENV] = str(os.getpid() + 1_000_000)
+            self.assertFalse(cli.lock_held_by_ancestor())
+            os.environ[cli.LOCK_OWNER_ENV] = "not-a-pid"
+            self.assertFalse(cli.lock_held_by_ancestor())
+        finally:
+            if old is None:
+                os.environ.pop(cli.LOCK_OWNER_ENV, None)
+            else:
+                os.environ[cli.LOCK_OWNER_ENV] = old

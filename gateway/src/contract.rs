@@ -1,0 +1,207 @@
+//! The public API's bodies, as OpenAPI schemas. The gateway forwards bodies unchanged and the
+//! owning service parses them, so these types exist for the contract (`/api/openapi.json`):
+//! they are the gateway's statement of what clients may send and will receive. Request types
+//! deny unknown fields, as the services do.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every error answer: a message for people and, where useful, structured detail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = "not a valid id")]
+    pub error: String,
+    /// Any JSON (often an object naming the offending field or value), or null.
+    #[schema(value_type = Object, nullable = true)]
+    pub detail: serde_json::Value,
+}
+
+/// The id of a resource just created.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Created {
+    pub id: Uuid,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCustomer {
+    #[schema(example = "Alice Doe")]
+    pub name: String,
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Customer {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+    /// Minor units of the account's currency.
+    pub credit_limit_cents: i64,
+    pub credit_available_cents: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    #[schema(example = "MUG-001")]
+    pub sku: String,
+    #[schema(example = "Coffee mug")]
+    pub name: String,
+    /// Minor units (cents), at least 0.
+    #[schema(example = 1299, minimum = 0)]
+    pub price_cents: i64,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// Initial stock.
+    #[schema(example = 10, minimum = 0)]
+    pub stock: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub available: i64,
+    /// Admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<i64>,
+    /// Admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sold: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddStock {
+    #[schema(example = 5, minimum = 1)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StockAdded {
+    pub id: Uuid,
+    pub added: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub customer_id: Uuid,
+    /// At least one line.
+    pub items: Vec<OrderItem>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItem {
+    pub product_id: Uuid,
+    #[schema(example = 2, minimum = 1)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+    Cancelled,
+}
+
+/// The answer to a placed order: the saga decides the rest, so the status is `PENDING`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderAccepted {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: OrderStatus,
+    /// Why the order was rejected or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub items: Vec<OrderLine>,
+    pub total_cents: i64,
+    pub currency: String,
+    /// Every status the order went through, oldest first.
+    pub history: Vec<StatusChange>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderLine {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    /// The price when the order was placed.
+    pub unit_price_cents: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusChange {
+    pub status: OrderStatus,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// One saga in the list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaSummary {
+    /// The order's id: one saga per order.
+    pub id: Uuid,
+    pub status: String,
+    /// The step the saga is at.
+    pub step: String,
+    #[schema(nullable = true)]
+    pub reason: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// One saga with its history: steps, compensations and errors.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Saga {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: String,
+    pub step: String,
+    #[schema(nullable = true)]
+    pub reason: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub lines: serde_json::Value,
+    #[schema(value_type = Object, nullable = true)]
+    pub payment: serde_json::Value,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    pub history: Vec<SagaEvent>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaEvent {
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub step: String,
+    /// What happened: a command sent, a reply, a timeout, a compensation.
+    pub what: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `up` when every service is.
+    #[schema(example = "up")]
+    pub status: String,
+    /// Each service's state, `up` or `down`, by name.
+    pub downstream: BTreeMap<String, String>,
+}

@@ -1,0 +1,602 @@
+//! `projectors rebuild`: replay the event topics from the beginning into shadow collections
+//! with the live projections' own code, catch up with the live high watermark, then switch
+//! each read model's active pointer (see `platform::readmodel`). The services read the old
+//! collections until the switch; the live projector keeps running throughout and follows the
+//! pointer once its cache expires.
+//!
+//! Handover: after the switch the rebuild keeps applying new events for [`GRACE`] (a few
+//! pointer cache lifetimes) and then up to the high watermark once more, so an event the live
+//! projector wrote to the old collection just before it saw the new pointer lands in the new
+//! one too. Both apply the same version-guarded upserts, so overlapping is harmless.
+//!
+//! Resumable: the targets and the offsets applied so far live in `readmodels.rebuilds`
+//! (`_id`: `all` or the read model names), saved every second and on Ctrl-C; a re-run with the
+//! same selection continues from there. The old collections are kept (a pointer write rolls
+//! back); dropping them is left to the operator.
+//!
+//! Within a batch, records are grouped by Kafka key (the aggregate id, which is also the id of
+//! every document its events touch) and groups are applied concurrently, each in order:
+//! two upserts of one new document must never race.
+
+use crate::offsets::{self, Tp};
+use crate::{Projections, topics_of};
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mongodb::bson::{Document, doc};
+use mongodb::{Client, Collection};
+use platform::Settings;
+use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::readmodel::{self, META_DB, POINTER_TTL, ReadModel};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use schemas::{Codec, DecodeError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Rebuild progress documents in [`META_DB`].
+pub const REBUILDS: &str = "rebuilds";
+/// The generation counter that numbers shadow collections, in [`META_DB`].
+const COUNTERS: &str = "counters";
+/// How long the rebuild keeps applying after the switch (see the module docs).
+pub const GRACE: Duration = Duration::from_secs(3 * POINTER_TTL.as_secs());
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+const BATCH: usize = 500;
+const CONCURRENCY: usize = 8;
+/// A catch-up round that applied fewer events than this is close enough to switch.
+const CLOSE_ENOUGH: u64 = 200;
+
+pub struct Options {
+    pub read_models: Vec<ReadModel>,
+    pub dry_run: bool,
+    /// Events per second at most, to spare the database that serves queries meanwhile.
+    pub max_rate: Option<u32>,
+}
+
+/// A rebuild in progress, for `status`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub phase: String,
+    pub targets: Vec<(String, String)>,
+    pub applied: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    id: String,
+    phase: Phase,
+    targets: BTreeMap<ReadModel, String>,
+    next: BTreeMap<Tp, i64>,
+    applied: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Replay,
+    Switched,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Replay => "replay",
+            Phase::Switched => "switched",
+        }
+    }
+}
+
+fn rebuilds(client: &Client) -> Collection<Document> {
+    client.database(META_DB).collection(REBUILDS)
+}
+
+fn rebuild_id(read_models: &[ReadModel]) -> String {
+    if ReadModel::ALL.iter().all(|r| read_models.contains(r)) {
+        return "all".to_owned();
+    }
+    read_models.iter().map(|r| r.name()).collect::<Vec<_>>().join("+")
+}
+
+fn shadow_name(read_model: ReadModel, generation: i64) -> String {
+    format!("{}__rebuild_{generation}", read_model.location().1)
+}
+
+impl Progress {
+    fn to_doc(&self) -> Document {
+        let targets: Vec<Document> =
+            self.targets.iter().map(|(r, c)| doc! { "read_model": r.name(), "collection": c }).collect();
+        let offsets: Vec<Document> =
+            self.next.iter().map(|((t, p), n)| doc! { "topic": t, "partition": p, "next": n }).collect();
+        doc! {
+            "_id": &self.id, "phase": self.phase.as_str(), "targets": targets, "offsets": offsets,
+            "applied": self.applied, "updated_at": mongodb::bson::DateTime::now(),
+        }
+    }
+
+    fn from_doc(d: &Document) -> anyhow::Result<Self> {
+        let bad = || anyhow::anyhow!("malformed rebuild progress {d}");
+        let mut targets = BTreeMap::new();
+        for t in d.get_array("targets")? {
+            let t = t.as_document().ok_or_else(bad)?;
+            let r = ReadModel::parse(t.get_str("read_model")?).ok_or_else(bad)?;
+            targets.insert(r, t.get_str("collection")?.to_owned());
+        }
+        let mut next = BTreeMap::new();
+        for o in d.get_array("offsets")? {
+            let o = o.as_document().ok_or_else(bad)?;
+            next.insert((o.get_str("topic")?.to_owned(), o.get_i32("partition")?), o.get_i64("next")?);
+        }
+        let phase = match d.get_str("phase")? {
+            "switched" => Phase::Switched,
+            _ => Phase::Replay,
+        };
+        Ok(Self { id: d.get_str("_id")?.to_owned(), phase, targets, next, applied: d.get_i64("applied")? })
+    }
+
+    async fn save(&self, client: &Client) -> mongodb::error::Result<()> {
+        rebuilds(client).replace_one(doc! { "_id": &self.id }, self.to_doc()).upsert(true).await?;
+        Ok(())
+    }
+}
+
+/// Unfinished rebuilds.
+pub async fn summaries(client: &Client) -> anyhow::Result<Vec<Summary>> {
+    let docs: Vec<Document> = rebuilds(client).find(doc! {}).await?.try_collect().await?;
+    docs.iter()
+        .map(|d| {
+            let p = Progress::from_doc(d)?;
+            Ok(Summary {
+                id: p.id,
+                phase: p.phase.as_str().to_owned(),
+                targets: p.targets.iter().map(|(r, c)| (r.name().to_owned(), c.clone())).collect(),
+                applied: p.applied,
+            })
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
+    anyhow::ensure!(!options.read_models.is_empty(), "name a read model or --all");
+    let mongo = readmodel::connect(&settings.mongodb_url).await?;
+    let id = rebuild_id(&options.read_models);
+    let mut topics: Vec<&'static str> =
+        options.read_models.iter().flat_map(|r| topics_of(*r)).map(|t| t.name()).collect();
+    topics.sort();
+    topics.dedup();
+    let brokers = settings.kafka_brokers.clone();
+    let tps = blocking({
+        let (b, t) = (brokers.clone(), topics.clone());
+        move || offsets::partitions(&b, &t)
+    })
+    .await?;
+    let marks = blocking({
+        let (b, t) = (brokers.clone(), tps.clone());
+        move || offsets::watermarks(&b, &t)
+    })
+    .await?;
+    let existing = rebuilds(&mongo).find_one(doc! { "_id": &id }).await?;
+    let existing = existing.as_ref().map(Progress::from_doc).transpose()?;
+
+    if options.dry_run {
+        return dry_run(&mongo, &id, &options, &marks, existing.as_ref()).await;
+    }
+
+    let mut progress = match existing {
+        Some(mut p) => {
+            for (tp, (low, _)) in &marks {
+                p.next.entry(tp.clone()).or_insert(*low);
+            }
+            let position: i64 = marks.iter().map(|(tp, (low, _))| p.next[tp] - low).sum();
+            println!(
+                "resuming from position {position} ({} events applied, phase {}) into {}",
+                p.applied,
+                p.phase.as_str(),
+                describe_targets(&p.targets)
+            );
+            p
+        }
+        None => {
+            let generation = next_generation(&mongo).await?;
+            let targets: BTreeMap<_, _> =
+                options.read_models.iter().map(|r| (*r, shadow_name(*r, generation))).collect();
+            for (r, c) in &targets {
+                // Left over from a rebuild whose progress was deleted: start clean.
+                mongo.database(r.location().0).collection::<Document>(c).drop().await?;
+            }
+            let p = Progress {
+                id: id.clone(),
+                phase: Phase::Replay,
+                targets,
+                next: marks.iter().map(|(tp, (low, _))| (tp.clone(), *low)).collect(),
+                applied: 0,
+            };
+            p.save(&mongo).await?;
+            println!("starting rebuild {id} into {}", describe_targets(&p.targets));
+            p
+        }
+    };
+
+    let collections =
+        progress.targets.iter().map(|(r, c)| (*r, mongo.database(r.location().0).collection::<Document>(c))).collect();
+    let projections = Projections::into_collections(collections);
+    projections.create_indexes().await.context("creating indexes on the shadow collections")?;
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let flag = interrupted.clone();
+        async move {
+            platform::shutdown_signal().await;
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+
+    let mut replay = Replay::new(settings, &mongo, projections, &progress, options.max_rate, interrupted)?;
+    let start: i64 = marks.iter().map(|(tp, (low, _))| progress.next[tp] - low).sum();
+    let total: i64 = marks.values().map(|(low, high)| high - low).sum();
+    replay.progress_bar(marks.iter().map(|(tp, (low, _))| (tp.clone(), *low)).collect(), start, total);
+
+    if progress.phase == Phase::Replay {
+        // Replay, then catch up until a round finds little new: the live projector is close.
+        loop {
+            let goal = blocking({
+                let (b, t) = (brokers.clone(), tps.clone());
+                move || offsets::watermarks(&b, &t)
+            })
+            .await?;
+            replay.set_total(goal.values().map(|(low, high)| high - low).sum());
+            let goal: BTreeMap<Tp, i64> = goal.into_iter().map(|(tp, (_, high))| (tp, high)).collect();
+            let applied = replay.until(&goal, &mut progress).await?;
+            if applied < CLOSE_ENOUGH {
+                break;
+            }
+        }
+        for (r, c) in &progress.targets {
+            readmodel::switch(&mongo, *r, c).await?;
+        }
+        progress.phase = Phase::Switched;
+        progress.save(&mongo).await?;
+        replay.println(&format!("switched {}", describe_targets(&progress.targets)));
+    }
+    // Handover: whatever the live projector still wrote to the old collections.
+    replay.during(GRACE, &mut progress).await?;
+    let goal = blocking({
+        let (b, t) = (brokers.clone(), tps.clone());
+        move || offsets::watermarks(&b, &t)
+    })
+    .await?;
+    let goal: BTreeMap<Tp, i64> = goal.into_iter().map(|(tp, (_, high))| (tp, high)).collect();
+    replay.until(&goal, &mut progress).await?;
+    rebuilds(&mongo).delete_one(doc! { "_id": &id }).await?;
+    replay.finish();
+    println!(
+        "done: {} events applied; active: {}; the previous collections are kept",
+        progress.applied,
+        describe_targets(&progress.targets)
+    );
+    Ok(())
+}
+
+fn describe_targets(targets: &BTreeMap<ReadModel, String>) -> String {
+    targets.iter().map(|(r, c)| format!("{r} -> {}.{c}", r.location().0)).collect::<Vec<_>>().join(", ")
+}
+
+async fn next_generation(mongo: &Client) -> anyhow::Result<i64> {
+    let counters = mongo.database(META_DB).collection::<Document>(COUNTERS);
+    let d = counters
+        .find_one_and_update(doc! { "_id": "rebuild" }, doc! { "$inc": { "n": 1_i64 } })
+        .upsert(true)
+        .return_document(mongodb::options::ReturnDocument::After)
+        .await?
+        .context("generation counter")?;
+    Ok(d.get_i64("n")?)
+}
+
+async fn dry_run(
+    mongo: &Client,
+    id: &str,
+    options: &Options,
+    marks: &BTreeMap<Tp, (i64, i64)>,
+    existing: Option<&Progress>,
+) -> anyhow::Result<()> {
+    println!("rebuild {id} (dry run: nothing is changed)");
+    let total: i64 = marks.values().map(|(low, high)| high - low).sum();
+    for ((t, p), (low, high)) in marks {
+        let from = existing.and_then(|e| e.next.get(&(t.clone(), *p)).copied()).unwrap_or(*low);
+        println!("  {t} [{p}]: offsets {low}..{high}, {} to replay from {from}", high - from);
+    }
+    println!("  {total} offsets in all (transaction markers included: slightly more than events)");
+    match existing {
+        Some(e) => println!(
+            "  would resume (phase {}, {} events applied) into {}",
+            e.phase.as_str(),
+            e.applied,
+            describe_targets(&e.targets)
+        ),
+        None => {
+            let counters = mongo.database(META_DB).collection::<Document>(COUNTERS);
+            let n = counters.find_one(doc! { "_id": "rebuild" }).await?.and_then(|d| d.get_i64("n").ok()).unwrap_or(0);
+            let targets = options.read_models.iter().map(|r| (*r, shadow_name(*r, n + 1))).collect();
+            println!("  would write {}", describe_targets(&targets));
+        }
+    }
+    for r in &options.read_models {
+        println!("  {r}: the services read {} until the switch", readmodel::active_name(mongo, *r).await?);
+    }
+    Ok(())
+}
+
+/// The replaying consumer and its bookkeeping.
+struct Replay {
+    consumer: StreamConsumer,
+    codec: Codec,
+    projections: Projections,
+    mongo: Client,
+    max_rate: Option<u32>,
+    interrupted: Arc<AtomicBool>,
+    brokers: String,
+    bar: ProgressBar,
+    /// Plain progress lines when stderr is no terminal (logs, tests).
+    plain: bool,
+    /// Low watermarks: the progress bar's zero.
+    low: BTreeMap<Tp, i64>,
+    started: Instant,
+    applied_here: u64,
+    last_save: Instant,
+    last_line: Instant,
+}
+
+impl Replay {
+    fn new(
+        settings: &Settings,
+        mongo: &Client,
+        projections: Projections,
+        progress: &Progress,
+        max_rate: Option<u32>,
+        interrupted: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("group.id", "projectors.rebuild")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .context("creating Kafka consumer")?;
+        let mut assignment = TopicPartitionList::new();
+        for ((t, p), next) in &progress.next {
+            assignment.add_partition_offset(t, *p, Offset::Offset(*next))?;
+        }
+        consumer.assign(&assignment)?;
+        let plain = !std::io::stderr().is_terminal();
+        Ok(Self {
+            consumer,
+            codec: Codec::new(&settings.schema_registry_url)?,
+            projections,
+            mongo: mongo.clone(),
+            max_rate,
+            interrupted,
+            brokers: settings.kafka_brokers.clone(),
+            bar: ProgressBar::hidden(),
+            plain,
+            low: BTreeMap::new(),
+            started: Instant::now(),
+            applied_here: 0,
+            last_save: Instant::now(),
+            last_line: Instant::now(),
+        })
+    }
+
+    fn progress_bar(&mut self, low: BTreeMap<Tp, i64>, position: i64, total: i64) {
+        self.low = low;
+        let len = u64::try_from(total).unwrap_or_default();
+        self.bar = if self.plain {
+            ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden())
+        } else {
+            let bar = ProgressBar::new(len);
+            bar.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} events, {per_sec}, ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        };
+        self.bar.set_position(u64::try_from(position).unwrap_or_default());
+        self.bar.reset_eta();
+    }
+
+    fn set_total(&self, total: i64) {
+        self.bar.set_length(u64::try_from(total).unwrap_or_default());
+    }
+
+    fn println(&self, line: &str) {
+        if self.plain {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    fn report(&mut self, progress: &Progress, force: bool) {
+        let position: i64 = progress.next.iter().map(|(tp, n)| n - self.low.get(tp).copied().unwrap_or(*n)).sum();
+        self.bar.set_position(u64::try_from(position).unwrap_or_default());
+        if self.plain && (force || self.last_line.elapsed() >= SAVE_EVERY) {
+            self.last_line = Instant::now();
+            let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0).max(1));
+            let rate = self.applied_here as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            println!("progress {pos}/{len} ({}%), {rate:.0} events/s", pos * 100 / len);
+        }
+    }
+
+    /// Apply everything up to `goal`; returns how many events were applied.
+    async fn until(&mut self, goal: &BTreeMap<Tp, i64>, progress: &mut Progress) -> anyhow::Result<u64> {
+        let before = self.applied_here;
+        let mut idle_since = Instant::now();
+        loop {
+            let open: Vec<(Tp, i64, i64)> = goal
+                .iter()
+                .filter_map(|(tp, g)| {
+                    let n = progress.next.get(tp).copied().unwrap_or(0);
+                    (n < *g).then(|| (tp.clone(), n, *g))
+                })
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            let got = self.batch(progress, Duration::from_millis(100)).await?;
+            if got > 0 {
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() > Duration::from_secs(2) {
+                // What is left may be transaction markers only, which the consumer never returns.
+                let brokers = self.brokers.clone();
+                let counts = blocking(move || offsets::records_between(&brokers, &open)).await?;
+                for (tp, n) in counts {
+                    if n == 0 {
+                        progress.next.insert(tp.clone(), goal[&tp]);
+                    }
+                }
+                idle_since = Instant::now();
+            }
+        }
+        self.save(progress, true).await?;
+        Ok(self.applied_here - before)
+    }
+
+    /// Keep applying whatever arrives for `period`.
+    async fn during(&mut self, period: Duration, progress: &mut Progress) -> anyhow::Result<()> {
+        let end = Instant::now() + period;
+        while Instant::now() < end {
+            self.batch(progress, Duration::from_millis(100)).await?;
+        }
+        self.save(progress, true).await
+    }
+
+    /// Receive up to one batch (waiting at most `wait` for its first record), apply it, note
+    /// the positions. Returns the number of records.
+    async fn batch(&mut self, progress: &mut Progress, wait: Duration) -> anyhow::Result<usize> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            self.save(progress, true).await?;
+            self.bar.abandon();
+            anyhow::bail!("interrupted after {} events; run the same command again to resume", progress.applied);
+        }
+        let limit = match self.max_rate {
+            Some(rate) => (rate as usize / 10).clamp(1, BATCH),
+            None => BATCH,
+        };
+        let mut envelopes: Vec<(String, Envelope)> = Vec::new();
+        let mut wait = wait;
+        while envelopes.len() < limit {
+            let m = match tokio::time::timeout(wait, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka receive error");
+                    break;
+                }
+                Ok(Ok(m)) => m,
+            };
+            wait = Duration::from_millis(20);
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            let payload = m.payload().unwrap_or_default();
+            let message = loop {
+                match self.codec.decode(payload).await {
+                    Ok(message) => break Some(message),
+                    Err(e @ DecodeError::Unavailable(_)) => {
+                        tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // Parked on the DLQ by the live consumer too: nothing to project.
+                    Err(e) => {
+                        tracing::warn!(topic = m.topic(), offset = m.offset(), error = %e, "skipping undecodable record");
+                        break None;
+                    }
+                }
+            };
+            if let Some(message) = message {
+                envelopes.push((key, Envelope::new(&m, message)));
+            }
+            progress.next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+        }
+        let n = envelopes.len();
+        self.apply(envelopes).await?;
+        // The consumer's position also steps over transaction markers.
+        if let Ok(positions) = self.consumer.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(pos) = e.offset() {
+                    let next = progress.next.entry((e.topic().to_owned(), e.partition())).or_insert(pos);
+                    *next = (*next).max(pos);
+                }
+            }
+        }
+        progress.applied += i64::try_from(n).unwrap_or_default();
+        self.applied_here += n as u64;
+        self.report(progress, false);
+        self.save(progress, false).await?;
+        if let Some(rate) = self.max_rate {
+            let due = Duration::from_secs_f64(self.applied_here as f64 / f64::from(rate.max(1)));
+            if let Some(pause) = due.checked_sub(self.started.elapsed()) {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn apply(&self, envelopes: Vec<(String, Envelope)>) -> anyhow::Result<()> {
+        let mut groups: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
+        for (key, e) in envelopes {
+            groups.entry(key).or_default().push(e);
+        }
+        futures::stream::iter(groups.into_values())
+            .map(|group| async move {
+                for e in group {
+                    apply_one(&self.projections, &e).await?;
+                }
+                anyhow::Ok(())
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn save(&mut self, progress: &Progress, force: bool) -> anyhow::Result<()> {
+        if force || self.last_save.elapsed() >= SAVE_EVERY {
+            progress.save(&self.mongo).await?;
+            self.last_save = Instant::now();
+            if force {
+                self.report(progress, true);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn apply_one(projections: &Projections, e: &Envelope) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1.. {
+        match projections.handle(e).await {
+            Ok(()) => return Ok(()),
+            Err(HandlerError::Permanent(reason)) => {
+                tracing::warn!(topic = e.topic, offset = e.offset, reason, "skipping record the projection refuses");
+                return Ok(());
+            }
+            Err(HandlerError::Transient(err)) if attempt >= 8 => {
+                return Err(err.context(format!("applying {}/{}/{}", e.topic, e.partition, e.offset)));
+            }
+            Err(HandlerError::Transient(err)) => {
+                tracing::warn!(error = format!("{err:#}"), attempt, "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}

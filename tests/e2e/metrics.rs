@@ -1,0 +1,61 @@
+//! `GET /metrics` on the gateway and every service: Prometheus text with the HTTP request
+//! histogram by route template once some traffic went through.
+
+use crate::harness::*;
+use reqwest::StatusCode;
+
+/// Each component and its own `/metrics` address (the gateway's is its public one).
+fn components() -> Vec<(&'static str, String)> {
+    let local = |var: &str, port: u16| std::env::var(var).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"));
+    vec![
+        ("gateway", gateway()),
+        ("customer", local("SHOP_CUSTOMER_URL", 8081)),
+        ("product", local("SHOP_PRODUCT_URL", 8082)),
+        ("order", local("SHOP_ORDER_URL", 8083)),
+        ("payment", local("SHOP_PAYMENT_URL", 8084)),
+        ("notification", local("SHOP_NOTIFICATION_URL", 8085)),
+        ("saga-orchestrator", local("SHOP_SAGA_URL", 8086)),
+        ("projectors", local("SHOP_PROJECTORS_URL", 8087)),
+    ]
+}
+
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn every_component_exposes_prometheus_metrics() {
+    // Traffic: an order touches the gateway, customer, product and order services over HTTP.
+    let customer = new_customer().await;
+    let product = new_product(100, 5).await;
+    let order = place_order(&customer, &[(&product, 1)]).await;
+    final_order(&order).await;
+
+    for (name, base) in components() {
+        // Every component's /health is asked at least once, so each has a histogram to show.
+        let health = http().get(format!("{base}/health")).send().await.expect("health");
+        assert!(health.status().is_success() || health.status() == StatusCode::SERVICE_UNAVAILABLE, "{name}");
+        let r = http().get(format!("{base}/metrics")).send().await.expect("metrics");
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("text/plain"), "{name}: {content_type}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("# TYPE http_request_duration_seconds histogram"), "{name}:\n{text}");
+        assert!(
+            text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/health",status="200""#)
+                || text.contains(r#"route="/health",status="503""#),
+            "{name}:\n{text}"
+        );
+        assert!(text.contains("# TYPE http_requests_total counter"), "{name}:\n{text}");
+    }
+
+    // Route templates, not raw paths: one series whatever the id.
+    let gateway_text = http().get(format!("{}/metrics", gateway())).send().await.unwrap().text().await.unwrap();
+    assert!(gateway_text.contains(r#"route="/api/orders/{id}""#), "{gateway_text}");
+    assert!(!gateway_text.contains(&order), "{gateway_text}");
+    let order_text = http().get(format!("{}/metrics", components()[3].1)).send().await.unwrap().text().await.unwrap();
+    assert!(order_text.contains(r#"route="/orders",status="202""#), "{order_text}");
+    // The order service relays events and consumes saga commands.
+    assert!(order_text.contains("outbox_backlog_rows"), "{order_text}");
+    assert!(
+        order_text.contains(r#"consumer_messages_total{group="order",topic="order.commands",outcome="handled"}"#),
+        "{order_text}"
+    );
+}

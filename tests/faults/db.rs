@@ -1,0 +1,130 @@
+//! The services' own databases, seen from the test: locks that hold a service at a precise point,
+//! and what its event store and outbox hold for an order.
+
+use sqlx::{Connection, PgConnection};
+use std::time::{Duration, Instant};
+
+/// The session advisory lock of a database's outbox relay (platform/src/outbox.rs).
+const RELAY_LOCK: i64 = 7062;
+
+fn url(database: &str) -> String {
+    let base = std::env::var("SHOP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
+    format!("{base}/{database}")
+}
+
+pub async fn connect(database: &str) -> PgConnection {
+    PgConnection::connect(&url(database)).await.unwrap_or_else(|e| panic!("connecting to {database}: {e}"))
+}
+
+/// An open transaction holding `LOCK TABLE events IN SHARE MODE`: reads go on, every append to
+/// the event store (the command handlers' INSERT) waits, before its commit.
+pub async fn lock_events(database: &str) -> PgConnection {
+    let mut conn = connect(database).await;
+    sqlx::raw_sql("SET lock_timeout = '10s'; BEGIN; LOCK TABLE events IN SHARE MODE")
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("locking {database}.events: {e}"));
+    conn
+}
+
+/// Take the outbox relay's lock from the service: end the relay's session (its next statement
+/// fails, it drops the session and, half a second later, asks for the lock again) and take the
+/// lock first. The relay then stands by: events still commit, none is published.
+pub async fn take_relay_lock(database: &str) -> PgConnection {
+    let mut conn = connect(database).await;
+    let start = Instant::now();
+    loop {
+        let holders: Vec<(i32,)> = sqlx::query_as(
+            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
+               AND l.classid = 0 AND l.objid::bigint = $2 AND l.objsubid = 1",
+        )
+        .bind(database)
+        .bind(RELAY_LOCK)
+        .fetch_all(&mut conn)
+        .await
+        .expect("pg_locks");
+        for (pid,) in holders {
+            sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut conn).await.expect("terminate");
+        }
+        // Ask often: the relay waits 500 ms after the failure before it asks again.
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut conn)
+                .await
+                .expect("pg_try_advisory_lock");
+            if locked {
+                return conn;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "could not take the outbox relay lock of {database}");
+    }
+}
+
+/// Backends of `database` waiting for a lock in an INSERT into the event store.
+pub async fn waiting_appends(database: &str) -> i64 {
+    let mut conn = connect("postgres").await;
+    let n = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
+         AND query ILIKE '%insert into events%'",
+    )
+    .bind(database)
+    .fetch_one(&mut conn)
+    .await
+    .expect("pg_stat_activity");
+    let _ = conn.close().await;
+    n
+}
+
+/// Wait until some command handler of `database` is blocked on its append.
+pub async fn wait_blocked_append(database: &str, limit: Duration) {
+    let start = Instant::now();
+    while waiting_appends(database).await == 0 {
+        assert!(start.elapsed() < limit, "no append to {database}.events blocked within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many events of type `event_type` the order caused in `database` (committed ones).
+pub async fn events(database: &str, order_id: &str, event_type: &str) -> i64 {
+    let mut conn = connect(database).await;
+    let n =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE metadata->>'correlation-id' = $1 AND event_type = $2")
+            .bind(order_id)
+            .bind(event_type)
+            .fetch_one(&mut conn)
+            .await
+            .expect("events");
+    let _ = conn.close().await;
+    n
+}
+
+/// How many outbox rows of type `record` for the order wait in `database` (committed ones).
+pub async fn outbox_rows(database: &str, order_id: &str, record: &str) -> i64 {
+    let mut conn = connect(database).await;
+    let n = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE metadata->>'correlation-id' = $1 AND record = $2")
+        .bind(order_id)
+        .bind(record)
+        .fetch_one(&mut conn)
+        .await
+        .expect("outbox");
+    let _ = conn.close().await;
+    n
+}
+
+/// Wait until the order's `count` outbox rows of type `record` are committed in `database`.
+pub async fn wait_outbox_rows(database: &str, order_id: &str, record: &str, count: i64, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let n = outbox_rows(database, order_id, record).await;
+        if n >= count {
+            assert_eq!(n, count, "{database}.outbox: {record} rows for order {order_id}");
+            return;
+        }
+        assert!(start.elapsed() < limit, "{database}.outbox: {n} of {count} {record} rows within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
