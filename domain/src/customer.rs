@@ -65,6 +65,27 @@ impl Aggregate for Customer {
 mod tests {
     use super::*;
     use crate::testing::given;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever registrations follow, the first one stands: a profile is never overwritten.
+        #[test]
+        fn the_first_registration_stands(names in proptest::collection::vec("[a-z]{1,12}", 1..10)) {
+            let mut state = Customer::default();
+            let first = CustomerId::new();
+            for (i, n) in names.iter().enumerate() {
+                let id = if i == 0 { first } else { CustomerId::new() };
+                let cmd = CustomerCommand::Register {
+                    customer_id: id,
+                    name: Name::parse("name", n).unwrap(),
+                    email: Email::parse(&format!("{n}@example.com")).unwrap(),
+                };
+                if let Ok((next, _)) = state.execute(cmd) { state = next; }
+                prop_assert_eq!(state.id, Some(first));
+                prop_assert_eq!(state.name.as_str(), names[0].as_str());
+            }
+        }
+    }
 
     fn register(id: CustomerId) -> CustomerCommand {
         CustomerCommand::Register {

@@ -89,14 +89,26 @@ pub async fn enqueue(
     message: &Message,
     metadata: &HashMap<String, String>,
 ) -> anyhow::Result<Uuid> {
+    enqueue_versioned(tx, message, metadata, 0).await
+}
+
+/// Like [`enqueue`], for a message that is the `version`-th state of its key (> 0): it travels
+/// with an `aggregate-version` header, so projections can apply it idempotently.
+pub async fn enqueue_versioned(
+    tx: &mut Transaction<'_, Postgres>,
+    message: &Message,
+    metadata: &HashMap<String, String>,
+    version: i64,
+) -> anyhow::Result<Uuid> {
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO outbox (message_id, aggregate_type, aggregate_id, record, payload, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(DIRECT)
     .bind(message.key())
+    .bind(version)
     .bind(message.full_name())
     .bind(message.to_json())
     .bind(serde_json::to_value(metadata)?)
@@ -560,7 +572,7 @@ fn headers(row: &OutboxRow, message: &Message) -> rdkafka::message::OwnedHeaders
         (h::OCCURRED_AT, row.created_at.timestamp_millis().to_string()),
         (h::RECORD, message.full_name().to_owned()),
     ];
-    if row.aggregate_type != DIRECT {
+    if row.aggregate_type != DIRECT || row.sequence > 0 {
         pairs.push((h::AGGREGATE_VERSION, row.sequence.to_string()));
     }
     for key in [h::CAUSATION_ID, h::TRACEPARENT] {

@@ -21,6 +21,7 @@ pub const CUSTOMERS: (&str, &str) = ("customers", "customers");
 pub const CATALOG: (&str, &str) = ("catalog", "products");
 pub const ORDERS: (&str, &str) = ("orders", "orders");
 pub const PAYMENTS: (&str, &str) = ("payments", "payments");
+pub const SAGAS: (&str, &str) = ("sagas", "sagas");
 
 /// Database of the projectors' own bookkeeping: active pointers, checkpoints, rebuild progress.
 pub const META_DB: &str = "readmodels";
@@ -37,10 +38,12 @@ pub enum ReadModel {
     Catalog,
     Orders,
     Payments,
+    Sagas,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 4] = [ReadModel::Customers, ReadModel::Catalog, ReadModel::Orders, ReadModel::Payments];
+    pub const ALL: [ReadModel; 5] =
+        [ReadModel::Customers, ReadModel::Catalog, ReadModel::Orders, ReadModel::Payments, ReadModel::Sagas];
 
     /// Stable name: CLI argument, pointer `_id`, checkpoint key.
     pub const fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl ReadModel {
             ReadModel::Catalog => "catalog",
             ReadModel::Orders => "orders",
             ReadModel::Payments => "payments",
+            ReadModel::Sagas => "sagas",
         }
     }
 
@@ -59,6 +63,7 @@ impl ReadModel {
             ReadModel::Catalog => CATALOG,
             ReadModel::Orders => ORDERS,
             ReadModel::Payments => PAYMENTS,
+            ReadModel::Sagas => SAGAS,
         }
     }
 

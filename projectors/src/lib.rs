@@ -70,8 +70,10 @@ impl Projections {
         version: i64,
         update: Document,
     ) -> Result<(), HandlerError> {
+        // Payment documents see only their order's events of the account stream.
+        let order = if read_model == ReadModel::Payments { Order::Loose } else { Order::Strict };
         match self.target(read_model).await? {
-            Some(coll) => guarded(&coll, id, stream, version, update).await,
+            Some(coll) => guarded(&coll, id, stream, version, update, order).await,
             None => Ok(()),
         }
     }
@@ -88,6 +90,7 @@ impl Projections {
                 ReadModel::Catalog => doc! { "sku": 1 },
                 ReadModel::Customers => doc! { "email": 1 },
                 ReadModel::Payments => doc! { "customer_id": 1 },
+                ReadModel::Sagas => doc! { "status": 1 },
             };
             coll.create_index(index(keys)).await?;
         }
@@ -102,6 +105,7 @@ pub fn topics_of(read_model: ReadModel) -> &'static [Topic] {
         ReadModel::Catalog => &[Topic::ProductEvents],
         ReadModel::Orders => &[Topic::OrderEvents],
         ReadModel::Payments => &[Topic::PaymentEvents],
+        ReadModel::Sagas => &[Topic::SagaEvents],
     }
 }
 
@@ -112,26 +116,64 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     ) || e.to_string().contains("E11000")
 }
 
-/// Apply `update` to document `id` only if `stream`'s version there is older than `version`.
-/// Upserts: the first event of a stream creates the document.
+/// Apply `update` to document `id` only if it is the next event of `stream` there: version 1
+/// on a document without that stream, else exactly one past the version it holds. A repeat
+/// (the document holds `version` or newer) is a no-op. A gap (an earlier event not applied yet,
+/// e.g. while a rebuild and the live projector both write around a switch) is a transient
+/// error, so the event is retried once its predecessor landed — never applied out of order.
+///
+/// `Order::Loose` keeps the older rule (apply when newer) for documents that see only some
+/// events of their stream (a payment document sees its account's events for one order).
 async fn guarded(
     coll: &Collection<Document>,
     id: &str,
     stream: &str,
     version: i64,
     mut update: Document,
+    order: Order,
 ) -> Result<(), HandlerError> {
     let field = format!("v_{stream}");
-    let filter = doc! { "_id": id, "$or": [ { &field: { "$exists": false } }, { &field: { "$lt": version } } ] };
     let mut set = update.get_document("$set").cloned().unwrap_or_default();
-    set.insert(field, version);
+    set.insert(field.clone(), version);
     update.insert("$set", set);
-    match coll.update_one(filter, update).upsert(true).await {
-        Ok(_) => Ok(()),
-        // The document exists with this version or newer: already applied.
-        Err(e) if is_duplicate_key(&e) => Ok(()),
-        Err(e) => Err(HandlerError::Transient(e.into())),
+    let (filter, upsert) = match order {
+        Order::Loose => {
+            (doc! { "_id": id, "$or": [ { &field: { "$exists": false } }, { &field: { "$lt": version } } ] }, true)
+        }
+        Order::Strict if version <= 1 => (doc! { "_id": id, &field: { "$exists": false } }, true),
+        Order::Strict => (doc! { "_id": id, &field: version - 1 }, false),
+    };
+    let matched = match coll.update_one(filter, update).upsert(upsert).await {
+        Ok(r) => r.matched_count > 0 || r.upserted_id.is_some(),
+        // Upsert of a document that exists with this version or newer.
+        Err(e) if is_duplicate_key(&e) => false,
+        Err(e) => return Err(HandlerError::Transient(e.into())),
+    };
+    if matched || order == Order::Loose {
+        return Ok(());
     }
+    let current = coll
+        .find_one(doc! { "_id": id })
+        .projection(doc! { &field: 1 })
+        .await
+        .map_err(|e| HandlerError::Transient(e.into()))?
+        .and_then(|d| d.get(&field).and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from))))
+        .unwrap_or(0);
+    if current >= version {
+        Ok(()) // already applied
+    } else {
+        Err(HandlerError::Transient(anyhow::anyhow!(
+            "{id}: {stream} event {version} waits for event {} (document holds {current})",
+            version - 1
+        )))
+    }
+}
+
+/// How strictly a document follows its stream's versions (see [`guarded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Strict,
+    Loose,
 }
 
 fn at(envelope: &Envelope) -> String {
@@ -166,10 +208,14 @@ impl Handler for Projections {
                 self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await?;
                 self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "REFUNDED", v).await
             }
+            // No change to the customer's credit, but the customer document follows every
+            // event of the account stream, in order.
             Message::PaymentDeclined(m) => {
+                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, doc! {}).await?;
                 self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "DECLINED", v).await
             }
             Message::PaymentConfirmed(m) => {
+                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, doc! {}).await?;
                 self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "CONFIRMED", v).await
             }
             Message::ProductCreated(m) => {
@@ -237,6 +283,28 @@ impl Handler for Projections {
                 };
                 self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
             }
+            Message::SagaUpdated(m) => {
+                // The whole state each time: the newest version wins.
+                let lines: Vec<Document> = m
+                    .lines
+                    .iter()
+                    .map(|l| doc! { "product_id": &l.product_id, "quantity": i64::from(l.quantity), "state": &l.state })
+                    .collect();
+                let history: Vec<Document> = m
+                    .history
+                    .iter()
+                    .map(|h| {
+                        let at = DateTime::<Utc>::from_timestamp_millis(h.at_ms).unwrap_or_default();
+                        doc! { "at": at.to_rfc3339_opts(SecondsFormat::Millis, true), "step": &h.step, "what": &h.what }
+                    })
+                    .collect();
+                let u = doc! { "$set": {
+                    "customer_id": &m.customer_id, "status": &m.status, "step": &m.step, "reason": m.reason.as_deref(),
+                    "payment": &m.payment, "total_cents": m.total_cents, "currency": &m.currency,
+                    "lines": lines, "history": history,
+                } };
+                self.upsert(ReadModel::Sagas, &m.order_id, "saga", v, u).await
+            }
             // Recorded for the version guard only: the order stays as it is until cancelled.
             Message::OrderCancellationRequested(m) => {
                 self.upsert(ReadModel::Orders, &m.order_id, "order", v, doc! {}).await
@@ -261,8 +329,8 @@ impl Projections {
     }
 }
 
-pub const EVENT_TOPICS: [Topic; 4] =
-    [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents];
+pub const EVENT_TOPICS: [Topic; 5] =
+    [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents, Topic::SagaEvents];
 
 /// The live projector's Kafka consumer group.
 pub const CONSUMER_GROUP: &str = "projectors";
@@ -275,7 +343,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await?;
     let (handler, flusher) = checkpoint::Checkpointed::new(projections, checkpoint::Checkpoints::new(&mongo));
     wiring.spawn(flusher.run(wiring.shutdown.clone()));
-    wiring.spawn_consumer(CONSUMER_GROUP, &EVENT_TOPICS, Arc::new(handler));
+    // A gap (see `guarded`) is waited out for about a minute before the event is parked.
+    let mut config =
+        platform::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &EVENT_TOPICS);
+    config.max_attempts = 14;
+    wiring.spawn_consumer_with(config, Arc::new(handler));
     let router = status::router(status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone() });
     wiring.serve(router).await
 }

@@ -14,10 +14,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::Metadata;
 use platform::http::ApiError;
 use platform::outbox::{self, event_mapper};
+use platform::readmodel::{self, ActiveCollection, ReadModel};
 use platform::service::Wiring;
 use platform::{Settings, db};
 use saga::{Saga, Timeouts};
@@ -61,7 +64,9 @@ fn deadline(saga: &Saga) -> Option<DateTime<Utc>> {
     saga.deadline_ms.and_then(DateTime::from_timestamp_millis)
 }
 
-async fn save(tx: &mut Transaction<'_, Postgres>, saga: &Saga, insert: bool) -> anyhow::Result<()> {
+/// Store the saga's new state and queue its `SagaUpdated` event, in the caller's transaction.
+async fn save(tx: &mut Transaction<'_, Postgres>, saga: &mut Saga, insert: bool) -> anyhow::Result<()> {
+    saga.version += 1;
     let sql = if insert {
         "INSERT INTO sagas (order_id, status, step, deadline, state) VALUES ($1, $2, $3, $4, $5)"
     } else {
@@ -72,9 +77,11 @@ async fn save(tx: &mut Transaction<'_, Postgres>, saga: &Saga, insert: bool) -> 
         .bind(saga.status.as_str())
         .bind(saga.step.as_str())
         .bind(deadline(saga))
-        .bind(serde_json::to_value(saga)?)
+        .bind(serde_json::to_value(&*saga)?)
         .execute(&mut **tx)
         .await?;
+    let metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), saga.order_id.clone())]);
+    outbox::enqueue_versioned(tx, &saga.view().into(), &metadata, saga.version).await?;
     Ok(())
 }
 
@@ -118,8 +125,8 @@ impl Handler for Orchestrator {
                 .await?;
         match (row, &envelope.message) {
             (None, Message::OrderPlaced(placed)) => {
-                let (saga, commands) = Saga::start(placed, now, self.timeouts);
-                save(&mut tx, &saga, true).await?;
+                let (mut saga, commands) = Saga::start(placed, now, self.timeouts);
+                save(&mut tx, &mut saga, true).await?;
                 send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
                 tracing::info!(order_id, "saga started");
             }
@@ -133,7 +140,7 @@ impl Handler for Orchestrator {
                     serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
                 let before = (saga.status, saga.step);
                 let commands = saga.on_reply(reply, now, self.timeouts);
-                save(&mut tx, &saga, false).await?;
+                save(&mut tx, &mut saga, false).await?;
                 send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
                 if before != (saga.status, saga.step) {
                     tracing::info!(order_id, status = saga.status.as_str(), step = saga.step.as_str(), "saga moved");
@@ -165,7 +172,7 @@ impl Orchestrator {
             let Some((state,)) = row else { continue };
             let mut saga: Saga = serde_json::from_value(state)?;
             let commands = saga.on_timeout(millis(Utc::now()));
-            save(&mut tx, &saga, false).await?;
+            save(&mut tx, &mut saga, false).await?;
             send_all(&mut tx, &saga, &commands, None).await?;
             tx.commit().await?;
             tracing::warn!(order_id, reason = saga.reason.as_deref().unwrap_or_default(), "saga step timed out");
@@ -175,54 +182,48 @@ impl Orchestrator {
     }
 }
 
-pub fn app(pool: PgPool) -> Router {
-    Router::new().route("/sagas", get(list)).route("/sagas/{id}", get(find)).with_state(pool)
+/// Queries answer from the `sagas` read model (built by the projectors from `saga.events`).
+pub fn app(sagas: ActiveCollection) -> Router {
+    Router::new().route("/sagas", get(list)).route("/sagas/{id}", get(find)).with_state(sagas)
 }
 
-async fn list(State(pool): State<PgPool>) -> Result<Response, ApiError> {
-    type Row = (String, String, String, DateTime<Utc>, DateTime<Utc>, serde_json::Value);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT order_id, status, step, created_at, updated_at, state->'reason' FROM sagas ORDER BY created_at DESC LIMIT 500",
-    )
-    .fetch_all(&pool)
-    .await
-    .map_err(ApiError::internal)?;
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|(id, status, step, created, updated, reason)| {
-            serde_json::json!({ "id": id, "status": status, "step": step, "reason": reason,
-                                "created_at": created, "updated_at": updated })
-        })
-        .collect();
-    Ok(axum::Json(items).into_response())
+/// A read-model document as API JSON: `_id` becomes `id`, version guards are dropped.
+fn to_json(doc: Document) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in doc {
+        if k.starts_with("v_") {
+            continue;
+        }
+        let key = if k == "_id" { "id".to_owned() } else { k };
+        out.insert(key, v.into_relaxed_extjson());
+    }
+    serde_json::Value::Object(out)
 }
 
-async fn find(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let row: Option<(serde_json::Value, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT state, created_at, updated_at FROM sagas WHERE order_id = $1")
-            .bind(&id)
-            .fetch_optional(&pool)
-            .await
-            .map_err(ApiError::internal)?;
-    let (state, created, updated) = row.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
-    let saga: Saga = serde_json::from_value(state).map_err(ApiError::internal)?;
-    let history: Vec<_> = saga
-        .history
-        .iter()
-        .map(|e| serde_json::json!({ "at": DateTime::from_timestamp_millis(e.at_ms), "step": e.step, "what": e.what }))
-        .collect();
-    Ok(axum::Json(serde_json::json!({
-        "id": saga.order_id, "customer_id": saga.customer_id, "status": saga.status, "step": saga.step,
-        "reason": saga.reason, "lines": saga.lines, "payment": saga.payment,
-        "created_at": created, "updated_at": updated, "history": history,
-    }))
-    .into_response())
+async fn list(State(sagas): State<ActiveCollection>) -> Result<Response, ApiError> {
+    let coll = sagas.get().await?;
+    let docs: Vec<Document> = coll
+        .find(doc! {})
+        .projection(doc! { "history": 0, "lines": 0 })
+        .sort(doc! { "_id": -1 })
+        .limit(500)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(axum::Json(docs.into_iter().map(to_json).collect::<Vec<_>>()).into_response())
+}
+
+async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let coll = sagas.get().await?;
+    let doc = coll.find_one(doc! { "_id": &id }).await?;
+    let doc = doc.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
+    Ok(axum::Json(to_json(doc)).into_response())
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let timeouts = Timeouts { step_ms: i64::try_from(settings.saga_step_timeout_ms)? };
     let consumes = [Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents];
-    let produces = [Topic::ProductCommands, Topic::PaymentCommands, Topic::OrderCommands];
+    let produces = [Topic::ProductCommands, Topic::PaymentCommands, Topic::OrderCommands, Topic::SagaEvents];
     let mut wiring = Wiring::connect(settings, &produces, &consumes).await?;
     let pool = wiring.database(false).await?;
     db::with_migration_lock(&pool, include_str!("sagas.sql")).await?;
@@ -245,5 +246,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
-    wiring.serve(app(pool)).await
+    let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
+    wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas))).await
 }

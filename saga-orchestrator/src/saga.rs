@@ -122,6 +122,9 @@ pub struct Saga {
     /// The customer asked to cancel while the order was being confirmed: undo once confirmed.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// How many times the saga's state was stored; orders its `SagaUpdated` events.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// How a compensated saga ends.
@@ -157,6 +160,7 @@ impl Saga {
             deadline_ms: Some(now_ms + t.step_ms),
             history: vec![],
             cancel_requested: false,
+            version: 0,
         };
         saga.note(now_ms, "saga started: reserving stock");
         let commands = saga
@@ -172,6 +176,34 @@ impl Saga {
             })
             .collect();
         (saga, commands)
+    }
+
+    /// The saga as the `SagaUpdated` event the dashboard's read model is built from.
+    pub fn view(&self) -> r::SagaUpdated {
+        fn name<T: Serialize>(v: &T) -> String {
+            serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        }
+        r::SagaUpdated {
+            order_id: self.order_id.clone(),
+            customer_id: self.customer_id.clone(),
+            version: self.version,
+            status: self.status.as_str().to_owned(),
+            step: self.step.as_str().to_owned(),
+            reason: self.reason.clone(),
+            payment: name(&self.payment),
+            total_cents: self.total_cents,
+            currency: self.currency.clone(),
+            lines: self
+                .lines
+                .iter()
+                .map(|l| r::SagaLine { product_id: l.product_id.clone(), quantity: l.quantity, state: name(&l.state) })
+                .collect(),
+            history: self
+                .history
+                .iter()
+                .map(|e| r::SagaEntry { at_ms: e.at_ms, step: e.step.clone(), what: e.what.clone() })
+                .collect(),
+        }
     }
 
     fn note(&mut self, at_ms: i64, what: impl Into<String>) {
@@ -445,6 +477,19 @@ mod tests {
 
     fn names(ms: &[Message]) -> Vec<&'static str> {
         ms.iter().map(|m| m.full_name().rsplit('.').next().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn the_view_names_states_as_the_api_does() {
+        let (mut s, _) = Saga::start(&placed(&[("p1", 1)]), 0, T);
+        s.on_reply(&reserved("p1"), 1, T);
+        let v = s.view();
+        assert_eq!(
+            (v.status.as_str(), v.step.as_str(), v.payment.as_str()),
+            ("RUNNING", "authorize_payment", "REQUESTED")
+        );
+        assert_eq!(v.lines[0].state, "RESERVED");
+        assert_eq!(v.history.len(), s.history.len());
     }
 
     #[test]

@@ -105,6 +105,24 @@ pub struct OrderLine {
     pub unit_price_cents: i64,
 }
 
+/// One line of a saga's state (nested in `SagaUpdated`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "shop.saga")]
+pub struct SagaLine {
+    pub product_id: String,
+    pub quantity: i32,
+    pub state: String,
+}
+
+/// One entry of a saga's history (nested in `SagaUpdated`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "shop.saga")]
+pub struct SagaEntry {
+    pub at_ms: i64,
+    pub step: String,
+    pub what: String,
+}
+
 wire! {
     "shop.customer" customer CustomerRegistered { customer_id: String, name: String, email: String } key customer_id => CustomerEvents;
 
@@ -137,6 +155,8 @@ wire! {
     "shop.payment" payment AuthorizePayment { order_id: String, customer_id: String, amount_cents: i64, currency: String } key customer_id => PaymentCommands;
     "shop.payment" payment RefundPayment { order_id: String, customer_id: String } key customer_id => PaymentCommands;
     "shop.payment" payment ConfirmPayment { order_id: String, customer_id: String } key customer_id => PaymentCommands;
+
+    "shop.saga" saga SagaUpdated { order_id: String, customer_id: String, version: i64, status: String, step: String, reason: Option<String>, payment: String, total_cents: i64, currency: String, lines: Vec<SagaLine>, history: Vec<SagaEntry> } key order_id => SagaEvents;
 }
 
 #[cfg(test)]

@@ -9,17 +9,19 @@ pub enum Topic {
     ProductEvents,
     OrderEvents,
     PaymentEvents,
+    SagaEvents,
     ProductCommands,
     PaymentCommands,
     OrderCommands,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::CustomerEvents,
         Topic::ProductEvents,
         Topic::OrderEvents,
         Topic::PaymentEvents,
+        Topic::SagaEvents,
         Topic::ProductCommands,
         Topic::PaymentCommands,
         Topic::OrderCommands,
@@ -31,6 +33,7 @@ impl Topic {
             Topic::ProductEvents => "product.events",
             Topic::OrderEvents => "order.events",
             Topic::PaymentEvents => "payment.events",
+            Topic::SagaEvents => "saga.events",
             Topic::ProductCommands => "product.commands",
             Topic::PaymentCommands => "payment.commands",
             Topic::OrderCommands => "order.commands",
@@ -43,7 +46,14 @@ impl Topic {
 
     /// Event topics are the system's history: kept forever so read models can be rebuilt.
     pub const fn is_event_topic(self) -> bool {
-        matches!(self, Topic::CustomerEvents | Topic::ProductEvents | Topic::OrderEvents | Topic::PaymentEvents)
+        matches!(
+            self,
+            Topic::CustomerEvents
+                | Topic::ProductEvents
+                | Topic::OrderEvents
+                | Topic::PaymentEvents
+                | Topic::SagaEvents
+        )
     }
 
     /// `retention.ms` for the topic: -1 (forever) for events, 7 days for commands.

@@ -333,7 +333,7 @@ class Launcher:
             if not (self.ctx.repo / "Cargo.toml").exists():
                 print("cargo test skipped: no Cargo workspace yet")
                 return "skipped"
-            code, out = run_teed(["cargo", "test", "--workspace", "--", "--include-ignored"], self.ctx.repo)
+            code, out = run_teed(["cargo", "test", "--workspace", "--no-fail-fast", "--", "--include-ignored"], self.ctx.repo)
             passed, failed = count_cargo_results(out)
             counts["passed"] += passed
             counts["failed"] += failed
@@ -359,7 +359,7 @@ class Launcher:
 
         try:
             step("stack up --no-demo", up)
-            step("cargo test --workspace -- --include-ignored", cargo_test)
+            step("cargo test --workspace --no-fail-fast -- --include-ignored", cargo_test)
             step("launcher unit tests", unit_tests)
             step("schemas check", schemas_check)
         finally:

@@ -230,6 +230,9 @@ impl Handler for OrderCommands {
             Message::RejectOrder(c) => {
                 (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Reject { reason: c.reason.clone() })
             }
+            Message::CancelOrder(c) => {
+                (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Cancel { reason: c.reason.clone() })
+            }
             _ => return Ok(()),
         };
         if self
