@@ -173,6 +173,31 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
             .map_err(|e| CommandError::Infrastructure(e.to_string()))
     }
 
+    /// Execute a command on behalf of a Kafka message, for a consumer's handler: a message that
+    /// already had its effect is skipped (inbox), a rejection is permanent (the message is
+    /// parked), anything else is transient (retried).
+    pub async fn execute_for(
+        &self,
+        envelope: &crate::consumer::Envelope,
+        id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<(), crate::consumer::HandlerError>
+    where
+        A::Command: Clone,
+    {
+        use crate::consumer::HandlerError;
+        let transient = |e: CommandError<A::Error>| HandlerError::Transient(anyhow::anyhow!("{e}"));
+        if self.handled(&envelope.message_id).await.map_err(transient)? {
+            return Ok(()); // redelivered after its effect
+        }
+        match self.execute(id, command, metadata).await {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("{} {id}: {e}", A::TYPE))),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
     /// The current state of an aggregate, or `None` if it has no events.
     pub async fn load(&self, id: &str) -> Result<Option<A>, CommandError<A::Error>> {
         let context = self.store.load_aggregate(id).await.map_err(CommandError::from)?;

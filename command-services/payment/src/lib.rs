@@ -11,7 +11,7 @@ use domain::payment::{Account, AccountCommand};
 use domain::values::{Currency, CustomerId, Money};
 use platform::Settings;
 use platform::consumer::{Envelope, Handler, HandlerError};
-use platform::es::{CommandError, EventStoreOf, Metadata};
+use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, path_id};
 use platform::outbox::event_mapper;
 use platform::service::Wiring;
@@ -26,20 +26,17 @@ pub struct Payments {
 impl Payments {
     /// Execute with the message as causation: the inbox then records it with the events.
     async fn execute(&self, id: CustomerId, command: AccountCommand, envelope: &Envelope) -> Result<(), HandlerError> {
-        self.execute_with(id, command, envelope.caused_metadata()).await
+        self.execute_with(envelope, id, command, envelope.caused_metadata()).await
     }
 
     async fn execute_with(
         &self,
+        envelope: &Envelope,
         id: CustomerId,
         command: AccountCommand,
         metadata: Metadata,
     ) -> Result<(), HandlerError> {
-        match self.store.execute(&id.to_string(), command, metadata).await {
-            Ok(()) => Ok(()),
-            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("account {id}: {e}"))),
-            Err(e) => Err(HandlerError::Transient(anyhow::anyhow!("{e}"))),
-        }
+        self.store.execute_for(envelope, &id.to_string(), command, metadata).await
     }
 
     fn open(&self, customer_id: CustomerId) -> AccountCommand {
@@ -58,21 +55,13 @@ impl Handler for Payments {
         let Some((id, command)) = convert::account_command(&envelope.message).map_err(permanent)? else {
             return Ok(());
         };
-        if self
-            .store
-            .handled(&envelope.message_id)
-            .await
-            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?
-        {
-            return Ok(()); // redelivered after its effect
-        }
         if matches!(command, AccountCommand::Authorize { .. }) {
             // The saga may be faster than the registration event: opening is idempotent. Not
             // recorded as this message's effect (no causation id), so a crash between the two
             // commands still authorizes on redelivery.
             let mut metadata = envelope.caused_metadata();
             metadata.remove(schemas::headers::CAUSATION_ID);
-            self.execute_with(id, self.open(id), metadata).await?;
+            self.execute_with(envelope, id, self.open(id), metadata).await?;
         }
         self.execute(id, command, envelope).await
     }

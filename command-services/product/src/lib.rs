@@ -180,19 +180,7 @@ impl Handler for StockCommands {
         else {
             return Ok(());
         };
-        if self
-            .store
-            .handled(&envelope.message_id)
-            .await
-            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?
-        {
-            return Ok(()); // redelivered after its effect
-        }
-        match self.store.execute(&id.to_string(), command, envelope.caused_metadata()).await {
-            Ok(()) => Ok(()),
-            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("product {id}: {e}"))),
-            Err(e) => Err(HandlerError::Transient(anyhow::anyhow!("{e}"))),
-        }
+        self.store.execute_for(envelope, &id.to_string(), command, envelope.caused_metadata()).await
     }
 }
 
