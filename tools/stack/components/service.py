@@ -61,4 +61,7 @@ class Service(Component):
         return http_ok(f"http://127.0.0.1:{self.port}/health")
 
     def urls(self) -> list[tuple[str, str]]:
-        return [("", f"http://127.0.0.1:{self.port}/")]
+        base = f"http://127.0.0.1:{self.port}"
+        if self.name == "gateway":
+            return [("API", f"{base}/api/products"), ("docs", f"{base}/docs/"), ("OpenAPI", f"{base}/api/openapi.json")]
+        return [("", f"{base}/")]
