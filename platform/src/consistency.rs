@@ -134,6 +134,24 @@ pub async fn find_one(
     }
 }
 
+/// `GET` of one read-model document as `V`: honours the request's consistency token (see
+/// [`find_one`]), answers 404 with `what` when the document is missing, and marks freshness.
+pub async fn find_view<V: serde::de::DeserializeOwned + serde::Serialize>(
+    coll: &Collection<Document>,
+    id: &str,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<Response, crate::http::ApiError> {
+    use axum::response::IntoResponse;
+    let (doc, fresh) = find_one(coll, id, headers, WAIT_LIMIT).await?;
+    let Some(doc) = doc else {
+        let missing = crate::http::ApiError::not_found(format!("{what} {id} not found"));
+        return Ok(Freshness::mark(fresh, missing.into_response()));
+    };
+    let view: V = mongodb::bson::from_document(doc).map_err(crate::http::ApiError::internal)?;
+    Ok(Freshness::mark(fresh, axum::Json(view).into_response()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,6 +173,13 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
             .map_err(|e| CommandError::Infrastructure(e.to_string()))
     }
 
+    /// The version (latest sequence) an aggregate's stream has reached; 0 without events.
+    pub async fn version(&self, id: &str) -> Result<i64, CommandError<A::Error>> {
+        crate::consistency::latest_version(&self.pool, A::TYPE, id)
+            .await
+            .map_err(|e| CommandError::Infrastructure(e.to_string()))
+    }
+
     /// Execute a command on behalf of a Kafka message, for a consumer's handler: a message that
     /// already had its effect is skipped (inbox), a rejection is permanent (the message is
     /// parked), anything else is transient (retried).

@@ -86,6 +86,20 @@ pub async fn connect(url: &str) -> anyhow::Result<mongodb::Client> {
 }
 
 /// The read model's original collection, whatever the pointer says. Prefer [`Active`].
+/// Up to 1000 documents of `coll` matching `filter`, in `sort` order, as `V`.
+pub async fn list_views<V: serde::de::DeserializeOwned>(
+    coll: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+) -> Result<Vec<V>, crate::http::ApiError> {
+    use futures::TryStreamExt;
+    let docs: Vec<Document> = coll.find(filter).sort(sort).limit(1000).await?.try_collect().await?;
+    docs.into_iter()
+        .map(mongodb::bson::from_document::<V>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(crate::http::ApiError::internal)
+}
+
 pub fn collection(client: &mongodb::Client, which: (&str, &str)) -> mongodb::Collection<mongodb::bson::Document> {
     client.database(which.0).collection(which.1)
 }

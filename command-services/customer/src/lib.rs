@@ -4,15 +4,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Router, routing::post};
 use domain::customer::{Customer, CustomerCommand};
 use domain::values::{CustomerId, Email, Name};
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use platform::Settings;
-use platform::consistency::{self, Freshness, Token};
+use platform::consistency::{self, Token};
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::outbox::event_mapper;
@@ -25,8 +24,6 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EventStoreOf<Customer>>,
-    /// The event store's pool, for the version a write reached (the consistency token).
-    pub pool: sqlx::PgPool,
     pub customers: readmodel::ActiveCollection,
 }
 
@@ -63,8 +60,7 @@ async fn register(State(s): State<AppState>, Json(body): Json<RegisterCustomer>)
     let id = CustomerId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
     s.store.execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email }, metadata).await?;
-    let version =
-        consistency::latest_version(&s.pool, "Customer", &id.to_string()).await.map_err(ApiError::internal)?;
+    let version = s.store.version(&id.to_string()).await?;
     let mut response = json_response(StatusCode::CREATED, &serde_json::json!({ "id": id }));
     response.headers_mut().extend([Token::new("customer", id, version).header()]);
     Ok(response)
@@ -72,23 +68,11 @@ async fn register(State(s): State<AppState>, Json(body): Json<RegisterCustomer>)
 
 async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = path_id(&raw, CustomerId::parse)?;
-    let coll = s.customers.get().await?;
-    let (doc, fresh) = consistency::find_one(&coll, &id.to_string(), &headers, consistency::WAIT_LIMIT).await?;
-    let Some(doc) = doc else {
-        return Ok(Freshness::mark(fresh, ApiError::not_found(format!("customer {id} not found")).into_response()));
-    };
-    let view: CustomerView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(Freshness::mark(fresh, json_response(StatusCode::OK, &view)))
+    consistency::find_view::<CustomerView>(&s.customers.get().await?, &id.to_string(), &headers, "customer").await
 }
 
 async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let docs: Vec<Document> =
-        s.customers.get().await?.find(doc! {}).sort(doc! { "_id": 1 }).limit(1000).await?.try_collect().await?;
-    let views = docs
-        .into_iter()
-        .map(mongodb::bson::from_document::<CustomerView>)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+    let views: Vec<CustomerView> = readmodel::list_views(&s.customers.get().await?, doc! {}, doc! { "_id": 1 }).await?;
     Ok(json_response(StatusCode::OK, &views))
 }
 
@@ -111,8 +95,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let state = AppState {
-        store: Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every)),
-        pool,
+        store: Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every)),
         customers: readmodel::ActiveCollection::new(&mongo, ReadModel::Customers),
     };
     wiring.serve(app(state)).await

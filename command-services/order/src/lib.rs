@@ -12,11 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::order::{Order, OrderCommand, OrderError, OrderLine};
 use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use platform::Settings;
 use platform::client::{CallError, Downstream};
-use platform::consistency::{self, Freshness, Token};
+use platform::consistency::{self, Token};
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
@@ -31,8 +30,6 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EventStoreOf<Order>>,
-    /// The event store's pool, for the version a write reached (the consistency token).
-    pub pool: sqlx::PgPool,
     pub customers: Downstream,
     pub products: Downstream,
     pub orders: readmodel::ActiveCollection,
@@ -158,8 +155,7 @@ async fn place_new(s: &AppState, body: &PlaceOrder) -> Result<Response, ApiError
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
     s.store.execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines }, metadata).await?;
     let location = format!("/orders/{order_id}");
-    let version =
-        consistency::latest_version(&s.pool, "Order", &order_id.to_string()).await.map_err(ApiError::internal)?;
+    let version = s.store.version(&order_id.to_string()).await?;
     let (token_name, token) = Token::new("order", order_id, version).header();
     Ok((
         StatusCode::ACCEPTED,
@@ -191,13 +187,7 @@ async fn cancel(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Re
 
 async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = path_id(&raw, OrderId::parse)?;
-    let coll = s.orders.get().await?;
-    let (doc, fresh) = consistency::find_one(&coll, &id.to_string(), &headers, consistency::WAIT_LIMIT).await?;
-    let Some(doc) = doc else {
-        return Ok(Freshness::mark(fresh, ApiError::not_found(format!("order {id} not found")).into_response()));
-    };
-    let view: OrderView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(Freshness::mark(fresh, axum::Json(view).into_response()))
+    consistency::find_view::<OrderView>(&s.orders.get().await?, &id.to_string(), &headers, "order").await
 }
 
 async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
@@ -205,13 +195,7 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<R
         Some(raw) => doc! { "customer_id": CustomerId::parse(&raw)?.to_string() },
         None => doc! {},
     };
-    let docs: Vec<Document> =
-        s.orders.get().await?.find(filter).sort(doc! { "_id": -1 }).limit(1000).await?.try_collect().await?;
-    let views = docs
-        .into_iter()
-        .map(mongodb::bson::from_document::<OrderView>)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+    let views: Vec<OrderView> = readmodel::list_views(&s.orders.get().await?, filter, doc! { "_id": -1 }).await?;
     Ok(axum::Json(views).into_response())
 }
 
@@ -250,7 +234,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
     let state = AppState {
         store,
-        pool,
         customers: Downstream::new("customer", &wiring.settings.customer_url, timeout),
         products: Downstream::new("product", &wiring.settings.product_url, timeout),
         orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),

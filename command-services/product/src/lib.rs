@@ -6,13 +6,12 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
-use platform::consistency::{self, Freshness, Token};
+use mongodb::bson::doc;
+use platform::consistency::{self, Token};
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
@@ -126,29 +125,17 @@ async fn add_stock(
 
 /// The consistency token of the product's latest write.
 async fn token(s: &AppState, id: ProductId) -> Result<Token, ApiError> {
-    let version = consistency::latest_version(&s.pool, "Product", &id.to_string()).await.map_err(ApiError::internal)?;
+    let version = s.store.version(&id.to_string()).await?;
     Ok(Token::new("product", id, version))
 }
 
 async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = path_id(&raw, ProductId::parse)?;
-    let coll = s.catalog.get().await?;
-    let (doc, fresh) = consistency::find_one(&coll, &id.to_string(), &headers, consistency::WAIT_LIMIT).await?;
-    let Some(doc) = doc else {
-        return Ok(Freshness::mark(fresh, ApiError::not_found(format!("product {id} not found")).into_response()));
-    };
-    let view: ProductView = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(Freshness::mark(fresh, json_response(StatusCode::OK, &view)))
+    consistency::find_view::<ProductView>(&s.catalog.get().await?, &id.to_string(), &headers, "product").await
 }
 
 async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let docs: Vec<Document> =
-        s.catalog.get().await?.find(doc! {}).sort(doc! { "sku": 1 }).limit(1000).await?.try_collect().await?;
-    let views = docs
-        .into_iter()
-        .map(mongodb::bson::from_document::<ProductView>)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+    let views: Vec<ProductView> = readmodel::list_views(&s.catalog.get().await?, doc! {}, doc! { "sku": 1 }).await?;
     Ok(json_response(StatusCode::OK, &views))
 }
 
