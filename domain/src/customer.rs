@@ -9,16 +9,27 @@ pub struct Customer {
     pub id: Option<CustomerId>,
     pub name: Name,
     pub email: Email,
+    /// The identity (token subject) the profile belongs to; `None` for customers registered
+    /// before owners were recorded, or by an internal caller.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub enum CustomerCommand {
-    Register { customer_id: CustomerId, name: Name, email: Email },
+    Register { customer_id: CustomerId, name: Name, email: Email, owner: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CustomerEvent {
-    CustomerRegistered { customer_id: CustomerId, name: Name, email: Email },
+    CustomerRegistered {
+        customer_id: CustomerId,
+        name: Name,
+        email: Email,
+        /// Absent in events stored before owners were recorded.
+        #[serde(default)]
+        owner: Option<String>,
+    },
 }
 
 impl DomainEvent for CustomerEvent {
@@ -43,19 +54,20 @@ impl Aggregate for Customer {
 
     fn decide(&self, command: CustomerCommand) -> Result<Vec<CustomerEvent>, CustomerError> {
         match command {
-            CustomerCommand::Register { customer_id, name, email } => match self.id {
+            CustomerCommand::Register { customer_id, name, email, owner } => match self.id {
                 Some(id) => Err(CustomerError::AlreadyRegistered(id)),
-                None => Ok(vec![CustomerEvent::CustomerRegistered { customer_id, name, email }]),
+                None => Ok(vec![CustomerEvent::CustomerRegistered { customer_id, name, email, owner }]),
             },
         }
     }
 
     fn apply(&mut self, event: CustomerEvent) {
         match event {
-            CustomerEvent::CustomerRegistered { customer_id, name, email } => {
+            CustomerEvent::CustomerRegistered { customer_id, name, email, owner } => {
                 self.id = Some(customer_id);
                 self.name = name;
                 self.email = email;
+                self.owner = owner;
             }
         }
     }
@@ -79,6 +91,7 @@ mod tests {
                     customer_id: id,
                     name: Name::parse("name", n).unwrap(),
                     email: Email::parse(&format!("{n}@example.com")).unwrap(),
+                    owner: None,
                 };
                 if let Ok((next, _)) = state.execute(cmd) { state = next; }
                 prop_assert_eq!(state.id, Some(first));
@@ -92,6 +105,7 @@ mod tests {
             customer_id: id,
             name: Name::parse("name", "Alice").unwrap(),
             email: Email::parse("alice@example.com").unwrap(),
+            owner: Some("alice-subject".into()),
         }
     }
 
@@ -111,7 +125,22 @@ mod tests {
             customer_id: id,
             name: Name::parse("name", "Bob").unwrap(),
             email: Email::parse("bob@example.com").unwrap(),
+            owner: None,
         }]);
         assert_eq!(state.name.as_str(), "Bob");
+    }
+
+    #[test]
+    fn events_stored_before_owners_still_load() {
+        let event = CustomerEvent::CustomerRegistered {
+            customer_id: CustomerId::new(),
+            name: Name::parse("name", "Carol").unwrap(),
+            email: Email::parse("carol@example.com").unwrap(),
+            owner: Some("carol-subject".into()),
+        };
+        let mut stored = serde_json::to_value(&event).unwrap();
+        stored["CustomerRegistered"].as_object_mut().unwrap().remove("owner").unwrap();
+        let CustomerEvent::CustomerRegistered { owner, .. } = serde_json::from_value(stored).unwrap();
+        assert_eq!(owner, None);
     }
 }

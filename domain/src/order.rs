@@ -45,6 +45,9 @@ pub struct Order {
     /// The customer asked to cancel; the saga undoes what was done, then cancels.
     #[serde(default)]
     pub cancellation_requested: bool,
+    /// The identity the order's customer profile belongs to (see `Customer::owner`).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +56,7 @@ pub enum OrderCommand {
         order_id: OrderId,
         customer_id: CustomerId,
         lines: Vec<OrderLine>,
+        owner: Option<String>,
     },
     Confirm,
     Reject {
@@ -70,7 +74,15 @@ pub enum OrderCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {
-    OrderPlaced { order_id: OrderId, customer_id: CustomerId, lines: Vec<OrderLine>, total: Money },
+    OrderPlaced {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        lines: Vec<OrderLine>,
+        total: Money,
+        /// Absent in events stored before owners were recorded.
+        #[serde(default)]
+        owner: Option<String>,
+    },
     OrderConfirmed,
     OrderRejected { reason: String },
     OrderCancellationRequested { reason: String },
@@ -136,7 +148,7 @@ impl Aggregate for Order {
     fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         use OrderStatus as S;
         match command {
-            OrderCommand::Place { order_id, customer_id, lines } => {
+            OrderCommand::Place { order_id, customer_id, lines, owner } => {
                 if let Some(id) = self.id {
                     return Err(OrderError::AlreadyExists(id));
                 }
@@ -150,7 +162,7 @@ impl Aggregate for Order {
                     }
                 }
                 let total = total_of(&lines)?;
-                Ok(vec![OrderEvent::OrderPlaced { order_id, customer_id, lines, total }])
+                Ok(vec![OrderEvent::OrderPlaced { order_id, customer_id, lines, total, owner }])
             }
             OrderCommand::Confirm => {
                 self.id.ok_or(OrderError::NotFound)?;
@@ -190,8 +202,9 @@ impl Aggregate for Order {
 
     fn apply(&mut self, event: OrderEvent) {
         match event {
-            OrderEvent::OrderPlaced { order_id, customer_id, lines, total } => {
+            OrderEvent::OrderPlaced { order_id, customer_id, lines, total, owner } => {
                 self.id = Some(order_id);
+                self.owner = owner;
                 self.customer_id = customer_id;
                 self.lines = lines;
                 self.total = total;
@@ -229,6 +242,7 @@ mod tests {
             order_id: OrderId::new(),
             customer_id: CustomerId::new(),
             lines: vec![line(250, 2), line(1000, 1)],
+            owner: Some("alice-subject".into()),
         };
         Order::default().execute(cmd).unwrap().0
     }
@@ -242,7 +256,7 @@ mod tests {
 
     #[test]
     fn rejects_empty_mixed_and_duplicate_lines() {
-        let place = |lines| OrderCommand::Place { order_id: OrderId::new(), customer_id: CustomerId::new(), lines };
+        let place = |lines| OrderCommand::Place { order_id: OrderId::new(), customer_id: CustomerId::new(), lines, owner: None };
         assert_eq!(Order::default().decide(place(vec![])), Err(OrderError::NoLines));
         let mut usd = line(100, 1);
         usd.unit_price.currency = Currency::parse("USD").unwrap();

@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Path, Re
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use platform::http::ApiError;
+use platform::identity::Caller;
 use serde_json::json;
 use std::convert::Infallible;
 use uuid::Uuid;
@@ -54,7 +55,8 @@ pub struct Incoming {
     pub method: Method,
     /// Raw and still percent-encoded: the service parses it.
     pub query: Option<String>,
-    /// Only [`FORWARDED_HEADERS`].
+    /// Only [`FORWARDED_HEADERS`], and the caller's identity as the gateway checked it
+    /// (`platform::identity`): identity headers a client sent are never passed on.
     pub headers: HeaderMap,
 }
 
@@ -66,6 +68,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
         for name in FORWARDED_HEADERS {
             for value in parts.headers.get_all(&name) {
                 headers.append(name.clone(), value.clone());
+            }
+        }
+        let caller = parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous);
+        for (name, value) in caller.headers() {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
             }
         }
         Ok(Self { method: parts.method.clone(), query: parts.uri.query().map(str::to_owned), headers })

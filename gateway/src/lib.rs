@@ -6,11 +6,13 @@
 //! - [`state`]: [`AppState`], the pooled HTTP client and its [`Timeouts`].
 //! - [`extract`]: request checks as extractors: UUID path ids, JSON-object bodies, forwarded headers.
 //! - [`proxy`]: one forwarding call: request out, answer back, `Location` rewritten, failures mapped.
-//! - [`layers`]: the tower layer stack in front of `/api` (body cap, [`rate_limit`]; auth next).
+//! - [`layers`]: the tower layer stack in front of `/api` (body cap, [`rate_limit`], [`auth`]).
+//! - [`auth`]: bearer tokens from Keycloak, the caller, and route guards ([`auth::User`], [`auth::Admin`]).
 //! - [`rate_limit`]: requests per client, 429 with `Retry-After`.
 //! - [`routes`]: one file per resource, plus `/health` and the JSON 404/405 fallbacks.
 //! - [`contract`] and [`openapi`]: the public contract as OpenAPI (`/api/openapi.json`, `/docs`).
 
+pub mod auth;
 pub mod contract;
 pub mod downstream;
 pub mod extract;

@@ -9,6 +9,7 @@ use crate::contract::{
 };
 use crate::routes;
 use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
@@ -52,11 +53,20 @@ pub const DOCS_PATH: &str = "/docs";
 )]
 pub struct ApiDoc;
 
-/// Answers any `/api` operation can give, added once instead of on every route.
+/// Answers any `/api` operation can give, added once instead of on every route, and the
+/// bearer-token security scheme the guarded routes name.
 struct ApiWideErrors;
 
 impl Modify for ApiWideErrors {
     fn modify(&self, spec: &mut Spec) {
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some("An access token of the Keycloak realm `shop` (client `shop-web`)"))
+            .build();
+        spec.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(bearer));
         let error = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
@@ -67,6 +77,7 @@ impl Modify for ApiWideErrors {
                 .build()
         };
         let wide = [
+            ("401", "The `Authorization` header holds no valid bearer token (public routes work without one)"),
             ("429", "Too many requests from this client; `Retry-After` says when to try again"),
             ("502", "The owning service failed (the cause is logged, not shown)"),
             ("503", "The owning service is unavailable or too slow; try again later"),

@@ -1,5 +1,6 @@
 //! What every handler shares: one pooled HTTP client, where the services are, and the limits.
 
+use crate::auth::{AuthConfig, Verifier};
 use crate::downstream::Downstreams;
 use crate::rate_limit::RateLimit;
 use anyhow::Context;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub(crate) downstreams: Arc<Downstreams>,
     pub(crate) timeouts: Timeouts,
     pub(crate) rate_limit: RateLimit,
+    pub(crate) verifier: Verifier,
 }
 
 impl AppState {
@@ -41,7 +43,14 @@ impl AppState {
             .no_proxy()
             .build()
             .context("building the downstream HTTP client")?;
-        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts, rate_limit: RateLimit::default() })
+        let verifier = Verifier::new(AuthConfig::default(), http.clone());
+        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts, rate_limit: RateLimit::default(), verifier })
+    }
+
+    /// Check tokens against another realm (tests, other deployments).
+    pub fn with_auth(mut self, config: AuthConfig) -> Self {
+        self.verifier = Verifier::new(config, self.http.clone());
+        self
     }
 
     pub fn with_rate_limit(mut self, rate_limit: RateLimit) -> Self {
@@ -51,6 +60,7 @@ impl AppState {
 
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         Ok(Self::new(Downstreams::from_settings(settings), Timeouts::default())?
-            .with_rate_limit(RateLimit::from_env()?))
+            .with_rate_limit(RateLimit::from_env()?)
+            .with_auth(AuthConfig::from_env()?))
     }
 }

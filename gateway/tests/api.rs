@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tower::ServiceExt;
 
+mod support;
+use support::{admin_token, auth_config, bearer};
+
 const ORDER_ID: &str = "0190a8b0-1c2d-7e3f-8a4b-5c6d7e8f9a0b";
 
 /// A loopback URL where nothing listens: calls to it are refused at once.
@@ -55,22 +58,26 @@ async fn spawn_echo() -> String {
     url
 }
 
-fn gateway_with(urls: impl FnMut(Service) -> String, timeouts: Timeouts) -> Router {
-    app(AppState::new(Downstreams::from_fn(urls), timeouts).unwrap())
+async fn gateway_with(urls: impl FnMut(Service) -> String, timeouts: Timeouts) -> Router {
+    app(AppState::new(Downstreams::from_fn(urls), timeouts).unwrap().with_auth(auth_config().await))
 }
 
 /// A gateway whose services are all unreachable: any answer but 503 was given by the gateway.
 async fn gateway_alone() -> Router {
     let url = closed_url().await;
-    gateway_with(|_| url.clone(), Timeouts::default())
+    gateway_with(|_| url.clone(), Timeouts::default()).await
 }
 
 async fn gateway_to_echo() -> Router {
     let url = spawn_echo().await;
-    gateway_with(|_| url.clone(), Timeouts::default())
+    gateway_with(|_| url.clone(), Timeouts::default()).await
 }
 
-async fn send(app: Router, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+/// Sends `request` as an admin unless it carries an `Authorization` header of its own.
+async fn send(app: Router, mut request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    if !request.headers().contains_key(header::AUTHORIZATION) {
+        request.headers_mut().insert(header::AUTHORIZATION, bearer(&admin_token()).parse().unwrap());
+    }
     let response = app.oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -155,7 +162,7 @@ async fn an_unreachable_service_is_503() {
 async fn a_service_slower_than_the_timeout_is_503() {
     let url = spawn_echo().await;
     let timeouts = Timeouts { request: Duration::from_millis(200), ..Timeouts::default() };
-    let gateway = gateway_with(|_| url.clone(), timeouts);
+    let gateway = gateway_with(|_| url.clone(), timeouts).await;
     let (status, _, body) = send(gateway, get_req("/api/sagas?behave=slow")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "saga-orchestrator is unavailable");
@@ -232,7 +239,7 @@ async fn health_is_up_only_when_every_service_is() {
 
     let (echo, closed) = (spawn_echo().await, closed_url().await);
     let gateway =
-        gateway_with(|s| if s == Service::Payment { closed.clone() } else { echo.clone() }, Timeouts::default());
+        gateway_with(|s| if s == Service::Payment { closed.clone() } else { echo.clone() }, Timeouts::default()).await;
     let (status, _, body) = send(gateway, get_req("/health")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "down");

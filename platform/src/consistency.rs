@@ -4,6 +4,7 @@
 //! document has applied that version; it then answers `X-Consistency: fresh`, or, when the wait
 //! runs out, what it has with `X-Consistency: stale`. A token for another document is ignored.
 
+use crate::identity::Caller;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use mongodb::Collection;
@@ -134,21 +135,45 @@ pub async fn find_one(
     }
 }
 
+/// Who may read a read-model document.
+pub enum Visibility<'a> {
+    Everyone,
+    /// Its owner and privileged callers only (see [`Caller::may_access`]).
+    OwnedBy(Option<&'a str>),
+}
+
+/// A read-model document as the API shows it.
+pub trait View: serde::de::DeserializeOwned + serde::Serialize {
+    fn visibility(&self) -> Visibility<'_> {
+        Visibility::Everyone
+    }
+
+    /// Remove what `caller` may not see (e.g. admin-only fields).
+    fn redact(&mut self, _caller: &Caller) {}
+}
+
 /// `GET` of one read-model document as `V`: honours the request's consistency token (see
-/// [`find_one`]), answers 404 with `what` when the document is missing, and marks freshness.
-pub async fn find_view<V: serde::de::DeserializeOwned + serde::Serialize>(
+/// [`find_one`]), answers 404 with `what` when the document is missing or `caller` may not see
+/// it (so others' ids leak nothing), and marks freshness.
+pub async fn find_view<V: View>(
     coll: &Collection<Document>,
     id: &str,
     headers: &HeaderMap,
+    caller: &Caller,
     what: &str,
 ) -> Result<Response, crate::http::ApiError> {
     use axum::response::IntoResponse;
     let (doc, fresh) = find_one(coll, id, headers, WAIT_LIMIT).await?;
-    let Some(doc) = doc else {
+    let view = doc.map(mongodb::bson::from_document::<V>).transpose().map_err(crate::http::ApiError::internal)?;
+    let visible = |view: &V| match view.visibility() {
+        Visibility::Everyone => true,
+        Visibility::OwnedBy(owner) => caller.may_access(owner),
+    };
+    let Some(mut view) = view.filter(visible) else {
         let missing = crate::http::ApiError::not_found(format!("{what} {id} not found"));
         return Ok(Freshness::mark(fresh, missing.into_response()));
     };
-    let view: V = mongodb::bson::from_document(doc).map_err(crate::http::ApiError::internal)?;
+    view.redact(caller);
     Ok(Freshness::mark(fresh, axum::Json(view).into_response()))
 }
 

@@ -12,6 +12,7 @@
 //! - [`client`]: outgoing HTTP with timeouts and retries.
 //! - [`readmodel`]: MongoDB read models and their active-collection pointers.
 //! - [`consistency`]: read-your-writes tokens; queries that wait for them.
+//! - [`identity`]: the caller, as the gateway passes it on in trusted headers.
 
 pub mod client;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod consumer;
 pub mod db;
 pub mod es;
 pub mod http;
+pub mod identity;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;

@@ -85,14 +85,17 @@ impl Projections {
             let Some(coll) = self.target(read_model).await.map_err(|e| anyhow::anyhow!("{e}"))? else {
                 continue;
             };
+            // Users' queries are scoped to their own documents by `owner`.
             let keys = match read_model {
-                ReadModel::Orders => doc! { "customer_id": 1 },
-                ReadModel::Catalog => doc! { "sku": 1 },
-                ReadModel::Customers => doc! { "email": 1 },
-                ReadModel::Payments => doc! { "customer_id": 1 },
-                ReadModel::Sagas => doc! { "status": 1 },
+                ReadModel::Orders => vec![doc! { "customer_id": 1 }, doc! { "owner": 1, "customer_id": 1 }],
+                ReadModel::Catalog => vec![doc! { "sku": 1 }],
+                ReadModel::Customers => vec![doc! { "email": 1 }, doc! { "owner": 1 }],
+                ReadModel::Payments => vec![doc! { "customer_id": 1 }],
+                ReadModel::Sagas => vec![doc! { "status": 1 }],
             };
-            coll.create_index(index(keys)).await?;
+            for keys in keys {
+                coll.create_index(index(keys)).await?;
+            }
         }
         Ok(())
     }
@@ -190,7 +193,7 @@ impl Handler for Projections {
         };
         match &e.message {
             Message::CustomerRegistered(m) => {
-                let u = doc! { "$set": { "name": &m.name, "email": &m.email } };
+                let u = doc! { "$set": { "name": &m.name, "email": &m.email, "owner": &m.owner } };
                 self.upsert(ReadModel::Customers, &m.customer_id, "customer", v, u).await
             }
             Message::AccountOpened(m) => {
@@ -260,7 +263,7 @@ impl Handler for Projections {
                     .collect();
                 let u = doc! {
                     "$set": { "customer_id": &m.customer_id, "items": items, "total_cents": m.total_cents,
-                              "currency": &m.currency, "status": "PENDING" },
+                              "currency": &m.currency, "status": "PENDING", "owner": &m.owner },
                     "$push": { "history": { "status": "PENDING", "at": at(e) } },
                 };
                 self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await

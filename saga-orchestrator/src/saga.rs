@@ -468,6 +468,7 @@ mod tests {
                 .collect(),
             total_cents: 100 * lines.iter().map(|(_, q)| i64::from(*q)).sum::<i64>(),
             currency: "EUR".into(),
+            owner: None,
         }
     }
 

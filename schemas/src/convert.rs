@@ -35,10 +35,11 @@ fn clamp_i32(n: u32) -> i32 {
 
 pub fn customer_event(id: CustomerId, event: &CustomerEvent) -> Message {
     match event {
-        CustomerEvent::CustomerRegistered { name, email, .. } => CustomerRegistered {
+        CustomerEvent::CustomerRegistered { name, email, owner, .. } => CustomerRegistered {
             customer_id: id.to_string(),
             name: name.as_str().to_owned(),
             email: email.as_str().to_owned(),
+            owner: owner.clone(),
         }
         .into(),
     }
@@ -82,7 +83,7 @@ pub fn product_event(id: ProductId, event: &ProductEvent) -> Message {
 pub fn order_event(id: OrderId, event: &OrderEvent) -> Message {
     let order_id = id.to_string();
     match event {
-        OrderEvent::OrderPlaced { customer_id, lines, total, .. } => OrderPlaced {
+        OrderEvent::OrderPlaced { customer_id, lines, total, owner, .. } => OrderPlaced {
             order_id,
             customer_id: customer_id.to_string(),
             lines: lines
@@ -95,6 +96,7 @@ pub fn order_event(id: OrderId, event: &OrderEvent) -> Message {
                 .collect(),
             total_cents: total.cents,
             currency: total.currency.to_string(),
+            owner: owner.clone(),
         }
         .into(),
         OrderEvent::OrderConfirmed => OrderConfirmed { order_id }.into(),

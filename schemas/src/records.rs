@@ -124,7 +124,7 @@ pub struct SagaEntry {
 }
 
 wire! {
-    "shop.customer" customer CustomerRegistered { customer_id: String, name: String, email: String } key customer_id => CustomerEvents;
+    "shop.customer" customer CustomerRegistered { customer_id: String, name: String, email: String, owner: Option<String> } key customer_id => CustomerEvents;
 
     "shop.product" product ProductCreated { product_id: String, sku: String, name: String, price_cents: i64, currency: String, stock: i32 } key product_id => ProductEvents;
     "shop.product" product StockAdded { product_id: String, quantity: i32 } key product_id => ProductEvents;
@@ -138,7 +138,7 @@ wire! {
     "shop.product" product StockReturned { product_id: String, order_id: String, quantity: i32 } key product_id => ProductEvents;
     "shop.product" product ReturnStock { order_id: String, product_id: String } key product_id => ProductCommands;
 
-    "shop.order" order OrderPlaced { order_id: String, customer_id: String, lines: Vec<OrderLine>, total_cents: i64, currency: String } key order_id => OrderEvents;
+    "shop.order" order OrderPlaced { order_id: String, customer_id: String, lines: Vec<OrderLine>, total_cents: i64, currency: String, owner: Option<String> } key order_id => OrderEvents;
     "shop.order" order OrderConfirmed { order_id: String } key order_id => OrderEvents;
     "shop.order" order OrderRejected { order_id: String, reason: String, code: Option<String> } key order_id => OrderEvents;
     "shop.order" order ConfirmOrder { order_id: String } key order_id => OrderCommands;
@@ -195,6 +195,7 @@ mod tests {
             lines: vec![OrderLine { product_id: "p1".into(), quantity: 2, unit_price_cents: 250 }],
             total_cents: 500,
             currency: "EUR".into(),
+            owner: None,
         });
         let schema = Schema::parse_str(msg.avsc()).unwrap();
         let bytes = apache_avro::to_avro_datum(&schema, msg.to_value().unwrap()).unwrap();

@@ -11,7 +11,8 @@ use domain::customer::{Customer, CustomerCommand};
 use domain::values::{CustomerId, Email, Name};
 use mongodb::bson::doc;
 use platform::Settings;
-use platform::consistency::{self, Token};
+use platform::consistency::{self, Token, View, Visibility};
+use platform::identity::Caller;
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::outbox::event_mapper;
@@ -44,6 +45,15 @@ pub struct CustomerView {
     pub email: String,
     pub credit_limit_cents: i64,
     pub credit_available_cents: i64,
+    /// Who the profile belongs to: decides access, never shown.
+    #[serde(skip_serializing)]
+    pub owner: Option<String>,
+}
+
+impl View for CustomerView {
+    fn visibility(&self) -> Visibility<'_> {
+        Visibility::OwnedBy(self.owner.as_deref())
+    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -54,25 +64,39 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn register(State(s): State<AppState>, Json(body): Json<RegisterCustomer>) -> Result<Response, ApiError> {
+/// The profile belongs to the calling user (none for an internal caller).
+async fn register(
+    State(s): State<AppState>,
+    caller: Caller,
+    Json(body): Json<RegisterCustomer>,
+) -> Result<Response, ApiError> {
     let name = Name::parse("name", &body.name)?;
     let email = Email::parse(&body.email)?;
     let id = CustomerId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
-    s.store.execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email }, metadata).await?;
+    let owner = caller.user_id().map(str::to_owned);
+    s.store.execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email, owner }, metadata).await?;
     let version = s.store.version(&id.to_string()).await?;
     let mut response = json_response(StatusCode::CREATED, &serde_json::json!({ "id": id }));
     response.headers_mut().extend([Token::new("customer", id, version).header()]);
     Ok(response)
 }
 
-async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn find(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     let id = path_id(&raw, CustomerId::parse)?;
-    consistency::find_view::<CustomerView>(&s.customers.get().await?, &id.to_string(), &headers, "customer").await
+    let customers = s.customers.get().await?;
+    consistency::find_view::<CustomerView>(&customers, &id.to_string(), &headers, &caller, "customer").await
 }
 
-async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let views: Vec<CustomerView> = readmodel::list_views(&s.customers.get().await?, doc! {}, doc! { "_id": 1 }).await?;
+/// Everyone's for admins; a user's own otherwise.
+async fn list(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let filter = caller.owner_scope().map_or_else(|| doc! {}, |owner| doc! { "owner": owner });
+    let views: Vec<CustomerView> = readmodel::list_views(&s.customers.get().await?, filter, doc! { "_id": 1 }).await?;
     Ok(json_response(StatusCode::OK, &views))
 }
 
@@ -82,7 +106,9 @@ async fn find_current(State(s): State<AppState>, Path(raw): Path<String>) -> Res
     let customer = customer.ok_or_else(|| ApiError::not_found(format!("customer {id} not found")))?;
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "id": id, "name": customer.name.as_str(), "email": customer.email.as_str() }),
+        &serde_json::json!({
+            "id": id, "name": customer.name.as_str(), "email": customer.email.as_str(), "owner": customer.owner,
+        }),
     ))
 }
 

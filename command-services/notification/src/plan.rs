@@ -101,6 +101,7 @@ mod tests {
             customer_id: "c1".into(),
             name: "Alice".into(),
             email: "alice@example.com".into(),
+            owner: None,
         });
         assert_eq!(plan(&m), Action::RememberContact { customer_id: "c1", name: "Alice", email: "alice@example.com" });
     }
@@ -113,6 +114,7 @@ mod tests {
             lines: vec![OrderLine { product_id: "p1".into(), quantity: 2, unit_price_cents: 250 }],
             total_cents: 500,
             currency: "EUR".into(),
+            owner: None,
         });
         assert_eq!(
             plan(&m),

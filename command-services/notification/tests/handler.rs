@@ -88,7 +88,7 @@ impl Harness {
 }
 
 fn alice() -> CustomerRegistered {
-    CustomerRegistered { customer_id: "c1".into(), name: "Alice".into(), email: "alice@example.com".into() }
+    CustomerRegistered { customer_id: "c1".into(), name: "Alice".into(), email: "alice@example.com".into(), owner: None }
 }
 
 fn placed() -> OrderPlaced {
@@ -98,6 +98,7 @@ fn placed() -> OrderPlaced {
         lines: vec![OrderLine { product_id: "p1".into(), quantity: 2, unit_price_cents: 1250 }],
         total_cents: 2500,
         currency: "EUR".into(),
+        owner: None,
     }
 }
 

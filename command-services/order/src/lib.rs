@@ -15,7 +15,8 @@ use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
 use mongodb::bson::doc;
 use platform::Settings;
 use platform::client::{CallError, Downstream};
-use platform::consistency::{self, Token};
+use platform::consistency::{self, Token, View, Visibility};
+use platform::identity::Caller;
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
@@ -72,6 +73,21 @@ pub struct OrderView {
     pub total_cents: i64,
     pub currency: String,
     pub history: Vec<HistoryView>,
+    /// Who the order's customer profile belongs to: decides access, never shown.
+    #[serde(skip_serializing)]
+    pub owner: Option<String>,
+}
+
+impl View for OrderView {
+    fn visibility(&self) -> Visibility<'_> {
+        Visibility::OwnedBy(self.owner.as_deref())
+    }
+}
+
+/// What the customer service tells about a customer.
+#[derive(Debug, Deserialize)]
+struct CustomerFacts {
+    owner: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Default)]
@@ -114,18 +130,24 @@ fn downstream_error(e: CallError) -> ApiError {
 }
 
 /// With an `Idempotency-Key`, a repeat of the same request gets the first answer again.
+/// Keys are per user: one user's key never answers another's request.
 async fn place(
     State(s): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     match idempotency::Keys::from_headers(&headers)? {
-        Some(key) => s.idempotency.once(&key, &body, || place_new(&s, &body)).await,
-        None => place_new(&s, &body).await,
+        Some(key) => {
+            let scoped = format!("{}:{key}", caller.user_id().unwrap_or_default());
+            s.idempotency.once(&scoped, &body, || place_new(&s, &body, &caller)).await
+        }
+        None => place_new(&s, &body, &caller).await,
     }
 }
 
-async fn place_new(s: &AppState, body: &PlaceOrder) -> Result<Response, ApiError> {
+/// A customer profile the caller may not use is reported like a missing one.
+async fn place_new(s: &AppState, body: &PlaceOrder, caller: &Caller) -> Result<Response, ApiError> {
     let customer_id = CustomerId::parse(&body.customer_id)?;
     if body.items.is_empty() {
         return Err(ApiError::unprocessable(OrderError::NoLines.to_string()));
@@ -138,11 +160,11 @@ async fn place_new(s: &AppState, body: &PlaceOrder) -> Result<Response, ApiError
             .map_err(|e| ApiError::unprocessable(format!("items[{i}].quantity: {}", e.message)))?;
         parsed.push((product_id, quantity));
     }
-    let customer: Option<serde_json::Value> =
+    let customer: Option<CustomerFacts> =
         s.customers.get_json(&format!("/internal/customers/{customer_id}")).await.map_err(downstream_error)?;
-    if customer.is_none() {
+    let Some(CustomerFacts { owner }) = customer.filter(|c| caller.may_access(c.owner.as_deref())) else {
         return Err(ApiError::unprocessable(format!("unknown customer {customer_id}")));
-    }
+    };
     let mut lines = Vec::with_capacity(parsed.len());
     for (product_id, quantity) in parsed {
         let facts: Option<ProductFacts> =
@@ -153,7 +175,7 @@ async fn place_new(s: &AppState, body: &PlaceOrder) -> Result<Response, ApiError
     }
     let order_id = OrderId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
-    s.store.execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines }, metadata).await?;
+    s.store.execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata).await?;
     let location = format!("/orders/{order_id}");
     let version = s.store.version(&order_id.to_string()).await?;
     let (token_name, token) = Token::new("order", order_id, version).header();
@@ -167,8 +189,12 @@ async fn place_new(s: &AppState, body: &PlaceOrder) -> Result<Response, ApiError
 
 /// The customer asks to cancel: allowed while PENDING or CONFIRMED. The saga undoes what was
 /// done (release or return stock, refund) and then cancels the order.
-async fn cancel(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(State(s): State<AppState>, Path(raw): Path<String>, caller: Caller) -> Result<Response, ApiError> {
     let id = path_id(&raw, OrderId::parse)?;
+    let order = s.store.load(&id.to_string()).await?;
+    if !order.is_some_and(|o| caller.may_access(o.owner.as_deref())) {
+        return Err(ApiError::not_found(format!("order {id} not found")));
+    }
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
     let command = OrderCommand::RequestCancellation { reason: "cancelled by the customer".into() };
     match s.store.execute(&id.to_string(), command, metadata).await {
@@ -185,16 +211,25 @@ async fn cancel(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Re
         .into_response())
 }
 
-async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn find(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     let id = path_id(&raw, OrderId::parse)?;
-    consistency::find_view::<OrderView>(&s.orders.get().await?, &id.to_string(), &headers, "order").await
+    consistency::find_view::<OrderView>(&s.orders.get().await?, &id.to_string(), &headers, &caller, "order").await
 }
 
-async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
-    let filter = match q.customer_id {
+/// Admins see every order; a user only theirs.
+async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>, caller: Caller) -> Result<Response, ApiError> {
+    let mut filter = match q.customer_id {
         Some(raw) => doc! { "customer_id": CustomerId::parse(&raw)?.to_string() },
         None => doc! {},
     };
+    if let Some(owner) = caller.owner_scope() {
+        filter.insert("owner", owner);
+    }
     let views: Vec<OrderView> = readmodel::list_views(&s.orders.get().await?, filter, doc! { "_id": -1 }).await?;
     Ok(axum::Json(views).into_response())
 }

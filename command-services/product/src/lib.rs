@@ -11,7 +11,8 @@ use axum::routing::{get, post};
 use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use mongodb::bson::doc;
-use platform::consistency::{self, Token};
+use platform::identity::Caller;
+use platform::consistency::{self, Token, View};
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
@@ -58,8 +59,21 @@ pub struct ProductView {
     pub price_cents: i64,
     pub currency: String,
     pub available: i64,
-    pub reserved: i64,
-    pub sold: i64,
+    /// Admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<i64>,
+    /// Admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sold: Option<i64>,
+}
+
+impl View for ProductView {
+    fn redact(&mut self, caller: &Caller) {
+        if !caller.is_privileged() {
+            self.reserved = None;
+            self.sold = None;
+        }
+    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -129,13 +143,20 @@ async fn token(s: &AppState, id: ProductId) -> Result<Token, ApiError> {
     Ok(Token::new("product", id, version))
 }
 
-async fn find(State(s): State<AppState>, Path(raw): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn find(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     let id = path_id(&raw, ProductId::parse)?;
-    consistency::find_view::<ProductView>(&s.catalog.get().await?, &id.to_string(), &headers, "product").await
+    consistency::find_view::<ProductView>(&s.catalog.get().await?, &id.to_string(), &headers, &caller, "product").await
 }
 
-async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let views: Vec<ProductView> = readmodel::list_views(&s.catalog.get().await?, doc! {}, doc! { "sku": 1 }).await?;
+async fn list(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let mut views: Vec<ProductView> =
+        readmodel::list_views(&s.catalog.get().await?, doc! {}, doc! { "sku": 1 }).await?;
+    views.iter_mut().for_each(|v| v.redact(&caller));
     Ok(json_response(StatusCode::OK, &views))
 }
 

@@ -1,5 +1,6 @@
 //! `/api/customers` → customer service `/customers`.
 
+use crate::auth::{Admin, User};
 use crate::contract::{Created, Customer, ErrorBody, RegisterCustomer};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
@@ -15,15 +16,17 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Register a customer; the payment account opens with the default credit.
-#[utoipa::path(post, path = "/api/customers", tag = "customers", request_body = RegisterCustomer, responses(
+#[utoipa::path(security(("bearer" = [])), post, path = "/api/customers", tag = "customers", request_body = RegisterCustomer, responses(
     (status = 201, description = "Registered", body = Created),
     (status = 400, description = "Malformed JSON, or not an object", body = ErrorBody),
     (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
     (status = 415, description = "Body is not JSON", body = ErrorBody),
     (status = 422, description = "Unknown field, or an invalid name or e-mail", body = ErrorBody),
+    (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
 ))]
 pub(crate) async fn register(
     State(s): State<AppState>,
+    _: User,
     incoming: Incoming,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -31,21 +34,29 @@ pub(crate) async fn register(
 }
 
 /// All customers (admin).
-#[utoipa::path(get, path = "/api/customers", tag = "customers", responses(
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/customers", tag = "customers", responses(
     (status = 200, description = "Customers", body = Vec<Customer>),
+    (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+    (status = 403, description = "The token lacks the admin role", body = ErrorBody),
 ))]
-pub(crate) async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
+pub(crate) async fn list(State(s): State<AppState>, _: Admin, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Customer, "/customers", incoming, None).await
 }
 
 /// One customer (the owner or an admin).
-#[utoipa::path(get, path = "/api/customers/{id}", tag = "customers",
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/customers/{id}", tag = "customers",
     params(("id" = Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, description = "The customer", body = Customer),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such customer", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
-pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
+pub(crate) async fn find(
+    State(s): State<AppState>,
+    _: User,
+    id: ResourceId,
+    incoming: Incoming,
+) -> Result<Response, ApiError> {
     s.forward(Service::Customer, &format!("/customers/{id}"), incoming, None).await
 }

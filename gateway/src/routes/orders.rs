@@ -2,6 +2,7 @@
 //! untouched: the order service owns the filter rules. The `Idempotency-Key` header is passed
 //! on too: the order service keeps the keys, in its own database.
 
+use crate::auth::User;
 use crate::contract::{ErrorBody, Order, OrderAccepted, PlaceOrder};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
@@ -22,7 +23,7 @@ pub fn router() -> Router<AppState> {
 /// Place an order. The customer and every product are checked at once; the CreateOrder saga
 /// then confirms or rejects it. With an `Idempotency-Key`, a repeat with the same body gets
 /// the first answer again (status, body, `Location`) and places nothing.
-#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = PlaceOrder,
+#[utoipa::path(security(("bearer" = [])), post, path = "/api/orders", tag = "orders", request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header,
             description = "Client-chosen key (at most 255 characters) making retries safe")),
     responses(
@@ -34,9 +35,11 @@ pub fn router() -> Router<AppState> {
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Unknown field, no lines, a bad quantity, an unknown customer or \
                                       product, or an `Idempotency-Key` reused with another body", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
 pub(crate) async fn place(
     State(s): State<AppState>,
+    _: User,
     incoming: Incoming,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -44,31 +47,38 @@ pub(crate) async fn place(
 }
 
 /// Orders, newest first (owner or admin).
-#[utoipa::path(get, path = "/api/orders", tag = "orders",
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/orders", tag = "orders",
     params(("customer_id" = Option<Uuid>, Query, description = "Only this customer's orders")),
     responses(
         (status = 200, description = "Orders", body = Vec<Order>),
         (status = 400, description = "Unknown query parameter", body = ErrorBody),
         (status = 422, description = "`customer_id` is not a valid id", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
-pub(crate) async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
+pub(crate) async fn list(State(s): State<AppState>, _: User, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Order, "/orders", incoming, None).await
 }
 
 /// One order with its status history.
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
-pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
+pub(crate) async fn find(
+    State(s): State<AppState>,
+    _: User,
+    id: ResourceId,
+    incoming: Incoming,
+) -> Result<Response, ApiError> {
     s.forward(Service::Order, &format!("/orders/{id}"), incoming, None).await
 }
 
 /// Cancel an order (owner). The body is optional: a cancel needs nothing but the id.
-#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
+#[utoipa::path(security(("bearer" = [])), post, path = "/api/orders/{id}/cancel", tag = "orders",
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 202, description = "Cancellation accepted"),
@@ -76,9 +86,11 @@ pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: In
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 415, description = "A body that is not JSON", body = ErrorBody),
         (status = 422, description = "The order can no longer be cancelled", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
 pub(crate) async fn cancel(
     State(s): State<AppState>,
+    _: User,
     id: ResourceId,
     incoming: Incoming,
     body: Option<JsonObject>,

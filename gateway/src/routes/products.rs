@@ -1,5 +1,6 @@
 //! `/api/products` → product service `/products`.
 
+use crate::auth::Admin;
 use crate::contract::{AddStock, CreateProduct, Created, ErrorBody, Product, StockAdded};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
@@ -18,16 +19,19 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Create a product with its initial stock (admin).
-#[utoipa::path(post, path = "/api/products", tag = "products", request_body = CreateProduct, responses(
+#[utoipa::path(security(("bearer" = [])), post, path = "/api/products", tag = "products", request_body = CreateProduct, responses(
     (status = 201, description = "Created", body = Created),
     (status = 400, description = "Malformed JSON, or not an object", body = ErrorBody),
     (status = 409, description = "The SKU is taken", body = ErrorBody),
     (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
     (status = 415, description = "Body is not JSON", body = ErrorBody),
     (status = 422, description = "Unknown field, or an invalid value", body = ErrorBody),
+    (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+    (status = 403, description = "The token lacks the admin role", body = ErrorBody),
 ))]
 pub(crate) async fn create(
     State(s): State<AppState>,
+    _: Admin,
     incoming: Incoming,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -55,7 +59,7 @@ pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: In
 }
 
 /// Receive stock (admin).
-#[utoipa::path(post, path = "/api/products/{id}/stock", tag = "products", request_body = AddStock,
+#[utoipa::path(security(("bearer" = [])), post, path = "/api/products/{id}/stock", tag = "products", request_body = AddStock,
     params(("id" = Uuid, Path, description = "Product id")),
     responses(
         (status = 202, description = "Stock added", body = StockAdded),
@@ -64,9 +68,12 @@ pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: In
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Unknown field, or a quantity below 1", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin role", body = ErrorBody),
     ))]
 pub(crate) async fn add_stock(
     State(s): State<AppState>,
+    _: Admin,
     id: ResourceId,
     incoming: Incoming,
     body: JsonObject,

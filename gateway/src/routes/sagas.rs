@@ -1,5 +1,6 @@
 //! `/api/sagas` → saga orchestrator `/sagas` (read-only).
 
+use crate::auth::Admin;
 use crate::contract::{ErrorBody, Saga, SagaSummary};
 use crate::downstream::Service;
 use crate::extract::{Incoming, ResourceId};
@@ -15,21 +16,30 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The most recent sagas (admin).
-#[utoipa::path(get, path = "/api/sagas", tag = "sagas", responses(
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/sagas", tag = "sagas", responses(
     (status = 200, description = "Sagas, newest first", body = Vec<SagaSummary>),
+    (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+    (status = 403, description = "The token lacks the admin role", body = ErrorBody),
 ))]
-pub(crate) async fn list(State(s): State<AppState>, incoming: Incoming) -> Result<Response, ApiError> {
+pub(crate) async fn list(State(s): State<AppState>, _: Admin, incoming: Incoming) -> Result<Response, ApiError> {
     s.forward(Service::Saga, "/sagas", incoming, None).await
 }
 
 /// One order's saga: state, steps with times, compensations, errors (admin).
-#[utoipa::path(get, path = "/api/sagas/{id}", tag = "sagas",
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/sagas/{id}", tag = "sagas",
     params(("id" = Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The saga", body = Saga),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No saga for this order", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin role", body = ErrorBody),
     ))]
-pub(crate) async fn find(State(s): State<AppState>, id: ResourceId, incoming: Incoming) -> Result<Response, ApiError> {
+pub(crate) async fn find(
+    State(s): State<AppState>,
+    _: Admin,
+    id: ResourceId,
+    incoming: Incoming,
+) -> Result<Response, ApiError> {
     s.forward(Service::Saga, &format!("/sagas/{id}"), incoming, None).await
 }
