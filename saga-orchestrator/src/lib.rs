@@ -143,6 +143,7 @@ impl Handler for Orchestrator {
                 save(&mut tx, &mut saga, false).await?;
                 send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
                 if before != (saga.status, saga.step) {
+                    metrics::counter!("shop_saga_transitions_total", "status" => saga.status.as_str()).increment(1);
                     tracing::info!(order_id, status = saga.status.as_str(), step = saga.step.as_str(), "saga moved");
                 }
             }
@@ -246,6 +247,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
+    let token = wiring.shutdown.clone();
+    wiring.spawn(sample_saga_counts(pool.clone(), token));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas))).await
+}
+
+/// Gauge of sagas by status (`shop_sagas{status}`), counted in the saga table every few seconds.
+pub const SAGAS_GAUGE: &str = "shop_sagas";
+
+async fn sample_saga_counts(pool: PgPool, token: tokio_util::sync::CancellationToken) {
+    while !token.is_cancelled() {
+        let counts: Result<Vec<(String, i64)>, sqlx::Error> =
+            sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status").fetch_all(&pool).await;
+        match counts {
+            Ok(counts) => {
+                for status in saga::Status::ALL.map(saga::Status::as_str) {
+                    let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                    metrics::gauge!(SAGAS_GAUGE, "status" => status).set(n as f64);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "counting sagas failed"),
+        }
+        tokio::select! {
+            () = token.cancelled() => {},
+            () = tokio::time::sleep(Duration::from_secs(5)) => {},
+        }
+    }
 }

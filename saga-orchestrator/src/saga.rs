@@ -22,6 +22,9 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 5] =
+        [Status::Running, Status::Compensating, Status::Confirmed, Status::Rejected, Status::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "RUNNING",

@@ -16,8 +16,73 @@ pub fn brokers() -> String {
     std::env::var("SHOP_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+pub fn keycloak() -> String {
+    std::env::var("SHOP_KEYCLOAK_URL").unwrap_or_else(|_| "http://127.0.0.1:8180".into())
+}
+
+/// A client that calls as the dev user `admin`, who may see and do everything.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("http client")
+    http_as(Some("admin"))
+}
+
+/// A client that calls as one of the realm's dev users (`alice`, `bob`, `admin`; the password
+/// is the name), or anonymously.
+pub fn http_as(user: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(user) = user {
+        let value = format!("Bearer {}", token_for(user));
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse().expect("token header"));
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
+
+/// An access token of `user`, from the realm's token endpoint (password grant of the dev client
+/// `shop-web`), cached until a minute before it expires.
+pub fn token_for(user: &str) -> String {
+    static TOKENS: std::sync::Mutex<Vec<(String, String, Instant)>> = std::sync::Mutex::new(Vec::new());
+    let mut tokens = TOKENS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokens.retain(|(_, _, good_until)| *good_until > Instant::now());
+    if let Some((_, token, _)) = tokens.iter().find(|(u, _, _)| u == user) {
+        return token.clone();
+    }
+    let answer = password_grant("shop", "shop-web", user, user);
+    let token = answer["access_token"].as_str().unwrap_or_else(|| panic!("no token for {user}: {answer}")).to_owned();
+    let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(60));
+    tokens.push((user.to_owned(), token.clone(), Instant::now() + lifetime.saturating_sub(Duration::from_secs(60))));
+    token
+}
+
+/// The token endpoint's JSON answer for a password grant. Blocking (on a thread of its own), so
+/// that the synchronous [`http_as`] can use it from any test.
+pub fn password_grant(realm: &str, client: &str, user: &str, password: &str) -> Value {
+    let url = format!("{}/realms/{realm}/protocol/openid-connect/token", keycloak());
+    // The dev realm's names and passwords are plain words: nothing to escape.
+    let form = format!("grant_type=password&client_id={client}&username={user}&password={password}");
+    let user = user.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap();
+            let r = client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert!(status.is_success(), "token for {user}: {status} {body}");
+            body
+        })
+    })
+    .join()
+    .expect("token thread")
 }
 
 pub fn unique(prefix: &str) -> String {

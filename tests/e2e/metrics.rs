@@ -58,4 +58,20 @@ async fn every_component_exposes_prometheus_metrics() {
         order_text.contains(r#"consumer_messages_total{group="order",topic="order.commands",outcome="handled"}"#),
         "{order_text}"
     );
+    // The orchestrator counts sagas by status; the order above is among the confirmed ones.
+    let saga_url = format!("{}/metrics", components()[6].1);
+    let mut saga_text = String::new();
+    for _ in 0..40 {
+        saga_text = http().get(&saga_url).send().await.unwrap().text().await.unwrap();
+        if saga_text.lines().any(|l| l.starts_with(r#"shop_sagas{status="CONFIRMED"} "#) && !l.ends_with(" 0")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        saga_text.lines().any(|l| l.starts_with(r#"shop_sagas{status="CONFIRMED"} "#) && !l.ends_with(" 0")),
+        "{saga_text}"
+    );
+    assert!(saga_text.contains(r#"shop_sagas{status="COMPENSATING"}"#), "{saga_text}");
+    assert!(saga_text.contains(r#"shop_saga_transitions_total{status="CONFIRMED"}"#), "{saga_text}");
 }

@@ -1,17 +1,24 @@
 """Demo data, loaded through the gateway's public API (DESIGN.md, "Gateway API"). Idempotent: a
-customer whose email or a product whose sku already exists is left as it is."""
+customer whose email or a product whose sku already exists is left as it is.
+
+Requests carry tokens of the realm's dev users, fetched from Keycloak by password grant: the
+admin lists customers and creates products; each demo customer's profile is registered by the
+user it belongs to (alice, bob), so they see it when they sign in."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
+from tools.stack import ports
 from tools.stack.components.base import StackError
 
+# (the dev user the profile belongs to, the profile)
 CUSTOMERS = [
-    {"name": "Alice Martin", "email": "alice@example.com"},
-    {"name": "Bob Schmidt", "email": "bob@example.com"},
+    ("alice", {"name": "Alice Martin", "email": "alice@example.com"}),
+    ("bob", {"name": "Bob Schmidt", "email": "bob@example.com"}),
 ]
 PRODUCTS = [
     {"sku": "COFFEE-1KG", "name": "Espresso beans, 1 kg", "price_cents": 2490, "currency": "EUR",
@@ -25,12 +32,32 @@ PRODUCTS = [
 ]
 
 
+def token_url() -> str:
+    return f"http://127.0.0.1:{ports.INFRA_PORTS['keycloak']}/realms/shop/protocol/openid-connect/token"
+
+
+def token(user: str) -> str:
+    """An access token of a dev user (the password is the name), client `shop-web`."""
+    form = urllib.parse.urlencode({"grant_type": "password", "client_id": "shop-web",
+                                   "username": user, "password": user}).encode()
+    req = urllib.request.Request(token_url(), data=form, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return json.loads(resp.read())["access_token"]
+    except (OSError, KeyError, ValueError) as e:
+        raise StackError(f"demo data: no token for {user} from {token_url()}: {e}") from None
+
+
 def request(method: str, url: str, body: dict | None = None, timeout: float = 10.0,
-            accept: tuple[int, ...] = ()):
+            accept: tuple[int, ...] = (), bearer: str | None = None):
     """(status, decoded JSON body); an error status not in `accept` raises StackError."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=timeout) as resp:
@@ -62,15 +89,21 @@ def missing(wanted: list[dict], existing: list[dict], key: str) -> list[dict]:
 
 
 def load(base: str, say=print) -> None:
-    for kind, path, wanted, key in (("customer", "/api/customers", CUSTOMERS, "email"),
-                                    ("product", "/api/products", PRODUCTS, "sku")):
-        _status, listing = request("GET", base + path)
-        todo = missing(wanted, items(listing), key)
+    admin = token("admin")
+    owned = {user: token(user) for user, _ in CUSTOMERS}
+    wanted_customers = [(owned[user], entry) for user, entry in CUSTOMERS]
+    wanted_products = [(admin, entry) for entry in PRODUCTS]
+    for kind, path, wanted, key in (("customer", "/api/customers", wanted_customers, "email"),
+                                    ("product", "/api/products", wanted_products, "sku")):
+        _status, listing = request("GET", base + path, bearer=admin)
+        todo = missing([entry for _, entry in wanted], items(listing), key)
         if not todo:
             say(f"demo: all demo {kind}s exist")
-        for entry in todo:
+        for bearer, entry in wanted:
+            if entry not in todo:
+                continue
             # 409: created a moment ago and not in the (eventually consistent) listing yet
-            status, answer = request("POST", base + path, entry, accept=(409,))
+            status, answer = request("POST", base + path, entry, accept=(409,), bearer=bearer)
             if status == 409:
                 say(f"demo: {kind} {entry[key]} exists")
             elif status != 201:

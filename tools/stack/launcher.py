@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tools.stack import demo, procs
+from tools.stack import apifuzz, demo, procs
 from tools.stack.components import load
 from tools.stack.components.base import Component, Context, StackError, merged_env, tail, tcp_ok, user_ids
 
@@ -357,11 +357,20 @@ class Launcher:
                                   cwd=self.ctx.repo).returncode
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
+        def api_fuzz() -> str:
+            gateway = self.by_name.get("gateway")
+            if gateway is None:
+                return "skipped"
+            code = apifuzz.run(self.ctx, f"http://127.0.0.1:{gateway.port}")
+            counts["passed" if code == 0 else "failed"] += 1
+            return "ok" if code == 0 else f"FAILED (exit {code})"
+
         try:
             step("stack up --no-demo", up)
             step("cargo test --workspace --no-fail-fast -- --include-ignored", cargo_test)
             step("launcher unit tests", unit_tests)
             step("schemas check", schemas_check)
+            step(f"schemathesis {apifuzz.VERSION} on /api/openapi.json", api_fuzz)
         finally:
             if started_here and not keep:
                 step("stack down", lambda: self.down() or "ok")

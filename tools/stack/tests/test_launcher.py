@@ -264,9 +264,13 @@ class LauncherTest(unittest.TestCase):
 class DemoDataTest(unittest.TestCase):
     def test_only_missing_entries(self):
         existing = [{"id": "1", "email": "ALICE@example.com"}]
-        self.assertEqual([c["email"] for c in demo.missing(demo.CUSTOMERS, existing, "email")],
-                         ["bob@example.com"])
+        profiles = [profile for _user, profile in demo.CUSTOMERS]
+        self.assertEqual([c["email"] for c in demo.missing(profiles, existing, "email")], ["bob@example.com"])
         self.assertEqual(demo.missing(demo.PRODUCTS, demo.PRODUCTS, "sku"), [])
+
+    def test_each_profile_belongs_to_a_dev_user(self):
+        self.assertEqual([user for user, _ in demo.CUSTOMERS], ["alice", "bob"])
+        self.assertTrue(demo.token_url().endswith("/realms/shop/protocol/openid-connect/token"))
 
     def test_listing_shapes(self):
         self.assertEqual(demo.items([{"sku": "a"}]), [{"sku": "a"}])
