@@ -19,6 +19,7 @@ INFRA_PORTS = {
 MAILPIT_SMTP_PORT = 1025
 KAFKA_CONTROLLER_PORT = 9093
 ETCD_PEER_PORT = 2380
+KEYCLOAK_MANAGEMENT_PORT = 8181  # health (Keycloak's default 9000 clashes too easily)
 
 # component name -> (cargo binary name, port)
 SERVICES = {
