@@ -1,11 +1,11 @@
-//! Adapter from [`domain::Aggregate`] (pure decide/apply) to cqrs-es, persisted by postgres-es.
+//! Adapter from [`domain::Aggregate`] (pure decide/apply) to cqrs-es, persisted in postgres-es's
+//! table layout by [`crate::pg_store`].
 //! `handle` only writes `decide`'s events to the sink. Stored events reach Kafka through the
 //! outbox trigger (see `sql/event_store.sql`), never from here.
 
-use cqrs_es::persist::PersistedEventStore;
+use crate::pg_store::PgEventStore;
 use cqrs_es::{AggregateError, CqrsFramework, EventStore};
 use domain::{Aggregate, DomainEvent};
-use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -100,8 +100,8 @@ pub const SNAPSHOTS_TABLE: &str = "snapshots_v2";
 pub const COMMAND_ID: &str = "command-id";
 
 pub struct EventStoreOf<A: Aggregate + 'static> {
-    cqrs: CqrsFramework<Es<A>, PersistedEventStore<PostgresEventRepository, Es<A>>>,
-    store: PersistedEventStore<PostgresEventRepository, Es<A>>,
+    cqrs: CqrsFramework<Es<A>, PgEventStore<Es<A>>>,
+    store: PgEventStore<Es<A>>,
     pool: PgPool,
     _a: PhantomData<A>,
 }
@@ -115,16 +115,8 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// With `every > 0`, a snapshot of the aggregate is written (in the events' transaction)
     /// every `every` events, and loads start from the latest snapshot.
     pub fn with_snapshots(pool: PgPool, every: usize) -> Self {
-        let make = |pool: PgPool| {
-            let repo = PostgresEventRepository::new(pool).with_tables(EVENTS_TABLE, SNAPSHOTS_TABLE);
-            if every > 0 {
-                PersistedEventStore::new_snapshot_store(repo, every)
-            } else {
-                PersistedEventStore::new_event_store(repo)
-            }
-        };
-        let cqrs = CqrsFramework::new(make(pool.clone()), vec![], ());
-        Self { cqrs, store: make(pool.clone()), pool, _a: PhantomData }
+        let cqrs = CqrsFramework::new(PgEventStore::new(pool.clone(), every), vec![], ());
+        Self { cqrs, store: PgEventStore::new(pool.clone(), every), pool, _a: PhantomData }
     }
 
     /// Execute a command; a conflicting concurrent write is retried a few times (the command

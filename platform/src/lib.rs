@@ -4,6 +4,7 @@
 //! - [`telemetry`]: tracing subscriber (text or JSON logs).
 //! - [`db`]: PostgreSQL pool for the service's own database (created if missing) and migrations.
 //! - [`es`]: cqrs-es + postgres-es adapter for [`domain::Aggregate`]s: execute commands, load state.
+//! - [`pg_store`]: the event store's queries: one per load, one statement per write.
 //! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction.
 //! - [`kafka`]: idempotent producer, topic creation.
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod pg_store;
 pub mod readmodel;
 pub mod service;
 pub mod telemetry;

@@ -24,28 +24,35 @@ CREATE TABLE IF NOT EXISTS snapshots_v2
 );
 
 -- Every stored event is copied into the outbox by a trigger, in the same transaction:
--- an event is either stored and queued for Kafka, or neither.
-CREATE OR REPLACE FUNCTION events_to_outbox() RETURNS trigger AS $$
+-- an event is either stored and queued for Kafka, or neither. One trigger call per statement,
+-- over all the rows it inserted (a command's events are one multi-row INSERT, platform::pg_store):
+-- one outbox insert in stream order, one notification, one inbox insert per kind.
+CREATE OR REPLACE FUNCTION events_to_outbox_rows() RETURNS trigger AS $$
 BEGIN
     INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata)
-    VALUES (md5(NEW.aggregate_type || '/' || NEW.aggregate_id || '/' || NEW.sequence)::uuid,
-            NEW.aggregate_type, NEW.aggregate_id, NEW.sequence, NEW.event_type, NEW.payload, NEW.metadata);
+    SELECT md5(aggregate_type || '/' || aggregate_id || '/' || sequence)::uuid,
+           aggregate_type, aggregate_id, sequence, event_type, payload, metadata
+      FROM new_events
+     ORDER BY aggregate_type, aggregate_id, sequence;
     PERFORM pg_notify('outbox', '');
-    -- Inbox: the message that caused the event is recorded in the same transaction, so its
+    -- Inbox: the message that caused the events is recorded in the same transaction, so its
     -- redelivery is recognised and skipped (platform::es::EventStoreOf::handled).
-    IF NEW.metadata ->> 'causation-id' IS NOT NULL THEN
-        INSERT INTO inbox (message_id, topic) VALUES (NEW.metadata ->> 'causation-id', 'command')
-        ON CONFLICT DO NOTHING;
-    END IF;
+    INSERT INTO inbox (message_id, topic)
+    SELECT DISTINCT metadata ->> 'causation-id', 'command' FROM new_events
+     WHERE metadata ->> 'causation-id' IS NOT NULL
+    ON CONFLICT DO NOTHING;
     -- Every execution carries a fresh command id: after an ambiguous failure the caller can
     -- tell whether its events were committed (see platform::es::EventStoreOf::execute).
-    IF NEW.metadata ->> 'command-id' IS NOT NULL THEN
-        INSERT INTO inbox (message_id, topic) VALUES (NEW.metadata ->> 'command-id', 'command-id')
-        ON CONFLICT DO NOTHING;
-    END IF;
-    RETURN NEW;
+    INSERT INTO inbox (message_id, topic)
+    SELECT DISTINCT metadata ->> 'command-id', 'command-id' FROM new_events
+     WHERE metadata ->> 'command-id' IS NOT NULL
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 
 DROP TRIGGER IF EXISTS events_outbox ON events;
-CREATE TRIGGER events_outbox AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_to_outbox();
+CREATE TRIGGER events_outbox AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION events_to_outbox_rows();
+-- The per-row function of earlier versions.
+DROP FUNCTION IF EXISTS events_to_outbox();
