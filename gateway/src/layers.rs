@@ -17,5 +17,5 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn api(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     // The innermost `DefaultBodyLimit` wins, so this one overrides the server-wide cap.
     let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    state.rate_limit.apply(router)
+    state.rate_limit.clone().apply(router)
 }

@@ -1,11 +1,14 @@
-//! What every handler shares: one pooled HTTP client, where the services are, and the limits.
+//! What every handler shares: one pooled HTTP client, where the services are, and the limits
+//! (live values from the central configuration when the gateway runs in the stack).
 
 use crate::downstream::Downstreams;
-use crate::rate_limit::RateLimit;
+use crate::rate_limit::{LiveRateLimit, RateLimit};
 use anyhow::Context;
 use platform::Settings;
+use platform::live_config::Tunables;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -28,7 +31,9 @@ pub struct AppState {
     pub(crate) http: reqwest::Client,
     pub(crate) downstreams: Arc<Downstreams>,
     pub(crate) timeouts: Timeouts,
-    pub(crate) rate_limit: RateLimit,
+    pub(crate) rate_limit: LiveRateLimit,
+    /// The central configuration's live settings (`http.timeout_ms` replaces `timeouts.request`).
+    pub(crate) tunables: Option<watch::Receiver<Tunables>>,
 }
 
 impl AppState {
@@ -41,16 +46,40 @@ impl AppState {
             .no_proxy()
             .build()
             .context("building the downstream HTTP client")?;
-        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts, rate_limit: RateLimit::default() })
+        Ok(Self {
+            http,
+            downstreams: Arc::new(downstreams),
+            timeouts,
+            rate_limit: LiveRateLimit::fixed(RateLimit::default()),
+            tunables: None,
+        })
     }
 
     pub fn with_rate_limit(mut self, rate_limit: RateLimit) -> Self {
-        self.rate_limit = rate_limit;
+        self.rate_limit = LiveRateLimit::fixed(rate_limit);
         self
     }
 
+    /// Follow the central configuration: rate limit, request timeout, feature flags.
+    pub fn with_live_config(mut self, tunables: watch::Receiver<Tunables>) -> Self {
+        self.rate_limit = LiveRateLimit::from_config(tunables.clone());
+        self.tunables = Some(tunables);
+        self
+    }
+
+    /// Fixed settings from the environment (no central configuration).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         Ok(Self::new(Downstreams::from_settings(settings), Timeouts::default())?
             .with_rate_limit(RateLimit::from_env()?))
+    }
+
+    /// The timeout of one forwarded call now.
+    pub fn request_timeout(&self) -> Duration {
+        self.tunables.as_ref().map_or(self.timeouts.request, |t| t.borrow().http_timeout)
+    }
+
+    /// A feature flag of the central configuration; without one, every feature is on.
+    pub fn feature(&self, name: &str) -> bool {
+        self.tunables.as_ref().is_none_or(|t| t.borrow().feature(name))
     }
 }

@@ -25,7 +25,6 @@ use platform::service::Wiring;
 use schemas::{Message, Topic, convert};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -103,11 +102,18 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A downstream that cannot answer (down, too slow, or its circuit breaker open) is a 503
+/// naming it; the client may try again later.
 fn downstream_error(e: CallError) -> ApiError {
     match e {
         CallError::Unavailable { service, reason } => {
             tracing::warn!(service, reason, "downstream unavailable");
             ApiError::unavailable(format!("{service} service is unavailable, try again later"))
+                .with_detail(serde_json::json!({ "downstream": service, "circuit_breaker": "closed" }))
+        }
+        CallError::CircuitOpen { service } => {
+            ApiError::unavailable(format!("{service} service is unavailable (circuit breaker open), try again later"))
+                .with_detail(serde_json::json!({ "downstream": service, "circuit_breaker": "open" }))
         }
         CallError::Status { service, status } => ApiError::internal(format!("{service} answered {status}")),
     }
@@ -230,12 +236,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
-    let timeout = Duration::from_secs(3);
     let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
+    let downstream = |name: &'static str, url: &str| {
+        let timeout = wiring.cluster.config.current().http_timeout;
+        Downstream::new(name, url, timeout)
+            .with_resolver(wiring.cluster.resolver.clone())
+            .with_live_timeout(wiring.cluster.config.subscribe())
+    };
     let state = AppState {
         store,
-        customers: Downstream::new("customer", &wiring.settings.customer_url, timeout),
-        products: Downstream::new("product", &wiring.settings.product_url, timeout),
+        customers: downstream("customer", &wiring.settings.customer_url),
+        products: downstream("product", &wiring.settings.product_url),
         orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),
         idempotency,
     };
