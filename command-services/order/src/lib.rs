@@ -252,3 +252,38 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     wiring.serve(app(state)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::client::BreakerConfig;
+
+    async fn answer(e: CallError) -> (StatusCode, serde_json::Value) {
+        let response = downstream_error(e).into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// The customer check against a port nothing listens on: 503 naming the customer service,
+    /// then, once the breaker opens, 503 saying so, without calling.
+    #[tokio::test]
+    async fn an_unreachable_downstream_is_a_503_with_a_message_then_the_breaker_answers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let customers = Downstream::new("customer", &url, std::time::Duration::from_secs(1))
+            .with_breaker(BreakerConfig { failures: 1, cool_down: std::time::Duration::from_secs(60) });
+        let e = customers.get_json::<serde_json::Value>("/internal/customers/x").await.unwrap_err();
+        let (status, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "customer service is unavailable, try again later");
+        assert_eq!(body["detail"]["downstream"], "customer");
+
+        let e = customers.get_json::<serde_json::Value>("/internal/customers/x").await.unwrap_err();
+        let (status, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["error"].as_str().unwrap().contains("circuit breaker open"), "{body}");
+        assert_eq!(body["detail"]["circuit_breaker"], "open");
+    }
+}

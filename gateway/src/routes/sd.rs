@@ -1,7 +1,8 @@
 //! `GET /internal/sd`: the registered instances as Prometheus HTTP service discovery targets
 //! (`[{"targets": ["host:port"], "labels": {"service": "..."}}]`), so Prometheus scrapes what
-//! runs rather than a fixed list. While the registry knows nobody (etcd down), the configured
-//! service URLs are listed instead. Off when the feature flag `service_discovery_targets` is.
+//! runs rather than a fixed list. A service with no registered instance (etcd down, or a build
+//! that does not register) is listed at its configured URL, as callers would reach it. Off when
+//! the feature flag `service_discovery_targets` is.
 
 use crate::downstream::Service;
 use crate::state::AppState;
@@ -24,14 +25,11 @@ async fn targets(State(s): State<AppState>) -> Response {
         return ApiError::not_found("service discovery targets are switched off").into_response();
     }
     let mut registered = s.downstreams.resolver().snapshot();
-    if registered.is_empty() {
-        registered = Service::ALL
-            .iter()
-            .map(|service| {
-                let url = s.downstreams.base_url(*service).to_owned();
-                (service.name().to_owned(), BTreeMap::from([(url.clone(), url)]))
-            })
-            .collect();
+    for service in Service::ALL {
+        registered.entry(service.name().to_owned()).or_insert_with(|| {
+            let url = s.downstreams.base_url(service).to_owned();
+            BTreeMap::from([(url.clone(), url)])
+        });
     }
     Json(sd_groups(&registered)).into_response()
 }
