@@ -215,6 +215,21 @@ impl Resolver {
         Self::default()
     }
 
+    /// A fixed list of instances, never updated (router tests, tools): name -> base URLs.
+    pub fn fixed<'a>(instances: impl IntoIterator<Item = (&'a str, Vec<String>)>) -> Self {
+        let resolver = Self::default();
+        {
+            let mut map = resolver.inner.instances.write().expect("resolver lock");
+            for (name, urls) in instances {
+                let of_name = map.entry(name.to_owned()).or_default();
+                for (i, url) in urls.into_iter().enumerate() {
+                    of_name.insert(format!("{i:04}"), url.trim_end_matches('/').to_owned());
+                }
+            }
+        }
+        resolver
+    }
+
     /// Follow the registrations in `etcd` until `stop`. The list is empty (so callers use
     /// their fallback) until etcd answers, and again while it is unreachable.
     pub fn watch(etcd: Etcd, stop: CancellationToken) -> Self {
