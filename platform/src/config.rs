@@ -43,6 +43,8 @@ pub struct Settings {
     /// The base URL other processes reach this instance at (`SHOP_ADVERTISE_URL`); by default
     /// `http://` and the HTTP address, or the host name when that address is a wildcard.
     pub advertise_url: String,
+    /// Run the service's Kafka consumers (`SHOP_CONSUMERS=off`: an HTTP-only replica).
+    pub consumers: bool,
 }
 
 /// The local-stack port of each service, as in `tools/stack/ports.py`.
@@ -111,6 +113,7 @@ impl Settings {
                 .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
             etcd_url: or("SHOP_ETCD_URL", "http://127.0.0.1:2379"),
             discovery: switch("SHOP_DISCOVERY", true)?,
+            consumers: switch("SHOP_CONSUMERS", true)?,
             advertise_url: String::new(),
         }
         .with_advertise_url(var("SHOP_ADVERTISE_URL")))

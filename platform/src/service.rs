@@ -99,7 +99,12 @@ impl Wiring {
     }
 
     /// Like [`Wiring::spawn_consumer`], with retry settings of the caller's choosing.
+    /// Nothing with `SHOP_CONSUMERS=off`.
     pub fn spawn_consumer_with(&mut self, config: ConsumerConfig, handler: Arc<dyn Handler>) {
+        if !self.settings.consumers {
+            tracing::info!("Kafka consumers are off (SHOP_CONSUMERS=off): this instance serves HTTP only");
+            return;
+        }
         let (codec, producer, token) = (self.codec.clone(), self.producer.clone(), self.shutdown.clone());
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = consumer::run(config, codec, producer, handler, token.cancelled_owned()).await {

@@ -1,6 +1,7 @@
 //! Logging: `RUST_LOG` filters at start (default `info`); `SHOP_LOG_FORMAT=json` for structured
-//! logs. The filter can be replaced while running ([`set_filter`]): the central configuration's
-//! `log.level` does that when it changes.
+//! logs. The filter can be replaced while running ([`set_filter`]): a service applies the central
+//! configuration's `log.level` once it has loaded it, and again whenever it changes (its
+//! environment override is `SHOP_LOG_LEVEL`).
 
 use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
