@@ -159,3 +159,22 @@ async fn without_etcd_the_files_and_environment_are_used() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(config.current().http_timeout, Duration::from_secs(10), "defaults.toml [gateway]");
 }
+
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn an_instance_whose_lease_was_lost_registers_again() {
+    let s = Scratch::new().await;
+    let resolver = Resolver::watch(s.etcd.clone(), s.stop.clone());
+    let ttl = Duration::from_secs(3);
+    let registration = Registration::start(s.etcd.clone(), "svc", "a", "http://127.0.0.1:3001", ttl);
+    until("registered", Duration::from_secs(5), || resolver.instances("svc").len() == 1).await;
+    // The lease disappears behind the instance's back (as when etcd lost its state).
+    let mut client = s.etcd.client();
+    let key = s.etcd.instance_key("svc", "a");
+    let lease = client.get(key, None).await.unwrap().kvs()[0].lease();
+    client.lease_revoke(lease).await.expect("revoke");
+    until("dropped", Duration::from_secs(2), || resolver.instances("svc").is_empty()).await;
+    until("back", Duration::from_secs(8), || resolver.instances("svc") == ["http://127.0.0.1:3001"]).await;
+    registration.stop().await;
+    s.cleanup().await;
+}
