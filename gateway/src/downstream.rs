@@ -1,6 +1,8 @@
-//! The services behind the gateway and their base URLs.
+//! The services behind the gateway and where they are: the instances registered in the
+//! service registry, round-robin, or the configured base URL when none is.
 
 use platform::Settings;
+use platform::discovery::Resolver;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
@@ -30,7 +32,7 @@ impl Service {
     }
 }
 
-/// Base URL of each service, without a trailing slash.
+/// Configured base URL of each service, without a trailing slash, and the registry.
 #[derive(Debug, Clone)]
 pub struct Downstreams {
     customer: String,
@@ -39,6 +41,7 @@ pub struct Downstreams {
     payment: String,
     saga: String,
     projectors: String,
+    resolver: Resolver,
 }
 
 impl Downstreams {
@@ -66,9 +69,27 @@ impl Downstreams {
             payment: url(Service::Payment),
             saga: url(Service::Saga),
             projectors: url(Service::Projectors),
+            resolver: Resolver::disabled(),
         }
     }
 
+    /// Find services through the registry, the configured URLs being the fallback.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// The base URLs to try for one call, in order: every registered instance starting at the
+    /// next in round-robin order, or the configured URL.
+    pub fn candidates(&self, service: Service) -> Vec<String> {
+        self.resolver.candidates(service.name(), self.base_url(service))
+    }
+
+    /// The configured base URL.
     pub fn base_url(&self, service: Service) -> &str {
         match service {
             Service::Customer => &self.customer,

@@ -17,6 +17,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn api(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     // The innermost `DefaultBodyLimit` wins, so this one overrides the server-wide cap.
     let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    let router = state.rate_limit.apply(router);
+    let router = state.rate_limit.clone().apply(router);
     router.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
 }

@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(layers::api(api, &state))
         .merge(routes::health::router())
+        .merge(routes::sd::router())
         .merge(openapi::router())
         // Registered last: it applies to the routes added before it.
         .method_not_allowed_fallback(routes::fallback::method_not_allowed)

@@ -1,14 +1,19 @@
 use anyhow::Context;
-use gateway::{AppState, app};
+use gateway::{AppState, Downstreams, Timeouts, app};
 use platform::Settings;
+use platform::cluster::Cluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("gateway");
-    let settings = Settings::from_env("gateway")?;
-    let state = AppState::from_settings(&settings)?;
+    let mut settings = Settings::from_env("gateway")?;
+    let cluster = Cluster::join(&mut settings).await;
+    let downstreams = Downstreams::from_settings(&settings).with_resolver(cluster.resolver.clone());
+    let state = AppState::new(downstreams, Timeouts::default())?
+        .with_live_config(cluster.config.subscribe())
+        .with_auth(gateway::auth::AuthConfig::from_env()?);
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
-    platform::http::serve(listener, app(state), platform::shutdown_signal()).await
+    platform::cluster::serve_registered(&cluster, &settings, listener, app(state), platform::shutdown_signal()).await
 }

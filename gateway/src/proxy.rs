@@ -7,7 +7,7 @@ use crate::extract::{CONSISTENCY, CONSISTENCY_TOKEN, Incoming, JsonObject, is_js
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use platform::http::ApiError;
 
@@ -19,7 +19,9 @@ const LOGGED_BODY_BYTES: usize = 1024;
 
 impl AppState {
     /// Send `incoming` (with `body`, if any) to `path` on `service` and turn the answer into the
-    /// client's answer.
+    /// client's answer. The service's instances are tried in round-robin order: a GET that got
+    /// no answer from one goes on to the next, any other method only when it could not even
+    /// connect (then it was not sent).
     #[tracing::instrument(skip_all, fields(downstream = service.name(), method = %incoming.method, path = %path))]
     pub async fn forward(
         &self,
@@ -28,25 +30,46 @@ impl AppState {
         incoming: Incoming,
         body: Option<JsonObject>,
     ) -> Result<Response, ApiError> {
-        let base_url = self.downstreams.base_url(service);
-        let mut url = format!("{base_url}{path}");
-        if let Some(query) = &incoming.query {
-            url.push('?');
-            url.push_str(query);
+        let idempotent = matches!(incoming.method, Method::GET | Method::HEAD);
+        let candidates = self.downstreams.candidates(service);
+        let timeout = self.request_timeout();
+        let mut failure = None;
+        for (i, base_url) in candidates.iter().enumerate() {
+            let mut url = format!("{base_url}{path}");
+            if let Some(query) = &incoming.query {
+                url.push('?');
+                url.push_str(query);
+            }
+            let mut request =
+                self.http.request(incoming.method.clone(), url).headers(incoming.headers.clone()).timeout(timeout);
+            if let Some(body) = &body {
+                request = request.header(CONTENT_TYPE, body.content_type.clone()).body(body.bytes.clone());
+            }
+            let answer = match request.send().await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let retry = i + 1 < candidates.len() && (e.is_connect() || (idempotent && !e.is_timeout()));
+                    if retry {
+                        tracing::warn!(instance = %base_url, error = %cause_chain(&e), "instance unavailable; trying the next");
+                        failure = Some(e);
+                        continue;
+                    }
+                    return Err(call_failed(service, &e));
+                }
+            };
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.map_err(|e| call_failed(service, &e))?;
+            if status.is_server_error() {
+                tracing::error!(%status, body = %snippet(&bytes), "downstream failed");
+                return Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{} failed to answer", service.name())));
+            }
+            return Ok(client_answer(base_url, status, &headers, bytes));
         }
-        let mut request = self.http.request(incoming.method, url).headers(incoming.headers);
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, body.content_type).body(body.bytes);
-        }
-        let answer = request.send().await.map_err(|e| call_failed(service, &e))?;
-        let status = answer.status();
-        let headers = answer.headers().clone();
-        let bytes = answer.bytes().await.map_err(|e| call_failed(service, &e))?;
-        if status.is_server_error() {
-            tracing::error!(%status, body = %snippet(&bytes), "downstream failed");
-            return Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{} failed to answer", service.name())));
-        }
-        Ok(client_answer(base_url, status, &headers, bytes))
+        Err(failure.map_or_else(
+            || ApiError::unavailable(format!("{} is unavailable", service.name())),
+            |e| call_failed(service, &e),
+        ))
     }
 }
 

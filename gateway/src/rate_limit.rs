@@ -1,20 +1,29 @@
-//! Requests per client, as a token bucket (GCRA, `tower_governor`): a client may send `burst`
+//! Requests per client, as a token bucket (GCRA, `governor`): a client may send `burst`
 //! requests at once and `per_second` on average; past that it gets 429 with `Retry-After` and
-//! the usual JSON error. Clients are counted by peer IP today; once JWT authentication runs in
-//! front of this layer, [`ClientKey`] gains the token's subject and counts users instead.
+//! the usual JSON error. Signed-in users are counted by token subject (authentication runs in
+//! front of this layer), anonymous clients by peer IP ([`ClientKey`]).
+//!
+//! The limit is a live value ([`LiveRateLimit`]): when the central configuration changes
+//! `rate_limit.per_second` or `rate_limit.burst`, the next request sees new buckets (every
+//! client starts with a full burst again).
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, StatusCode, header::RETRY_AFTER};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
 use platform::http::ApiError;
+use platform::live_config::Tunables;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tower_governor::governor::GovernorConfigBuilder;
+use tokio::sync::watch;
+use tower_governor::GovernorError;
 use tower_governor::key_extractor::KeyExtractor;
-use tower_governor::{GovernorError, GovernorLayer};
 
 pub const PER_SECOND_VAR: &str = "SHOP_RATE_LIMIT_PER_SECOND";
 pub const BURST_VAR: &str = "SHOP_RATE_LIMIT_BURST";
@@ -53,20 +62,82 @@ impl RateLimit {
         Ok(Self { per_second: var(PER_SECOND_VAR, default.per_second)?, burst: var(BURST_VAR, default.burst)? })
     }
 
+    /// The limit in the central configuration's settings.
+    pub fn of(tunables: &Tunables) -> Self {
+        Self { per_second: tunables.rate_limit_per_second, burst: tunables.rate_limit_burst }
+    }
+
+    /// `router` behind this fixed limit; one set of buckets is shared by all its routes.
+    pub fn apply<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
+        LiveRateLimit::fixed(self).apply(router)
+    }
+}
+
+type KeyedLimiter = RateLimiter<ClientKey, governor::state::keyed::DefaultKeyedStateStore<ClientKey>, DefaultClock>;
+
+/// A rate limit that follows a live value: the buckets are rebuilt when it changes.
+#[derive(Clone)]
+pub struct LiveRateLimit {
+    wanted: watch::Receiver<RateLimit>,
+    current: Arc<RwLock<(RateLimit, Arc<KeyedLimiter>)>>,
+    clock: DefaultClock,
+}
+
+impl LiveRateLimit {
+    pub fn fixed(limit: RateLimit) -> Self {
+        Self::following(watch::channel(limit).1)
+    }
+
+    pub fn following(wanted: watch::Receiver<RateLimit>) -> Self {
+        let clock = DefaultClock::default();
+        let limit = *wanted.borrow();
+        let limiter = Arc::new(build(limit, &clock));
+        Self { wanted, current: Arc::new(RwLock::new((limit, limiter))), clock }
+    }
+
+    /// The live limit from the central configuration's `rate_limit.*`.
+    pub fn from_config(tunables: watch::Receiver<Tunables>) -> Self {
+        let (tx, rx) = watch::channel(RateLimit::of(&tunables.borrow()));
+        let mut tunables = tunables;
+        tokio::spawn(async move {
+            while tunables.changed().await.is_ok() {
+                let limit = RateLimit::of(&tunables.borrow_and_update());
+                tx.send_if_modified(|current| std::mem::replace(current, limit) != limit);
+            }
+        });
+        Self::following(rx)
+    }
+
+    /// The limit in force now.
+    pub fn limit(&self) -> RateLimit {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).0
+    }
+
+    fn limiter(&self) -> Arc<KeyedLimiter> {
+        let wanted = *self.wanted.borrow();
+        {
+            let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if current.0 == wanted {
+                return current.1.clone();
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != wanted {
+            tracing::info!(per_second = wanted.per_second, burst = wanted.burst, "rate limit changed");
+            *current = (wanted, Arc::new(build(wanted, &self.clock)));
+        }
+        current.1.clone()
+    }
+
     /// `router` behind the limit; one set of buckets is shared by all its routes.
     pub fn apply<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
-        let config = GovernorConfigBuilder::default()
-            .period(Duration::from_secs(1) / self.per_second.max(1))
-            .burst_size(self.burst.max(1))
-            .key_extractor(ClientKeyExtractor)
-            .finish()
-            .expect("period and burst are above zero");
-        let limiter = Arc::downgrade(config.limiter());
+        let current = Arc::downgrade(&self.current);
         // Drop the buckets of clients back to a full burst, until the limiter is gone.
         let spawned = std::thread::Builder::new().name("rate-limit-gc".into()).spawn(move || {
             loop {
                 std::thread::sleep(FORGET_QUIET_CLIENTS_EVERY);
-                let Some(limiter) = limiter.upgrade() else { return };
+                let Some(current) = current.upgrade() else { return };
+                let limiter = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone();
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
             }
@@ -74,7 +145,25 @@ impl RateLimit {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "rate limit cleanup thread not started");
         }
-        router.layer(GovernorLayer::new(config).error_handler(too_many_requests))
+        router.layer(axum::middleware::from_fn_with_state(self, limit))
+    }
+}
+
+fn build(limit: RateLimit, clock: &DefaultClock) -> KeyedLimiter {
+    let period = Duration::from_secs(1) / limit.per_second.max(1);
+    let burst = NonZeroU32::new(limit.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+    RateLimiter::dashmap_with_clock(quota, clock.clone())
+}
+
+async fn limit(State(limits): State<LiveRateLimit>, request: Request, next: Next) -> Response {
+    let key = match ClientKeyExtractor.extract(&request) {
+        Ok(key) => key,
+        Err(e) => return ApiError::internal(format!("rate limiter: {e}")).into_response(),
+    };
+    match limits.limiter().check_key(&key) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => too_many_requests(not_until.wait_time_from(limits.clock.now()).as_secs()),
     }
 }
 
@@ -84,6 +173,8 @@ pub enum ClientKey {
     /// The peer address. The gateway is the edge, so `Forwarded`/`X-Forwarded-For` are not
     /// trusted: any client could set them.
     Ip(IpAddr),
+    /// A signed-in user, by the token's subject: one bucket per user, from any address.
+    User(String),
     /// No peer address (a router driven without a socket): one shared bucket.
     Unknown,
 }
@@ -94,7 +185,12 @@ pub struct ClientKeyExtractor;
 impl KeyExtractor for ClientKeyExtractor {
     type Key = ClientKey;
 
+    /// Users by subject (the auth layer runs first and leaves the caller in the request);
+    /// anonymous requests by peer address.
     fn extract<T>(&self, request: &Request<T>) -> Result<ClientKey, GovernorError> {
+        if let Some(platform::identity::Caller::User { id, .. }) = request.extensions().get() {
+            return Ok(ClientKey::User(id.clone()));
+        }
         Ok(request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -102,17 +198,12 @@ impl KeyExtractor for ClientKeyExtractor {
     }
 }
 
-fn too_many_requests(e: GovernorError) -> Response {
-    match e {
-        GovernorError::TooManyRequests { wait_time, .. } => {
-            // `wait_time` is rounded down; a client must not come back too early.
-            let retry_after = wait_time + 1;
-            let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests")
-                .with_detail(json!({ "retry_after_seconds": retry_after }))
-                .into_response();
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
-            response
-        }
-        other => ApiError::internal(format!("rate limiter: {other}")).into_response(),
-    }
+fn too_many_requests(wait_seconds: u64) -> Response {
+    // The wait is rounded down; a client must not come back too early.
+    let retry_after = wait_seconds + 1;
+    let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests")
+        .with_detail(json!({ "retry_after_seconds": retry_after }))
+        .into_response();
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    response
 }

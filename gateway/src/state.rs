@@ -1,12 +1,15 @@
-//! What every handler shares: one pooled HTTP client, where the services are, and the limits.
+//! What every handler shares: one pooled HTTP client, where the services are, and the limits
+//! (live values from the central configuration when the gateway runs in the stack).
 
 use crate::auth::{AuthConfig, Verifier};
 use crate::downstream::Downstreams;
-use crate::rate_limit::RateLimit;
+use crate::rate_limit::{LiveRateLimit, RateLimit};
 use anyhow::Context;
 use platform::Settings;
+use platform::live_config::Tunables;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -29,7 +32,9 @@ pub struct AppState {
     pub(crate) http: reqwest::Client,
     pub(crate) downstreams: Arc<Downstreams>,
     pub(crate) timeouts: Timeouts,
-    pub(crate) rate_limit: RateLimit,
+    pub(crate) rate_limit: LiveRateLimit,
+    /// The central configuration's live settings (`http.timeout_ms` replaces `timeouts.request`).
+    pub(crate) tunables: Option<watch::Receiver<Tunables>>,
     pub(crate) verifier: Verifier,
 }
 
@@ -44,7 +49,14 @@ impl AppState {
             .build()
             .context("building the downstream HTTP client")?;
         let verifier = Verifier::new(AuthConfig::default(), http.clone());
-        Ok(Self { http, downstreams: Arc::new(downstreams), timeouts, rate_limit: RateLimit::default(), verifier })
+        Ok(Self {
+            http,
+            downstreams: Arc::new(downstreams),
+            timeouts,
+            rate_limit: LiveRateLimit::fixed(RateLimit::default()),
+            tunables: None,
+            verifier,
+        })
     }
 
     /// Check tokens against another realm (tests, other deployments).
@@ -54,13 +66,31 @@ impl AppState {
     }
 
     pub fn with_rate_limit(mut self, rate_limit: RateLimit) -> Self {
-        self.rate_limit = rate_limit;
+        self.rate_limit = LiveRateLimit::fixed(rate_limit);
         self
     }
 
+    /// Follow the central configuration: rate limit, request timeout, feature flags.
+    pub fn with_live_config(mut self, tunables: watch::Receiver<Tunables>) -> Self {
+        self.rate_limit = LiveRateLimit::from_config(tunables.clone());
+        self.tunables = Some(tunables);
+        self
+    }
+
+    /// Fixed settings from the environment (no central configuration).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         Ok(Self::new(Downstreams::from_settings(settings), Timeouts::default())?
             .with_rate_limit(RateLimit::from_env()?)
             .with_auth(AuthConfig::from_env()?))
+    }
+
+    /// The timeout of one forwarded call now.
+    pub fn request_timeout(&self) -> Duration {
+        self.tunables.as_ref().map_or(self.timeouts.request, |t| t.borrow().http_timeout)
+    }
+
+    /// A feature flag of the central configuration; without one, every feature is on.
+    pub fn feature(&self, name: &str) -> bool {
+        self.tunables.as_ref().is_none_or(|t| t.borrow().feature(name))
     }
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gateway::{AppState, Downstreams, Service, Timeouts, app};
+use platform::discovery::Resolver;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tower::ServiceExt;
@@ -245,4 +246,33 @@ async fn health_is_up_only_when_every_service_is() {
     assert_eq!(body["status"], "down");
     assert_eq!(body["downstream"]["payment"], "down");
     assert_eq!(body["downstream"]["order"], "up");
+}
+
+#[tokio::test]
+async fn a_dead_instance_is_skipped_by_gets_and_by_calls_it_refused() {
+    let (echo, dead) = (spawn_echo().await, closed_url().await);
+    let unused = closed_url().await;
+    let resolver =
+        Resolver::fixed([("product", vec![dead.clone(), echo.clone()]), ("order", vec![dead.clone(), echo.clone()])]);
+    let downstreams = Downstreams::from_fn(|_| unused.clone()).with_resolver(resolver);
+    let gateway = app(AppState::new(downstreams, Timeouts::default()).unwrap());
+    // Round-robin starts at each instance in turn; every call reaches the live one.
+    for _ in 0..4 {
+        let (status, _, body) = send(gateway.clone(), get_req(&format!("/api/products/{ORDER_ID}"))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["path"], format!("/products/{ORDER_ID}"));
+    }
+    // A refused connection means the request was never sent: a POST moves on too.
+    for _ in 0..2 {
+        let request = Request::post("/api/orders")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"customer_id":"x","items":[]}"#))
+            .unwrap();
+        let (status, _, body) = send(gateway.clone(), request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["method"], "POST");
+    }
+    // With no instance registered, the configured URL is used (here: nothing listens).
+    let (status, _, body) = send(gateway, get_req(&format!("/api/customers/{ORDER_ID}"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }

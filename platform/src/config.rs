@@ -35,6 +35,16 @@ pub struct Settings {
     pub snapshot_every: usize,
     /// How long a saga step may wait for its reply.
     pub saga_step_timeout_ms: u64,
+    /// etcd (service registry and central configuration), e.g. `http://127.0.0.1:2379`.
+    pub etcd_url: String,
+    /// Register in and resolve through etcd (`SHOP_DISCOVERY=off` turns it off: the
+    /// `SHOP_*_URL` settings are then the only addresses used).
+    pub discovery: bool,
+    /// The base URL other processes reach this instance at (`SHOP_ADVERTISE_URL`); by default
+    /// `http://` and the HTTP address, or the host name when that address is a wildcard.
+    pub advertise_url: String,
+    /// Run the service's Kafka consumers (`SHOP_CONSUMERS=off`: an HTTP-only replica).
+    pub consumers: bool,
 }
 
 /// The local-stack port of each service, as in `tools/stack/ports.py`.
@@ -101,6 +111,33 @@ impl Settings {
             saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000")
                 .parse()
                 .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
-        })
+            etcd_url: or("SHOP_ETCD_URL", "http://127.0.0.1:2379"),
+            discovery: switch("SHOP_DISCOVERY", true)?,
+            consumers: switch("SHOP_CONSUMERS", true)?,
+            advertise_url: String::new(),
+        }
+        .with_advertise_url(var("SHOP_ADVERTISE_URL")))
+    }
+
+    fn with_advertise_url(mut self, explicit: Option<String>) -> Self {
+        self.advertise_url = match explicit {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.http_addr.ip().is_unspecified() => {
+                let host = var("HOSTNAME").unwrap_or_else(|| "127.0.0.1".into());
+                format!("http://{host}:{}", self.http_addr.port())
+            }
+            None => format!("http://{}", self.http_addr),
+        };
+        self
+    }
+}
+
+/// An on/off setting: `on`/`off`, `true`/`false`, `1`/`0`.
+fn switch(name: &str, default: bool) -> anyhow::Result<bool> {
+    match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("on" | "true" | "1" | "yes") => Ok(true),
+        Some("off" | "false" | "0" | "no") => Ok(false),
+        Some(other) => anyhow::bail!("{name} must be on or off, not {other:?}"),
     }
 }

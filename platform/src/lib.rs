@@ -10,20 +10,26 @@
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
 //! - [`http`]: JSON errors, a strict JSON extractor, health, serving with graceful shutdown.
 //! - [`metrics`]: Prometheus recorder, `GET /metrics`, HTTP/consumer/outbox metrics.
-//! - [`client`]: outgoing HTTP with timeouts and retries.
+//! - [`client`]: outgoing HTTP with timeouts, retries across instances and a circuit breaker.
+//! - [`discovery`]: service registry in etcd: leased registrations, a watching [`discovery::Resolver`].
+//! - [`live_config`]: central configuration (files < etcd < environment), safe keys applied live.
+//! - [`cluster`]: joins a service to both at start.
 //! - [`readmodel`]: MongoDB read models and their active-collection pointers.
 //! - [`consistency`]: read-your-writes tokens; queries that wait for them.
 //! - [`identity`]: the caller, as the gateway passes it on in trusted headers.
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod consistency;
 pub mod consumer;
 pub mod db;
+pub mod discovery;
 pub mod es;
 pub mod http;
 pub mod identity;
 pub mod kafka;
+pub mod live_config;
 pub mod metrics;
 pub mod outbox;
 pub mod pg_store;

@@ -28,6 +28,8 @@ pub const CONSUMER_LAG: &str = "consumer_lag_messages";
 pub const OUTBOX_BACKLOG: &str = "outbox_backlog_rows";
 /// Rows the relay gave up on (`outbox_dead`): each one holds back its aggregate's later events.
 pub const OUTBOX_DEAD: &str = "outbox_dead_rows";
+/// Each downstream's circuit breaker, by `downstream`: 0 closed, 1 open, 2 half-open.
+pub const CIRCUIT_BREAKER_STATE: &str = "shop_circuit_breaker_state";
 
 /// What became of one consumed message (or one failed attempt, for `Retried`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,12 @@ pub fn consumed(group: &str, topic: &str, outcome: Outcome) {
 pub fn consumer_lag(group: &str, topic: &str, partition: i32, lag: i64) {
     let labels = [("group", group.to_owned()), ("topic", topic.to_owned()), ("partition", partition.to_string())];
     metrics::gauge!(CONSUMER_LAG, &labels).set(lag.max(0) as f64);
+}
+
+/// Record a circuit breaker's state (0 closed, 1 open, 2 half-open).
+pub fn circuit_breaker_state(downstream: &str, state: u8) {
+    handle();
+    metrics::gauge!(CIRCUIT_BREAKER_STATE, "downstream" => downstream.to_owned()).set(f64::from(state));
 }
 
 /// Sample the outbox backlog every `every` until `shutdown`. A failed sample is logged and the

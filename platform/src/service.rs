@@ -1,6 +1,7 @@
 //! Wiring shared by every service binary: database, registry codec, topics, producer, and
 //! background tasks (outbox relay, consumers) stopped by one cancellation token.
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::consumer::{self, ConsumerConfig, Handler};
 use crate::outbox::{EventMapper, Relay};
@@ -22,6 +23,8 @@ pub struct Wiring {
     pub codec: Arc<Codec>,
     pub producer: FutureProducer,
     pub shutdown: CancellationToken,
+    /// etcd: central configuration and the service registry.
+    pub cluster: Cluster,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -47,7 +50,8 @@ where
 impl Wiring {
     /// Register the schemas of the topics this service produces and make sure every topic it
     /// touches exists.
-    pub async fn connect(settings: Settings, produces: &[Topic], consumes: &[Topic]) -> anyhow::Result<Self> {
+    pub async fn connect(mut settings: Settings, produces: &[Topic], consumes: &[Topic]) -> anyhow::Result<Self> {
+        let cluster = Cluster::join(&mut settings).await;
         let codec = Arc::new(Codec::new(&settings.schema_registry_url)?);
         let wait = Duration::from_secs(120);
         let mut topics: Vec<Topic> = produces.iter().chain(consumes).copied().collect();
@@ -60,7 +64,7 @@ impl Wiring {
         .await?;
         tracing::info!(schemas = n, "schemas registered");
         let producer = kafka::producer(&settings.kafka_brokers)?;
-        Ok(Self { settings, codec, producer, shutdown: CancellationToken::new(), tasks: Vec::new() })
+        Ok(Self { settings, codec, producer, shutdown: CancellationToken::new(), cluster, tasks: Vec::new() })
     }
 
     /// The service's own database, migrated.
@@ -95,7 +99,12 @@ impl Wiring {
     }
 
     /// Like [`Wiring::spawn_consumer`], with retry settings of the caller's choosing.
+    /// Nothing with `SHOP_CONSUMERS=off`.
     pub fn spawn_consumer_with(&mut self, config: ConsumerConfig, handler: Arc<dyn Handler>) {
+        if !self.settings.consumers {
+            tracing::info!("Kafka consumers are off (SHOP_CONSUMERS=off): this instance serves HTTP only");
+            return;
+        }
         let (codec, producer, token) = (self.codec.clone(), self.producer.clone(), self.shutdown.clone());
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = consumer::run(config, codec, producer, handler, token.cancelled_owned()).await {
@@ -108,7 +117,8 @@ impl Wiring {
         self.tasks.push(tokio::spawn(task));
     }
 
-    /// Serve HTTP until a shutdown signal, then stop the background tasks.
+    /// Serve HTTP until a shutdown signal, then stop the background tasks. The instance is in
+    /// the service registry while it serves.
     pub async fn serve(self, router: axum::Router) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.settings.http_addr)
             .await
@@ -120,7 +130,8 @@ impl Wiring {
                 () = token.cancelled() => {},
             }
         };
-        let result = crate::http::serve(listener, router.merge(crate::http::health()), signal).await;
+        let router = router.merge(crate::http::health());
+        let result = crate::cluster::serve_registered(&self.cluster, &self.settings, listener, router, signal).await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -3,6 +3,7 @@
 //! interfere and can run against a stack that already holds data.
 
 mod cancel;
+mod discovery;
 mod dlq;
 mod harness;
 mod idempotency;

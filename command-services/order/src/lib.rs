@@ -26,7 +26,6 @@ use platform::service::Wiring;
 use schemas::{Message, Topic, convert};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -119,11 +118,18 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A downstream that cannot answer (down, too slow, or its circuit breaker open) is a 503
+/// naming it; the client may try again later.
 fn downstream_error(e: CallError) -> ApiError {
     match e {
         CallError::Unavailable { service, reason } => {
             tracing::warn!(service, reason, "downstream unavailable");
             ApiError::unavailable(format!("{service} service is unavailable, try again later"))
+                .with_detail(serde_json::json!({ "downstream": service, "circuit_breaker": "closed" }))
+        }
+        CallError::CircuitOpen { service } => {
+            ApiError::unavailable(format!("{service} service is unavailable (circuit breaker open), try again later"))
+                .with_detail(serde_json::json!({ "downstream": service, "circuit_breaker": "open" }))
         }
         CallError::Status { service, status } => ApiError::internal(format!("{service} answered {status}")),
     }
@@ -265,14 +271,54 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
-    let timeout = Duration::from_secs(3);
     let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
+    let downstream = |name: &'static str, url: &str| {
+        let timeout = wiring.cluster.config.current().http_timeout;
+        Downstream::new(name, url, timeout)
+            .with_resolver(wiring.cluster.resolver.clone())
+            .with_live_timeout(wiring.cluster.config.subscribe())
+    };
     let state = AppState {
         store,
-        customers: Downstream::new("customer", &wiring.settings.customer_url, timeout),
-        products: Downstream::new("product", &wiring.settings.product_url, timeout),
+        customers: downstream("customer", &wiring.settings.customer_url),
+        products: downstream("product", &wiring.settings.product_url),
         orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),
         idempotency,
     };
     wiring.serve(app(state)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::client::BreakerConfig;
+
+    async fn answer(e: CallError) -> (StatusCode, serde_json::Value) {
+        let response = downstream_error(e).into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// The customer check against a port nothing listens on: 503 naming the customer service,
+    /// then, once the breaker opens, 503 saying so, without calling.
+    #[tokio::test]
+    async fn an_unreachable_downstream_is_a_503_with_a_message_then_the_breaker_answers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let customers = Downstream::new("customer", &url, std::time::Duration::from_secs(1))
+            .with_breaker(BreakerConfig { failures: 1, cool_down: std::time::Duration::from_secs(60) });
+        let e = customers.get_json::<serde_json::Value>("/internal/customers/x").await.unwrap_err();
+        let (status, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "customer service is unavailable, try again later");
+        assert_eq!(body["detail"]["downstream"], "customer");
+
+        let e = customers.get_json::<serde_json::Value>("/internal/customers/x").await.unwrap_err();
+        let (status, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["error"].as_str().unwrap().contains("circuit breaker open"), "{body}");
+        assert_eq!(body["detail"]["circuit_breaker"], "open");
+    }
 }

@@ -35,17 +35,19 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
     (status, Json(json!({ "status": word, "downstream": downstream }))).into_response()
 }
 
+/// Up when one of its instances answers (the configured URL when none is registered).
 async fn is_up(s: &AppState, service: Service) -> bool {
-    let url = format!("{}/health", s.downstreams.base_url(service));
-    match s.http.get(url).timeout(s.timeouts.health).send().await {
-        Ok(answer) if answer.status() == StatusCode::OK => true,
-        Ok(answer) => {
-            tracing::warn!(downstream = service.name(), status = %answer.status(), "health check failed");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(downstream = service.name(), error = %crate::proxy::cause_chain(&e), "health check failed");
-            false
+    for base_url in s.downstreams.candidates(service) {
+        let url = format!("{base_url}/health");
+        match s.http.get(url).timeout(s.timeouts.health).send().await {
+            Ok(answer) if answer.status() == StatusCode::OK => return true,
+            Ok(answer) => {
+                tracing::warn!(downstream = service.name(), instance = %base_url, status = %answer.status(), "health check failed");
+            }
+            Err(e) => {
+                tracing::warn!(downstream = service.name(), instance = %base_url, error = %crate::proxy::cause_chain(&e), "health check failed");
+            }
         }
     }
+    false
 }

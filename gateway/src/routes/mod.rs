@@ -1,4 +1,4 @@
-//! One file per public resource, plus `/health` and the JSON fallbacks.
+//! One file per public resource, plus `/health`, the JSON fallbacks and `/internal/sd`.
 
 pub mod customers;
 pub mod fallback;
@@ -6,3 +6,4 @@ pub mod health;
 pub mod orders;
 pub mod products;
 pub mod sagas;
+pub mod sd;

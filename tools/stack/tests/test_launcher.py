@@ -54,22 +54,24 @@ class KafkaConfigTest(unittest.TestCase):
 
 
 class PrometheusConfigTest(unittest.TestCase):
-    def test_scrapes_every_service(self):
+    def test_services_come_from_the_registry_through_the_gateway(self):
         text = render_config(9090)
-        for name, (_binary, port) in ports.SERVICES.items():
-            self.assertIn(f"'127.0.0.1:{port}'", text)
-            self.assertIn(f"service: '{name}'", text)
+        self.assertIn(f"'http://127.0.0.1:{ports.SERVICES['gateway'][1]}/internal/sd'", text)
         self.assertIn("'127.0.0.1:9090'", text)
+        self.assertIn(f"'127.0.0.1:{ports.INFRA_PORTS['etcd']}'", text)
 
     def test_is_valid_yaml(self):
         try:
             import yaml
         except ImportError:
             self.skipTest("PyYAML not installed")
-        config = yaml.safe_load(render_config(9090, {"gateway": ("gateway", 8080)}))
+        config = yaml.safe_load(render_config(9090, gateway_port=18080))
         services = next(j for j in config["scrape_configs"] if j["job_name"] == "services")
-        self.assertEqual(services["static_configs"],
-                         [{"targets": ["127.0.0.1:8080"], "labels": {"service": "gateway"}}])
+        self.assertNotIn("static_configs", services)
+        self.assertEqual(services["http_sd_configs"],
+                         [{"url": "http://127.0.0.1:18080/internal/sd", "refresh_interval": "5s"}])
+        jobs = {j["job_name"] for j in config["scrape_configs"]}
+        self.assertEqual(jobs, {"services", "prometheus", "etcd"})
 
 
 class MongoWireTest(unittest.TestCase):
