@@ -10,5 +10,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
-    platform::http::serve(listener, app(state), platform::shutdown_signal()).await
+    // The public entry point: every request starts its own trace.
+    let result = platform::http::serve_edge(listener, app(state), platform::shutdown_signal()).await;
+    platform::telemetry::shutdown().await;
+    result
 }

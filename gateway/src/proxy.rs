@@ -20,7 +20,18 @@ const LOGGED_BODY_BYTES: usize = 1024;
 impl AppState {
     /// Send `incoming` (with `body`, if any) to `path` on `service` and turn the answer into the
     /// client's answer.
-    #[tracing::instrument(skip_all, fields(downstream = service.name(), method = %incoming.method, path = %path))]
+    /// The call is a client span; its `traceparent` goes with the request.
+    #[tracing::instrument(
+        name = "forward",
+        skip_all,
+        fields(
+            otel.name = %format_args!("{} {}", incoming.method, service.name()),
+            otel.kind = "client",
+            downstream = service.name(),
+            method = %incoming.method,
+            path = %path,
+        )
+    )]
     pub async fn forward(
         &self,
         service: Service,
@@ -34,7 +45,9 @@ impl AppState {
             url.push('?');
             url.push_str(query);
         }
-        let mut request = self.http.request(incoming.method, url).headers(incoming.headers);
+        let mut headers = incoming.headers;
+        platform::telemetry::inject_headers(&mut headers);
+        let mut request = self.http.request(incoming.method, url).headers(headers);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, body.content_type).body(body.bytes);
         }

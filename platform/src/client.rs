@@ -32,16 +32,31 @@ impl Downstream {
         Self { service, base_url: base_url.trim_end_matches('/').to_owned(), http, attempts: 3 }
     }
 
-    /// GET a JSON resource; `Ok(None)` on 404. Retries connection errors and 5xx.
+    /// GET a JSON resource; `Ok(None)` on 404. Retries connection errors and 5xx. The call is a
+    /// client span whose `traceparent` goes with the request.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CallError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "http call",
+            otel.name = %format_args!("GET {}", self.service),
+            otel.kind = "client",
+            peer.service = self.service,
+            url.path = path,
+        );
+        self.get_json_once(path).instrument(span).await
+    }
+
+    async fn get_json_once<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CallError> {
         let url = format!("{}{}", self.base_url, path);
+        let mut headers = reqwest::header::HeaderMap::new();
+        crate::telemetry::inject_headers(&mut headers);
         let mut last = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 50;
                 tokio::time::sleep(Duration::from_millis(100 * (1 << attempt) + jitter)).await;
             }
-            match self.http.get(&url).send().await {
+            match self.http.get(&url).headers(headers.clone()).send().await {
                 Ok(r) if r.status() == StatusCode::NOT_FOUND => return Ok(None),
                 Ok(r) if r.status().is_success() => {
                     return r.json::<T>().await.map(Some).map_err(|e| CallError::Unavailable {

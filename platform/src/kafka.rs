@@ -93,7 +93,21 @@ pub fn to_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Own
         .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_bytes()) }))
 }
 
-/// Send one record and wait for Kafka's acknowledgement.
+/// `headers` with the current span's `traceparent` added, unless they carry one already.
+pub fn with_traceparent(headers: OwnedHeaders) -> OwnedHeaders {
+    use rdkafka::message::Headers as _;
+    let traceparent = crate::telemetry::TRACEPARENT;
+    if headers.iter().any(|h| h.key == traceparent) {
+        return headers;
+    }
+    match crate::telemetry::current_traceparent() {
+        Some(value) => headers.insert(Header { key: traceparent, value: Some(value.as_bytes()) }),
+        None => headers,
+    }
+}
+
+/// Send one record and wait for Kafka's acknowledgement. The record continues the current
+/// trace (`traceparent` header) unless its headers name another.
 pub async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -101,7 +115,7 @@ pub async fn send(
     payload: &[u8],
     headers: OwnedHeaders,
 ) -> anyhow::Result<()> {
-    let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+    let record = FutureRecord::to(topic).key(key).payload(payload).headers(with_traceparent(headers));
     producer
         .send(record, Duration::from_secs(30))
         .await

@@ -125,6 +125,7 @@ impl Wiring {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        crate::telemetry::shutdown().await;
         result
     }
 }

@@ -11,5 +11,6 @@ mod metrics;
 mod orders;
 mod readmodels;
 mod redelivery;
+mod tracing;
 mod validation;
 mod wire;

@@ -1,0 +1,146 @@
+//! Trace propagation over Kafka against the real broker, registry and Zipkin: a span sends a
+//! record with the producer helper, the shared consumer loop handles it in a consumer span that
+//! is the sender's child, and Zipkin's API returns both (and the handler's own span) in one
+//! trace. Topics and the consumer group are this test's own.
+
+use async_trait::async_trait;
+use platform::consumer::{self, ConsumerConfig, Envelope, Handler, HandlerError};
+use platform::{Settings, kafka, telemetry};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::{ClientConfig, message::OwnedHeaders};
+use schemas::records::StockAdded;
+use schemas::{Codec, Message, Topic};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+/// What the handler saw: the envelope's `traceparent` and the one current inside the handler.
+struct Seen {
+    incoming: Option<String>,
+    inside: Option<String>,
+}
+
+struct Probe(mpsc::UnboundedSender<Seen>);
+
+#[async_trait]
+impl Handler for Probe {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let span = tracing::info_span!("probe handles");
+        let inside = async {
+            tracing::info!("probe handled");
+            telemetry::current_traceparent()
+        }
+        .instrument(span)
+        .await;
+        let _ = self.0.send(Seen { incoming: envelope.traceparent.clone(), inside });
+        Ok(())
+    }
+}
+
+fn zipkin_base() -> String {
+    let spans = telemetry::zipkin_url().unwrap_or_else(|| telemetry::DEFAULT_ZIPKIN_URL.to_owned());
+    spans.trim_end_matches("/spans").to_owned()
+}
+
+/// The spans of `trace_id` once Zipkin has at least `n` of them.
+async fn trace(trace_id: &str, n: usize) -> Vec<Value> {
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let url = format!("{}/trace/{trace_id}", zipkin_base());
+    let start = Instant::now();
+    let mut last = Vec::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        telemetry::flush().await;
+        if let Ok(r) = http.get(&url).send().await
+            && r.status().is_success()
+        {
+            last = r.json().await.unwrap_or_default();
+            if last.len() >= n {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("Zipkin has {} span(s) of trace {trace_id}, wanted {n}: {last:?}", last.len());
+}
+
+fn named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no span {name:?} in {spans:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the running stack: ./stack test"]
+async fn a_trace_continues_through_kafka_headers_into_the_consumer() {
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let service = format!("tracing-test-{run}");
+    telemetry::init_with(&service, Some(telemetry::zipkin_url().expect("SHOP_ZIPKIN_URL must not be off")));
+    let settings = Settings::from_env("tracing-test").expect("settings");
+    let prefix = format!("test.tracing.{run}.");
+    let topic = format!("{prefix}{}", Topic::ProductEvents.name());
+    let spec = kafka::TopicSpec { name: topic.clone(), partitions: 1, config: vec![] };
+    kafka::create_missing(&settings.kafka_brokers, &[spec]).await.expect("topic");
+
+    let codec = Arc::new(Codec::new(&settings.schema_registry_url).expect("codec"));
+    let message: Message = StockAdded { product_id: uuid::Uuid::now_v7().to_string(), quantity: 1 }.into();
+    let payload = codec.encode(&message).await.expect("encode");
+    let producer = kafka::producer(&settings.kafka_brokers).expect("producer");
+
+    // The sending side: a root span; the helper puts its context in the record's headers.
+    let root = tracing::info_span!("test sends", otel.kind = "producer", trace_id = Empty, span_id = Empty);
+    telemetry::adopt(&root, opentelemetry::Context::new());
+    let (trace_id, root_id) = telemetry::ids_of(&root).expect("tracing is on");
+    let sent_traceparent = async {
+        kafka::send(&producer, &topic, message.key(), &payload, OwnedHeaders::new()).await.expect("send");
+        telemetry::current_traceparent()
+    }
+    .instrument(root.clone())
+    .await
+    .expect("a traceparent inside the span");
+    assert_eq!(sent_traceparent, format!("00-{trace_id}-{root_id}-01"));
+    drop(root);
+
+    // The receiving side: the shared consumer loop.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut config =
+        ConsumerConfig::new(&settings.kafka_brokers, format!("tracing-test-{run}"), &[Topic::ProductEvents]);
+    config.topic_prefix = prefix.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let loop_task = tokio::spawn(consumer::run(
+        config,
+        codec.clone(),
+        producer.clone(),
+        Arc::new(Probe(tx)),
+        stop.clone().cancelled_owned(),
+    ));
+    let seen = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("consumed in time").unwrap();
+    stop.cancel();
+    let _ = loop_task.await;
+
+    assert_eq!(seen.incoming.as_deref(), Some(sent_traceparent.as_str()), "the header arrived as sent");
+    let inside = seen.inside.expect("the handler runs in a span");
+    assert!(inside.starts_with(&format!("00-{trace_id}-")), "same trace inside the handler: {inside}");
+    assert_ne!(inside, sent_traceparent, "the handler's span is a new one");
+
+    // Zipkin: the sender, the consumer span (the sender's child) and the handler's span.
+    let spans = trace(&trace_id, 3).await;
+    for span in &spans {
+        assert_eq!(span["traceId"], trace_id.as_str());
+        assert_eq!(span["localEndpoint"]["serviceName"], service.as_str(), "{span}");
+    }
+    let sender = named(&spans, "test sends");
+    assert_eq!(sender["id"], root_id.as_str());
+    assert!(sender.get("parentId").is_none(), "the sender is the root: {sender}");
+    let consume = named(&spans, &format!("consume {topic}"));
+    assert_eq!(consume["kind"], "CONSUMER");
+    assert_eq!(consume["parentId"], root_id.as_str(), "the consumer span is the sender's child");
+    assert_eq!(consume["tags"]["messaging.destination.name"], topic.as_str());
+    let probe = named(&spans, "probe handles");
+    assert_eq!(probe["parentId"], consume["id"], "the handler runs inside the consumer span");
+
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create().expect("admin");
+    let _ = admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await;
+}
