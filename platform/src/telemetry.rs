@@ -64,7 +64,13 @@ pub fn init_with(service: &str, zipkin: Option<String>) {
     let json = std::env::var("SHOP_LOG_FORMAT").is_ok_and(|v| v == "json");
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let provider = provider(service, zipkin.as_deref());
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("shop"));
+    // Spans keep their own fields as tags; where in the code and on which thread is left out.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("shop"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false);
     let text = (!json).then(|| tracing_subscriber::fmt::layer().with_target(true).with_ansi(ansi));
     let json_logs = json.then(|| {
         let inner =

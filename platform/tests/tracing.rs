@@ -1,7 +1,11 @@
-//! Trace propagation over Kafka against the real broker, registry and Zipkin: a span sends a
-//! record with the producer helper, the shared consumer loop handles it in a consumer span that
-//! is the sender's child, and Zipkin's API returns both (and the handler's own span) in one
-//! trace. Topics and the consumer group are this test's own.
+//! Trace propagation against the real broker, registry and Zipkin.
+//!
+//! - Kafka: a span sends a record with the producer helper, the shared consumer loop handles it
+//!   in a consumer span that is the sender's child, and Zipkin's API returns both (and the
+//!   handler's own span) in one trace. Topics and the consumer group are this test's own.
+//! - HTTP: an edge server starts a trace (ignoring a client's `traceparent`), names it in
+//!   `X-Trace-Id`, and its outgoing call carries it to the next server, whose span is the call's
+//!   child.
 
 use async_trait::async_trait;
 use platform::consumer::{self, ConsumerConfig, Envelope, Handler, HandlerError};
@@ -12,7 +16,7 @@ use rdkafka::{ClientConfig, message::OwnedHeaders};
 use schemas::records::StockAdded;
 use schemas::{Codec, Message, Topic};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -67,16 +71,27 @@ async fn trace(trace_id: &str, n: usize) -> Vec<Value> {
     panic!("Zipkin has {} span(s) of trace {trace_id}, wanted {n}: {last:?}", last.len());
 }
 
+/// The span called `name` (Zipkin keeps span names in lower case).
 fn named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
-    spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no span {name:?} in {spans:?}"))
+    let name = name.to_lowercase();
+    spans.iter().find(|s| s["name"] == name.as_str()).unwrap_or_else(|| panic!("no span {name:?} in {spans:?}"))
+}
+
+/// Telemetry of this test process (one per process), and its service name.
+fn init() -> &'static str {
+    static SERVICE: OnceLock<String> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let service = format!("tracing-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        telemetry::init_with(&service, Some(telemetry::zipkin_url().expect("SHOP_ZIPKIN_URL must not be off")));
+        service
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the running stack: ./stack test"]
 async fn a_trace_continues_through_kafka_headers_into_the_consumer() {
     let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let service = format!("tracing-test-{run}");
-    telemetry::init_with(&service, Some(telemetry::zipkin_url().expect("SHOP_ZIPKIN_URL must not be off")));
+    let service = init();
     let settings = Settings::from_env("tracing-test").expect("settings");
     let prefix = format!("test.tracing.{run}.");
     let topic = format!("{prefix}{}", Topic::ProductEvents.name());
@@ -128,7 +143,7 @@ async fn a_trace_continues_through_kafka_headers_into_the_consumer() {
     let spans = trace(&trace_id, 3).await;
     for span in &spans {
         assert_eq!(span["traceId"], trace_id.as_str());
-        assert_eq!(span["localEndpoint"]["serviceName"], service.as_str(), "{span}");
+        assert_eq!(span["localEndpoint"]["serviceName"], service, "{span}");
     }
     let sender = named(&spans, "test sends");
     assert_eq!(sender["id"], root_id.as_str());
@@ -143,4 +158,80 @@ async fn a_trace_continues_through_kafka_headers_into_the_consumer() {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create().expect("admin");
     let _ = admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await;
+}
+
+/// Serve `router` on a free loopback port until `stop`; its base URL.
+async fn serve(router: axum::Router, edge: bool, stop: &tokio_util::sync::CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = stop.clone().cancelled_owned();
+    tokio::spawn(async move {
+        let served = if edge {
+            platform::http::serve_edge(listener, router, stop).await
+        } else {
+            platform::http::serve(listener, router, stop).await
+        };
+        served.expect("serve");
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the running stack: ./stack test"]
+async fn an_edge_request_starts_a_trace_that_outgoing_calls_continue() {
+    use axum::http::HeaderMap;
+    use axum::routing::get;
+    use platform::client::Downstream;
+    init();
+    let stop = tokio_util::sync::CancellationToken::new();
+    // The inner server answers with the traceparent it was called with.
+    let inner = axum::Router::new().route(
+        "/inner",
+        get(|headers: HeaderMap| async move {
+            let tp = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            axum::Json(serde_json::json!({ "traceparent": tp }))
+        }),
+    );
+    let inner_url = serve(inner, false, &stop).await;
+    let downstream = Downstream::new("inner", &inner_url, Duration::from_secs(5));
+    let outer = axum::Router::new().route(
+        "/outer",
+        get(move || {
+            let downstream = downstream.clone();
+            async move {
+                let answer: Option<Value> = downstream.get_json("/inner").await.expect("inner answers");
+                axum::Json(answer.unwrap_or_default())
+            }
+        }),
+    );
+    let outer_url = serve(outer, true, &stop).await;
+
+    // A client's own traceparent is not continued by the edge.
+    let foreign = "00-11111111111111111111111111111111-2222222222222222-01";
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http.get(format!("{outer_url}/outer")).header("traceparent", foreign).send().await.expect("outer");
+    assert!(r.status().is_success());
+    let trace_id = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    assert_eq!(trace_id.len(), 32);
+    assert_ne!(trace_id, "11111111111111111111111111111111", "the edge starts its own trace");
+    let body: Value = r.json().await.unwrap();
+    let forwarded = body["traceparent"].as_str().expect("the call carried a traceparent");
+    assert!(forwarded.starts_with(&format!("00-{trace_id}-")), "{forwarded}");
+
+    // Inside, a caller's traceparent is continued and named in the answer.
+    let r = http.get(format!("{inner_url}/inner")).header("traceparent", foreign).send().await.expect("inner");
+    assert_eq!(r.headers()["x-trace-id"], "11111111111111111111111111111111");
+
+    let spans = trace(&trace_id, 3).await;
+    stop.cancel();
+    let server = named(&spans, "GET /outer");
+    assert_eq!(server["kind"], "SERVER");
+    assert!(server.get("parentId").is_none(), "the edge span is the root: {server}");
+    let call = named(&spans, "GET inner");
+    assert_eq!(call["kind"], "CLIENT");
+    assert_eq!(call["parentId"], server["id"]);
+    let handled = named(&spans, "GET /inner");
+    assert_eq!(handled["kind"], "SERVER");
+    assert_eq!(handled["parentId"], call["id"], "the inner server span is the call's child");
+    assert_eq!(format!("00-{trace_id}-{}-01", handled["parentId"].as_str().unwrap()), forwarded);
 }
