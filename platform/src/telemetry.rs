@@ -387,6 +387,81 @@ mod tests {
         assert!(metadata.is_empty());
     }
 
+    /// Run `f` with an OpenTelemetry layer (no export) as this thread's subscriber.
+    fn traced<T>(f: impl FnOnce() -> T) -> T {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    #[test]
+    fn inside_a_span_its_context_is_injected_everywhere() {
+        traced(|| {
+            let span = tracing::info_span!("work", trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
+            adopt(&span, context_from_traceparent(Some(TP)));
+            let (trace_id, span_id) = ids_of(&span).unwrap();
+            assert_eq!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "the remote parent's trace goes on");
+            assert_ne!(span_id, "00f067aa0ba902b7", "in a span of its own");
+            let _entered = span.enter();
+            let expected = format!("00-{trace_id}-{span_id}-01");
+            assert_eq!(current_traceparent().as_deref(), Some(expected.as_str()));
+
+            let mut headers = HeaderMap::new();
+            inject_headers(&mut headers);
+            assert_eq!(headers[TRACEPARENT], expected.as_str());
+            let extracted = context_from_headers(&headers);
+            assert_eq!(extracted.span().span_context().span_id().to_string(), span_id);
+
+            let mut metadata = HashMap::new();
+            stamp(&mut metadata);
+            assert_eq!(metadata[TRACEPARENT], expected);
+            let mut already = HashMap::from([(TRACEPARENT.to_owned(), TP.to_owned())]);
+            stamp(&mut already);
+            assert_eq!(already[TRACEPARENT], TP, "an explicit traceparent is kept");
+        });
+    }
+
+    #[test]
+    fn json_log_lines_carry_the_ids_of_their_spans() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let inner = tracing_subscriber::fmt::format().json().flatten_event(true).with_span_list(false);
+        let logs = tracing_subscriber::fmt::layer()
+            .json()
+            .event_format(JsonWithIds { inner })
+            .with_writer(move || writer.clone());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(logs), || {
+            tracing::info!("outside");
+            let outer = tracing::info_span!("request", trace_id = "t1", span_id = "s1", correlation_id = "o1");
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("step", span_id = "s2");
+            let _inner = inner.enter();
+            tracing::info!(answer = 42, "inside");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        assert_eq!(lines[1]["message"], "inside");
+        assert_eq!(lines[1]["answer"], 42);
+        assert_eq!(lines[1]["trace_id"], "t1");
+        assert_eq!(lines[1]["span_id"], "s2", "the innermost span's");
+        assert_eq!(lines[1]["correlation_id"], "o1");
+    }
+
     #[test]
     fn spans_become_zipkin_v2_json() {
         let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
