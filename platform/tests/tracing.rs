@@ -235,3 +235,85 @@ async fn an_edge_request_starts_a_trace_that_outgoing_calls_continue() {
     assert_eq!(handled["parentId"], call["id"], "the inner server span is the call's child");
     assert_eq!(format!("00-{trace_id}-{}-01", handled["parentId"].as_str().unwrap()), forwarded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the running stack: ./stack test"]
+async fn events_stored_in_a_span_reach_kafka_with_its_traceparent_through_the_outbox() {
+    use domain::product::{Product, ProductCommand, ProductEvent};
+    use domain::values::{Currency, Money, Name, ProductId, Sku};
+    use platform::es::{EventStoreOf, Metadata};
+    use platform::outbox::{Relay, event_mapper};
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message as _};
+    init();
+    let settings = Settings::from_env("tracing-test").expect("settings");
+    let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let (base, _) = settings.database_url.rsplit_once('/').expect("database url ends with /<database>");
+    let db_name = format!("test_tracing_{run}");
+    let pool = platform::db::connect(&format!("{base}/{db_name}"), 4).await.expect("database");
+    platform::db::migrate_event_store(&pool).await.expect("migrate");
+    let prefix = format!("test.tracing.{run}.");
+    let topic = format!("{prefix}{}", Topic::ProductEvents.name());
+    let spec = kafka::TopicSpec { name: topic.clone(), partitions: 1, config: vec![] };
+    kafka::create_missing(&settings.kafka_brokers, &[spec]).await.expect("topic");
+
+    // A command executed in a span: its event is stored with the span's traceparent.
+    let store = EventStoreOf::<Product>::new(pool.clone());
+    let id = ProductId::new();
+    let command = ProductCommand::Create {
+        product_id: id,
+        sku: Sku::parse(&format!("TRACE-{run}")).unwrap(),
+        name: Name::parse("name", "Traced").unwrap(),
+        price: Money::non_negative(100, Currency::parse("EUR").unwrap()).unwrap(),
+        stock: 1,
+    };
+    let span = tracing::info_span!("command", trace_id = Empty, span_id = Empty);
+    telemetry::adopt(&span, opentelemetry::Context::new());
+    let expected = async {
+        store.execute(&id.to_string(), command, Metadata::new()).await.expect("execute");
+        telemetry::current_traceparent().expect("a span")
+    }
+    .instrument(span)
+    .await;
+
+    // The relay sends it later, outside any span: the header comes from the row.
+    let codec = Arc::new(Codec::new(&settings.schema_registry_url).expect("codec"));
+    let mapper = event_mapper(|id: &str, e: &ProductEvent| {
+        Ok(schemas::convert::product_event(schemas::convert::product_id(id)?, e))
+    });
+    let relay = Relay::new(pool.clone(), &settings.kafka_brokers, codec, mapper)
+        .with_relay_id(format!("outbox-relay-test-tracing-{run}"))
+        .with_topic_prefix(&prefix);
+    let start = Instant::now();
+    while relay.pass().await.expect("relay pass") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the relay sent nothing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka_brokers)
+        .set("group.id", format!("tracing-test-{run}"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
+    let record = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await.expect("a record").unwrap();
+    let header = record
+        .headers()
+        .and_then(|hs| hs.iter().find(|h| h.key == telemetry::TRACEPARENT))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(header, Some(expected), "the record carries the traceparent of the span that stored the event");
+    drop(record);
+    drop(consumer);
+
+    pool.close().await;
+    if let Ok(admin) = sqlx::PgPool::connect(&format!("{base}/postgres")).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")).execute(&admin).await;
+    }
+    let checkpoints = format!("{prefix}{}", platform::outbox::CHECKPOINT_TOPIC);
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create().expect("admin");
+    let _ = admin.delete_topics(&[topic.as_str(), checkpoints.as_str()], &AdminOptions::new()).await;
+}
