@@ -18,6 +18,11 @@ fn has_every_service(spans: &[Value]) -> bool {
     SERVICES.iter().all(|s| seen.contains(*s))
 }
 
+/// Whether the notification service sent an e-mail inside the trace.
+fn mailed(spans: &[Value]) -> bool {
+    spans.iter().any(|s| s["name"] == "send e-mail" && s["localEndpoint"]["serviceName"] == "notification")
+}
+
 /// Spans whose parent is not among `spans`.
 fn orphans(spans: &[Value]) -> Vec<&Value> {
     let ids: BTreeSet<&str> = spans.iter().filter_map(|s| s["id"].as_str()).collect();
@@ -31,12 +36,12 @@ async fn one_order_is_one_trace_across_every_service() {
     let product = new_product(500, 10).await;
     let (order, trace_id) = place_order_traced(&customer, &[(&product, 1)]).await;
     assert_eq!(trace_id.len(), 32, "a W3C trace id: {trace_id}");
-    assert_eq!(final_order(&order).await["status"], "CONFIRMED");
-
+    // Only Zipkin is asked from here on: the trace itself shows the saga's way to the e-mails.
     // Spans reach Zipkin in batches, each service on its own: wait until the trace is whole.
     let start = Instant::now();
     let mut spans = trace_spans(&trace_id).await;
-    while start.elapsed() < Duration::from_secs(30) && !(has_every_service(&spans) && orphans(&spans).is_empty()) {
+    let whole = |spans: &[Value]| has_every_service(spans) && orphans(spans).is_empty() && mailed(spans);
+    while start.elapsed() < Duration::from_secs(30) && !whole(&spans) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         spans = trace_spans(&trace_id).await;
     }
@@ -51,8 +56,5 @@ async fn one_order_is_one_trace_across_every_service() {
     assert_eq!(roots[0]["kind"], "SERVER");
     assert!(orphans(&spans).is_empty(), "spans whose parent is not in the trace: {:?}", orphans(&spans));
     // The e-mail went out inside the trace, in a span of the notification service.
-    assert!(
-        spans.iter().any(|s| s["name"] == "send e-mail" && s["localEndpoint"]["serviceName"] == "notification"),
-        "no e-mail span in {spans:?}"
-    );
+    assert!(mailed(&spans), "no e-mail span in {spans:?}");
 }
