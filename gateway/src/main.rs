@@ -15,5 +15,16 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
-    platform::cluster::serve_registered(&cluster, &settings, listener, app(state), platform::shutdown_signal()).await
+    // The public entry point: every request starts its own trace.
+    let result = platform::cluster::serve_registered(
+        &cluster,
+        &settings,
+        listener,
+        app(state),
+        platform::shutdown_signal(),
+        platform::http::Trust::Nobody,
+    )
+    .await;
+    platform::telemetry::shutdown().await;
+    result
 }

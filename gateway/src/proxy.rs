@@ -22,7 +22,18 @@ impl AppState {
     /// client's answer. The service's instances are tried in round-robin order: a GET that got
     /// no answer from one goes on to the next, any other method only when it could not even
     /// connect (then it was not sent).
-    #[tracing::instrument(skip_all, fields(downstream = service.name(), method = %incoming.method, path = %path))]
+    /// The call is a client span; its `traceparent` goes with the request.
+    #[tracing::instrument(
+        name = "forward",
+        skip_all,
+        fields(
+            otel.name = %format_args!("{} {}", incoming.method, service.name()),
+            otel.kind = "client",
+            downstream = service.name(),
+            method = %incoming.method,
+            path = %path,
+        )
+    )]
     pub async fn forward(
         &self,
         service: Service,
@@ -33,6 +44,8 @@ impl AppState {
         let idempotent = matches!(incoming.method, Method::GET | Method::HEAD);
         let candidates = self.downstreams.candidates(service);
         let timeout = self.request_timeout();
+        let mut headers = incoming.headers.clone();
+        platform::telemetry::inject_headers(&mut headers);
         let mut failure = None;
         for (i, base_url) in candidates.iter().enumerate() {
             let mut url = format!("{base_url}{path}");
@@ -41,7 +54,7 @@ impl AppState {
                 url.push_str(query);
             }
             let mut request =
-                self.http.request(incoming.method.clone(), url).headers(incoming.headers.clone()).timeout(timeout);
+                self.http.request(incoming.method.clone(), url).headers(headers.clone()).timeout(timeout);
             if let Some(body) = &body {
                 request = request.header(CONTENT_TYPE, body.content_type.clone()).body(body.bytes.clone());
             }

@@ -76,8 +76,21 @@ impl Downstream {
     }
 
     /// GET a JSON resource; `Ok(None)` on 404. Connection errors, timeouts and 5xx are retried
-    /// (on the next instance first); enough consecutive failed calls open the breaker.
+    /// (on the next instance first); enough consecutive failed calls open the breaker. The call
+    /// is a client span whose `traceparent` goes with the request.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CallError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "http call",
+            otel.name = %format_args!("GET {}", self.service),
+            otel.kind = "client",
+            peer.service = self.service,
+            url.path = path,
+        );
+        self.get_json_guarded(path).instrument(span).await
+    }
+
+    async fn get_json_guarded<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CallError> {
         let Some(permit) = self.breaker.try_acquire(Instant::now()) else {
             return Err(CallError::CircuitOpen { service: self.service });
         };
@@ -93,6 +106,8 @@ impl Downstream {
         let instances = self.resolver.candidates(self.service, &self.base_url);
         let tries = (self.attempts as usize).max(instances.len());
         let timeout = self.timeout.as_ref().map(|t| t.borrow().http_timeout);
+        let mut headers = reqwest::header::HeaderMap::new();
+        crate::telemetry::inject_headers(&mut headers);
         let mut last = String::new();
         for (attempt, base) in instances.iter().cycle().take(tries).enumerate() {
             // Each instance is tried once at once; past that, back off before trying again.
@@ -101,7 +116,7 @@ impl Downstream {
                 let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 50;
                 tokio::time::sleep(Duration::from_millis(100 * (1 << round) + jitter)).await;
             }
-            let mut request = self.http.get(format!("{base}{path}"));
+            let mut request = self.http.get(format!("{base}{path}")).headers(headers.clone());
             if let Some(timeout) = timeout {
                 request = request.timeout(timeout);
             }

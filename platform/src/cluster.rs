@@ -93,6 +93,7 @@ pub async fn serve_registered(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    trust: crate::http::Trust,
 ) -> anyhow::Result<()> {
     let registration = cluster.register(settings);
     let signal = async move {
@@ -101,7 +102,7 @@ pub async fn serve_registered(
             registration.stop().await;
         }
     };
-    let result = crate::http::serve(listener, router, signal).await;
+    let result = crate::http::serve_with(listener, router, signal, trust).await;
     cluster.stop();
     result
 }

@@ -19,6 +19,7 @@ use schemas::headers as h;
 use schemas::{Codec, DecodeError, Message, Topic};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// A decoded message with its headers and coordinates.
 #[derive(Debug, Clone)]
@@ -58,15 +59,16 @@ impl Envelope {
         }
     }
 
-    /// Metadata for messages caused by this one.
+    /// Metadata for messages caused by this one. Their `traceparent` is the current span's (the
+    /// handler runs in a consumer span that continues this message's trace), else this one's.
     pub fn caused_metadata(&self) -> crate::es::Metadata {
         let mut m = crate::es::Metadata::new();
         m.insert(h::CAUSATION_ID.into(), self.message_id.clone());
         if let Some(c) = &self.correlation_id {
             m.insert(h::CORRELATION_ID.into(), c.clone());
         }
-        if let Some(t) = &self.traceparent {
-            m.insert(h::TRACEPARENT.into(), t.clone());
+        if let Some(t) = crate::telemetry::current_traceparent().or_else(|| self.traceparent.clone()) {
+            m.insert(h::TRACEPARENT.into(), t);
         }
         m
     }
@@ -105,6 +107,8 @@ pub struct ConsumerConfig {
     pub topics: Vec<Topic>,
     pub max_attempts: u32,
     pub initial_backoff: Duration,
+    /// Put before every topic name, so tests can consume topics of their own.
+    pub topic_prefix: String,
 }
 
 impl ConsumerConfig {
@@ -115,6 +119,7 @@ impl ConsumerConfig {
             topics: topics.to_vec(),
             max_attempts: 8,
             initial_backoff: Duration::from_millis(100),
+            topic_prefix: String::new(),
         }
     }
 }
@@ -168,8 +173,8 @@ pub async fn run(
         .set("heartbeat.interval.ms", "1000")
         .set("statistics.interval.ms", LAG_SAMPLE_MS)
         .create_with_context(LagReporter { group: config.group_id.clone() })?;
-    let names: Vec<&str> = config.topics.iter().map(|t| t.name()).collect();
-    consumer.subscribe(&names)?;
+    let names: Vec<String> = config.topics.iter().map(|t| format!("{}{}", config.topic_prefix, t.name())).collect();
+    consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(group = %config.group_id, topics = ?names, "consumer started");
     tokio::pin!(shutdown);
     loop {
@@ -185,7 +190,8 @@ pub async fn run(
                 continue;
             }
         };
-        process(&config, &codec, &producer, handler.as_ref(), &m).await;
+        let span = consumer_span(&config.group_id, &m);
+        process(&config, &codec, &producer, handler.as_ref(), &m).instrument(span).await;
         if let Err(e) = consumer.store_offset_from_message(&m) {
             tracing::warn!(error = %e, "storing offset failed");
         }
@@ -193,6 +199,33 @@ pub async fn run(
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     tracing::info!(group = %config.group_id, "consumer stopped");
     Ok(())
+}
+
+/// The span a message is handled in (all its attempts): a child of the span that produced it,
+/// as named by its `traceparent` header.
+fn consumer_span(group: &str, m: &BorrowedMessage<'_>) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format_args!("consume {}", m.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = m.topic(),
+        messaging.consumer.group.name = group,
+        messaging.kafka.offset = m.offset(),
+        record = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        correlation_id = Empty,
+    );
+    for (field, name) in [("record", h::RECORD), ("correlation_id", h::CORRELATION_ID)] {
+        if let Some(value) = header(m, name) {
+            span.record(field, value);
+        }
+    }
+    let parent = crate::telemetry::context_from_traceparent(header(m, h::TRACEPARENT).as_deref());
+    crate::telemetry::adopt(&span, parent);
+    span
 }
 
 async fn process(

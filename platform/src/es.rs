@@ -133,6 +133,11 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         let command_id = uuid::Uuid::now_v7().to_string();
         let mut metadata = metadata;
         metadata.insert(COMMAND_ID.to_owned(), command_id.clone());
+        // The events carry the trace of the span that caused them to Kafka (see the outbox).
+        crate::telemetry::stamp(&mut metadata);
+        if let Some(correlation) = metadata.get(schemas::headers::CORRELATION_ID) {
+            crate::telemetry::record_correlation(correlation);
+        }
         let mut attempt = 0;
         loop {
             match self.cqrs.execute_with_metadata(id, command.clone(), metadata.clone()).await {

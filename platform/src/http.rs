@@ -2,8 +2,9 @@
 //! rejections are 4xx with a message, health, and serving with graceful shutdown and metrics.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Router, routing::get};
 use serde::Serialize;
@@ -106,22 +107,93 @@ pub fn health() -> Router {
 
 /// Serve until `shutdown` resolves, with `GET /metrics` and request metrics added. Handlers
 /// and layers can read the peer address as `ConnectInfo<SocketAddr>` (the gateway's rate
-/// limit counts by it).
+/// limit counts by it). Every request runs in a server span that continues the caller's trace
+/// (its `traceparent` header), and every answer names the trace in `X-Trace-Id`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, router, shutdown, Trust::Caller).await
+}
+
+/// Like [`serve`] for the public entry point: a client's `traceparent` is not trusted, every
+/// request starts a trace of its own.
+pub async fn serve_edge(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(listener, router, shutdown, Trust::Nobody).await
+}
+
+/// Whose `traceparent` a server span continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Another of our services: continue its trace.
+    Caller,
+    /// The public entry point: every request starts a trace of its own.
+    Nobody,
+}
+
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    trust: Trust,
+) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let router = router
         .merge(crate::metrics::router())
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| trace_request(trust, request, next)))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024));
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Run the request in a server span named after its route; answer with its trace id.
+async fn trace_request(trust: Trust, request: Request, next: Next) -> Response {
+    use crate::telemetry;
+    use tracing::Instrument;
+    use tracing::field::Empty;
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    if route == "/metrics" {
+        // Scrapes are not traced: they would bury the traces of real requests.
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+        correlation_id = Empty,
+    );
+    let parent = match trust {
+        Trust::Caller => telemetry::context_from_headers(request.headers()),
+        Trust::Nobody => opentelemetry::Context::new(),
+    };
+    telemetry::adopt(&span, parent);
+    let trace_id = telemetry::ids_of(&span).map(|(trace_id, _)| trace_id);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(value) = trace_id.and_then(|t| axum::http::HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(telemetry::TRACE_ID_HEADER, value);
+    }
+    response
 }
 
 impl<E: std::error::Error> From<crate::es::CommandError<E>> for ApiError {

@@ -93,7 +93,21 @@ pub fn to_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Own
         .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_bytes()) }))
 }
 
-/// Send one record and wait for Kafka's acknowledgement.
+/// `headers` with the current span's `traceparent` added, unless they carry one already.
+pub fn with_traceparent(headers: OwnedHeaders) -> OwnedHeaders {
+    use rdkafka::message::Headers as _;
+    let traceparent = crate::telemetry::TRACEPARENT;
+    if headers.iter().any(|h| h.key == traceparent) {
+        return headers;
+    }
+    match crate::telemetry::current_traceparent() {
+        Some(value) => headers.insert(Header { key: traceparent, value: Some(value.as_bytes()) }),
+        None => headers,
+    }
+}
+
+/// Send one record and wait for Kafka's acknowledgement. The record continues the current
+/// trace (`traceparent` header) unless its headers name another.
 pub async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -101,7 +115,7 @@ pub async fn send(
     payload: &[u8],
     headers: OwnedHeaders,
 ) -> anyhow::Result<()> {
-    let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+    let record = FutureRecord::to(topic).key(key).payload(payload).headers(with_traceparent(headers));
     producer
         .send(record, Duration::from_secs(30))
         .await
@@ -174,4 +188,43 @@ fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Res
         Offset::Offset(n) => Some(n),
         _ => None,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry;
+    use opentelemetry::trace::TracerProvider as _;
+    use rdkafka::message::Headers as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    fn traceparent_of(headers: &OwnedHeaders) -> Vec<String> {
+        headers
+            .iter()
+            .filter(|h| h.key == telemetry::TRACEPARENT)
+            .filter_map(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn records_carry_the_current_span_and_consumers_read_it_back() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(traceparent_of(&with_traceparent(OwnedHeaders::new())).is_empty(), "no span, no header");
+            let span = tracing::info_span!("send");
+            let _entered = span.enter();
+            let current = telemetry::current_traceparent().expect("a span");
+            let headers = with_traceparent(to_headers([("message-id", "m1".to_owned())]));
+            assert_eq!(traceparent_of(&headers), vec![current.clone()]);
+            // What the consumer extracts is the sending span.
+            let cx = telemetry::context_from_traceparent(Some(&traceparent_of(&headers)[0]));
+            assert_eq!(telemetry::traceparent_of(&cx), Some(current));
+            // A record that names its trace already (a parked message) keeps it.
+            let parked = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let headers = with_traceparent(to_headers([(telemetry::TRACEPARENT, parked.to_owned())]));
+            assert_eq!(traceparent_of(&headers), vec![parked.to_owned()]);
+        });
+    }
 }

@@ -1,7 +1,7 @@
 //! Plumbing every binary shares, written once.
 //!
 //! - [`config`]: settings from the environment, defaults for the local stack, `dev`/`prod` profile.
-//! - [`telemetry`]: tracing subscriber (text or JSON logs).
+//! - [`telemetry`]: logs (text or JSON with trace ids), spans exported to Zipkin, W3C propagation.
 //! - [`db`]: PostgreSQL pool for the service's own database (created if missing) and migrations.
 //! - [`es`]: cqrs-es + postgres-es adapter for [`domain::Aggregate`]s: execute commands, load state.
 //! - [`pg_store`]: the event store's queries: one per load, one statement per write.

@@ -83,7 +83,8 @@ const BURY: &str = "WITH dead AS (DELETE FROM outbox WHERE id = $1 RETURNING *) 
      FROM dead";
 
 /// Queue a wire message in the caller's transaction (used where state is not event-sourced,
-/// e.g. the saga's commands).
+/// e.g. the saga's commands). Without a `traceparent` in `metadata`, the current span's is
+/// stored, so the message continues the trace that queued it.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
     message: &Message,
@@ -101,6 +102,8 @@ pub async fn enqueue_versioned(
     version: i64,
 ) -> anyhow::Result<Uuid> {
     let id = Uuid::now_v7();
+    let mut metadata = metadata.clone();
+    crate::telemetry::stamp(&mut metadata);
     sqlx::query(
         "INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -111,7 +114,7 @@ pub async fn enqueue_versioned(
     .bind(version)
     .bind(message.full_name())
     .bind(message.to_json())
-    .bind(serde_json::to_value(metadata)?)
+    .bind(serde_json::to_value(&metadata)?)
     .execute(&mut **tx)
     .await?;
     sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;

@@ -29,6 +29,7 @@ use schemas::{Message, Topic};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub struct Orchestrator {
     pub pool: PgPool,
@@ -65,12 +66,14 @@ fn deadline(saga: &Saga) -> Option<DateTime<Utc>> {
 }
 
 /// Store the saga's new state and queue its `SagaUpdated` event, in the caller's transaction.
+/// The current span becomes the saga's trace (for its deadline).
 async fn save(tx: &mut Transaction<'_, Postgres>, saga: &mut Saga, insert: bool) -> anyhow::Result<()> {
     saga.version += 1;
     let sql = if insert {
-        "INSERT INTO sagas (order_id, status, step, deadline, state) VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent) VALUES ($1, $2, $3, $4, $5, $6)"
     } else {
-        "UPDATE sagas SET status = $2, step = $3, deadline = $4, state = $5, updated_at = now() WHERE order_id = $1"
+        "UPDATE sagas SET status = $2, step = $3, deadline = $4, state = $5, \
+         traceparent = COALESCE($6, traceparent), updated_at = now() WHERE order_id = $1"
     };
     sqlx::query(sql)
         .bind(&saga.order_id)
@@ -78,6 +81,7 @@ async fn save(tx: &mut Transaction<'_, Postgres>, saga: &mut Saga, insert: bool)
         .bind(saga.step.as_str())
         .bind(deadline(saga))
         .bind(serde_json::to_value(&*saga)?)
+        .bind(platform::telemetry::current_traceparent())
         .execute(&mut **tx)
         .await?;
     let metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), saga.order_id.clone())]);
@@ -154,32 +158,47 @@ impl Handler for Orchestrator {
 }
 
 impl Orchestrator {
-    /// Fire the deadlines that passed. Each saga in its own transaction, locked.
+    /// Fire the deadlines that passed. Each saga in its own transaction, locked, in a span of
+    /// the saga's trace.
     pub async fn fire_timeouts(&self) -> anyhow::Result<usize> {
-        let due: Vec<(String,)> = sqlx::query_as(
-            "SELECT order_id FROM sagas WHERE deadline IS NOT NULL AND deadline <= now() ORDER BY deadline LIMIT 100",
+        let due: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT order_id, traceparent FROM sagas WHERE deadline IS NOT NULL AND deadline <= now() \
+             ORDER BY deadline LIMIT 100",
         )
         .fetch_all(&self.pool)
         .await?;
         let mut fired = 0;
-        for (order_id,) in due {
-            let mut tx = self.pool.begin().await?;
-            let row: Option<(serde_json::Value,)> = sqlx::query_as(
-                "SELECT state FROM sagas WHERE order_id = $1 AND deadline <= now() FOR UPDATE SKIP LOCKED",
-            )
-            .bind(&order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((state,)) = row else { continue };
-            let mut saga: Saga = serde_json::from_value(state)?;
-            let commands = saga.on_timeout(millis(Utc::now()));
-            save(&mut tx, &mut saga, false).await?;
-            send_all(&mut tx, &saga, &commands, None).await?;
-            tx.commit().await?;
-            tracing::warn!(order_id, reason = saga.reason.as_deref().unwrap_or_default(), "saga step timed out");
-            fired += 1;
+        for (order_id, traceparent) in due {
+            let span = tracing::info_span!(
+                "saga timeout",
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                correlation_id = %order_id,
+            );
+            platform::telemetry::adopt(&span, platform::telemetry::context_from_traceparent(traceparent.as_deref()));
+            if self.fire_timeout(&order_id).instrument(span).await? {
+                fired += 1;
+            }
         }
         Ok(fired)
+    }
+
+    /// Fire the deadline of one saga if it is still due and nobody else holds it.
+    async fn fire_timeout(&self, order_id: &str) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(serde_json::Value,)> =
+            sqlx::query_as("SELECT state FROM sagas WHERE order_id = $1 AND deadline <= now() FOR UPDATE SKIP LOCKED")
+                .bind(order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((state,)) = row else { return Ok(false) };
+        let mut saga: Saga = serde_json::from_value(state)?;
+        let commands = saga.on_timeout(millis(Utc::now()));
+        save(&mut tx, &mut saga, false).await?;
+        send_all(&mut tx, &saga, &commands, None).await?;
+        tx.commit().await?;
+        tracing::warn!(order_id, reason = saga.reason.as_deref().unwrap_or_default(), "saga step timed out");
+        Ok(true)
     }
 }
 

@@ -10,4 +10,7 @@ CREATE TABLE IF NOT EXISTS sagas
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- The trace the saga belongs to: the `traceparent` of the span that last moved it, so that a
+-- deadline firing later continues the order's trace.
+ALTER TABLE sagas ADD COLUMN IF NOT EXISTS traceparent text;
 CREATE INDEX IF NOT EXISTS sagas_deadline ON sagas (deadline) WHERE deadline IS NOT NULL;

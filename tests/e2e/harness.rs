@@ -90,9 +90,16 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn post(path: &str, body: Value) -> (StatusCode, Value) {
+    let (status, _, body) = post_with_headers(path, body).await;
+    (status, body)
+}
+
+/// Like [`post`], with the answer's headers.
+pub async fn post_with_headers(path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let r = http().post(format!("{}{path}", gateway())).json(&body).send().await.expect("POST");
     let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
 }
 
 pub async fn get(path: &str) -> (StatusCode, Value) {
@@ -168,11 +175,30 @@ pub async fn new_product(price_cents: i64, stock: i64) -> String {
 }
 
 pub async fn place_order(customer: &str, items: &[(&str, i64)]) -> String {
+    place_order_traced(customer, items).await.0
+}
+
+/// Place an order; its id and the trace id the gateway answered with (`X-Trace-Id`).
+pub async fn place_order_traced(customer: &str, items: &[(&str, i64)]) -> (String, String) {
     let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "product_id": p, "quantity": q })).collect();
-    let (status, body) = post("/api/orders", json!({ "customer_id": customer, "items": items })).await;
+    let (status, headers, body) =
+        post_with_headers("/api/orders", json!({ "customer_id": customer, "items": items })).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "PENDING");
-    body["order_id"].as_str().expect("order id").to_owned()
+    let trace_id = headers.get("x-trace-id").and_then(|v| v.to_str().ok()).expect("an X-Trace-Id header").to_owned();
+    (body["order_id"].as_str().expect("order id").to_owned(), trace_id)
+}
+
+pub fn zipkin() -> String {
+    std::env::var("SHOP_ZIPKIN_API_URL").unwrap_or_else(|_| "http://127.0.0.1:9411/api/v2".into())
+}
+
+/// The spans Zipkin holds for `trace_id` (empty while it has none).
+pub async fn trace_spans(trace_id: &str) -> Vec<Value> {
+    match http().get(format!("{}/trace/{trace_id}", zipkin())).send().await {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 pub const SETTLE: Duration = Duration::from_secs(60);

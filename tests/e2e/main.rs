@@ -13,5 +13,6 @@ mod orders;
 mod readmodels;
 mod redelivery;
 mod security;
+mod tracing;
 mod validation;
 mod wire;

@@ -11,6 +11,7 @@ use domain::values::{Currency, Money};
 use platform::consumer::{Envelope, Handler, HandlerError};
 use sqlx::PgPool;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub struct Notifier {
     pool: PgPool,
@@ -91,7 +92,13 @@ impl Notifier {
         }
         let (customer_id, contact, mail) = self.compose(notice).await?;
         let letter = Letter { event_id: message_id, to_name: &contact.name, to_email: &contact.email, mail: &mail };
-        self.mailer.send(&letter).await?;
+        let span = tracing::info_span!(
+            "send e-mail",
+            otel.kind = "client",
+            peer.service = "smtp",
+            kind = notice.kind().as_str()
+        );
+        self.mailer.send(&letter).instrument(span).await?;
         let delivery = Delivery {
             message_id,
             kind: notice.kind(),
