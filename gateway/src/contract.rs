@@ -13,8 +13,7 @@ use uuid::Uuid;
 pub struct ErrorBody {
     #[schema(example = "not a valid id")]
     pub error: String,
-    /// Any JSON (often an object naming the offending field or value), or null.
-    #[schema(value_type = Object, nullable = true)]
+    /// Any JSON (often an object naming the offending field or value, sometimes a message), or null.
     pub detail: serde_json::Value,
 }
 
@@ -157,15 +156,17 @@ pub struct StatusChange {
 pub struct SagaSummary {
     /// The order's id: one saga per order.
     pub id: Uuid,
+    pub customer_id: Uuid,
+    /// RUNNING, COMPENSATING, CONFIRMED, REJECTED or CANCELLED.
     pub status: String,
     /// The step the saga is at.
     pub step: String,
     #[schema(nullable = true)]
     pub reason: Option<String>,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    /// NONE, AUTHORIZED, CONFIRMED, DECLINED or REFUNDED.
+    pub payment: String,
+    pub total_cents: i64,
+    pub currency: String,
 }
 
 /// One saga with its history: steps, compensations and errors.
@@ -177,14 +178,13 @@ pub struct Saga {
     pub step: String,
     #[schema(nullable = true)]
     pub reason: Option<String>,
+    /// Each product's reservation state.
     #[schema(value_type = Vec<Object>)]
     pub lines: serde_json::Value,
-    #[schema(value_type = Object, nullable = true)]
-    pub payment: serde_json::Value,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    /// NONE, AUTHORIZED, CONFIRMED, DECLINED or REFUNDED.
+    pub payment: String,
+    pub total_cents: i64,
+    pub currency: String,
     pub history: Vec<SagaEvent>,
 }
 

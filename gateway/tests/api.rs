@@ -255,7 +255,7 @@ async fn a_dead_instance_is_skipped_by_gets_and_by_calls_it_refused() {
     let resolver =
         Resolver::fixed([("product", vec![dead.clone(), echo.clone()]), ("order", vec![dead.clone(), echo.clone()])]);
     let downstreams = Downstreams::from_fn(|_| unused.clone()).with_resolver(resolver);
-    let gateway = app(AppState::new(downstreams, Timeouts::default()).unwrap());
+    let gateway = app(AppState::new(downstreams, Timeouts::default()).unwrap().with_auth(auth_config().await));
     // Round-robin starts at each instance in turn; every call reaches the live one.
     for _ in 0..4 {
         let (status, _, body) = send(gateway.clone(), get_req(&format!("/api/products/{ORDER_ID}"))).await;

@@ -44,7 +44,7 @@ def command(ctx: Context, gateway: str, token: str, report_dir: Path) -> list[st
             "--header", f"Authorization: Bearer {token}",
             "--checks", ",".join(CHECKS),
             "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_SECONDS),
-            "--phases", "examples,coverage,fuzzing", "--workers", "2", "--seed", "1",
+            "--phases", "examples,fuzzing", "--workers", "2", "--seed", "1",
             "--generation-database", "none", "--request-timeout", "20", "--no-color",
             "--report", "junit", "--report-dir", str(report_dir)]
 

@@ -84,6 +84,7 @@ pub(crate) async fn find(
         (status = 202, description = "Cancellation accepted"),
         (status = 400, description = "The id is not a UUID, or a malformed body", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "The order is already rejected or cancelled", body = ErrorBody),
         (status = 415, description = "A body that is not JSON", body = ErrorBody),
         (status = 422, description = "The order can no longer be cancelled", body = ErrorBody),
         (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
