@@ -53,4 +53,6 @@ def run(ctx: Context, gateway: str) -> int:
     """Exit code of the run (0: no failures)."""
     install(ctx)
     report_dir = ctx.data / "schemathesis"
-    return subprocess.run(command(ctx, gateway, demo.token("admin"), report_dir), cwd=ctx.repo).returncode
+    # cwd: schemathesis keeps a folder of its own where it runs; that is the data folder, not the repo.
+    ctx.data.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(command(ctx, gateway, demo.token("admin"), report_dir), cwd=ctx.data).returncode
