@@ -184,9 +184,10 @@ fn spawn_rebuild(extra: &[&str]) -> Rebuild {
 impl Rebuild {
     /// Wait for the end; panics unless it succeeded. Returns everything it printed.
     async fn finish(mut self) -> Vec<String> {
-        let status = tokio::time::timeout(Duration::from_secs(300), self.child.wait())
+        // Bounded, with room for a loaded CI machine: the whole suite runs beside it.
+        let status = tokio::time::timeout(Duration::from_secs(600), self.child.wait())
             .await
-            .expect("rebuild took over 5 minutes")
+            .expect("rebuild took over 10 minutes")
             .expect("waiting for rebuild");
         while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(200), self.lines.recv()).await {
             self.seen.push(line);
