@@ -30,6 +30,8 @@ pub struct PgEventStore<A> {
     load_sql: String,
     events_sql: String,
     insert_sql: String,
+    first_snapshot_sql: String,
+    next_snapshot_sql: String,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -59,7 +61,24 @@ impl<A: Aggregate> PgEventStore<A> {
                FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::json[], $7::json[]) \
                     AS e(sequence, event_type, event_version, payload, metadata)"
         );
-        Self { pool, snapshot_every, load_sql, events_sql, insert_sql, _a: PhantomData }
+        let first_snapshot_sql = format!(
+            "INSERT INTO {snapshots} (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+             VALUES ($1, $2, $3, $4, $5)"
+        );
+        let next_snapshot_sql = format!(
+            "UPDATE {snapshots} SET last_sequence = $3, current_snapshot = $4, payload = $5 \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $6"
+        );
+        Self {
+            pool,
+            snapshot_every,
+            load_sql,
+            events_sql,
+            insert_sql,
+            first_snapshot_sql,
+            next_snapshot_sql,
+            _a: PhantomData,
+        }
     }
 
     fn envelopes(
@@ -97,8 +116,12 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
     type AC = EventStoreAggregateContext<A>;
 
     async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let rows =
-            sqlx::query(&self.events_sql).bind(A::TYPE).bind(aggregate_id).fetch_all(&self.pool).await.map_err(database)?;
+        let rows = sqlx::query(&self.events_sql)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
         rows.iter()
             .map(|row| {
                 let metadata: Value = row.get("metadata");
@@ -113,8 +136,12 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
     }
 
     async fn load_aggregate(&self, aggregate_id: &str) -> Result<Self::AC, AggregateError<A::Error>> {
-        let rows =
-            sqlx::query(&self.load_sql).bind(A::TYPE).bind(aggregate_id).fetch_all(&self.pool).await.map_err(database)?;
+        let rows = sqlx::query(&self.load_sql)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
         let mut context = EventStoreAggregateContext {
             aggregate_id: aggregate_id.to_owned(),
             aggregate: A::default(),
@@ -164,7 +191,8 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
             .bind(&payloads)
             .bind(&metadatas);
 
-        let snapshot_due = self.snapshot_every > 0 && last / self.snapshot_every > current_sequence / self.snapshot_every;
+        let snapshot_due =
+            self.snapshot_every > 0 && last / self.snapshot_every > current_sequence / self.snapshot_every;
         if !snapshot_due {
             insert.execute(&self.pool).await.map_err(database)?;
             return Ok(envelopes);
@@ -177,31 +205,25 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         let mut tx = self.pool.begin().await.map_err(database)?;
         insert.execute(&mut *tx).await.map_err(database)?;
         let written = match current_snapshot {
-            None => sqlx::query(&format!(
-                "INSERT INTO {SNAPSHOTS_TABLE} (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 VALUES ($1, $2, $3, $4, $5)"
-            ))
-            .bind(A::TYPE)
-            .bind(&aggregate_id)
-            .bind(i64::try_from(last).unwrap_or(i64::MAX))
-            .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
-            .bind(&state)
-            .execute(&mut *tx)
-            .await
-            .map_err(database)?,
-            Some(previous) => sqlx::query(&format!(
-                "UPDATE {SNAPSHOTS_TABLE} SET last_sequence = $3, current_snapshot = $4, payload = $5 \
-                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $6"
-            ))
-            .bind(A::TYPE)
-            .bind(&aggregate_id)
-            .bind(i64::try_from(last).unwrap_or(i64::MAX))
-            .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
-            .bind(&state)
-            .bind(i64::try_from(previous).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(database)?,
+            None => sqlx::query(&self.first_snapshot_sql)
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(i64::try_from(last).unwrap_or(i64::MAX))
+                .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
+                .bind(&state)
+                .execute(&mut *tx)
+                .await
+                .map_err(database)?,
+            Some(previous) => sqlx::query(&self.next_snapshot_sql)
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(i64::try_from(last).unwrap_or(i64::MAX))
+                .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
+                .bind(&state)
+                .bind(i64::try_from(previous).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(database)?,
         };
         if written.rows_affected() != 1 {
             // Dropping `tx` rolls the events back too: nothing of this commit is stored.
