@@ -118,7 +118,11 @@ mod tests {
         let alice = caller(&[(USER_ID, "u1"), (USER_NAME, "alice"), (USER_ROLES, "customer, offline_access")]);
         assert_eq!(
             alice,
-            Caller::User { id: "u1".into(), name: "alice".into(), roles: vec!["customer".into(), "offline_access".into()] }
+            Caller::User {
+                id: "u1".into(),
+                name: "alice".into(),
+                roles: vec!["customer".into(), "offline_access".into()]
+            }
         );
         for c in [Caller::Internal, Caller::Anonymous, alice] {
             let mut headers = HeaderMap::new();

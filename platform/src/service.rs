@@ -131,8 +131,15 @@ impl Wiring {
             }
         };
         let router = router.merge(crate::http::health());
-        let result = crate::cluster::serve_registered(&self.cluster, &self.settings, listener, router, signal, crate::http::Trust::Caller)
-                .await;
+        let result = crate::cluster::serve_registered(
+            &self.cluster,
+            &self.settings,
+            listener,
+            router,
+            signal,
+            crate::http::Trust::Caller,
+        )
+        .await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

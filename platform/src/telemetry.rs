@@ -26,12 +26,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The W3C header (and metadata key) that carries a span's context.
 pub const TRACEPARENT: &str = schemas::headers::TRACEPARENT;
