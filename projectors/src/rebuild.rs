@@ -53,7 +53,7 @@ const COUNTERS: &str = "counters";
 pub const GRACE: Duration = Duration::from_secs(3 * POINTER_TTL.as_secs());
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Records per batch (one folded write per touched document each).
-pub const BATCH: usize = 5_000;
+pub const BATCH: usize = 20_000;
 const CONCURRENCY: usize = 8;
 /// A catch-up round that applied fewer events than this is close enough to switch.
 const CLOSE_ENOUGH: u64 = 200;

@@ -192,10 +192,16 @@ async fn main() -> anyhow::Result<()> {
     let mongo = platform::readmodel::connect(&settings.mongodb_url).await?;
     mongo.database(DATABASE).drop().await?;
     let build_info = mongo.database("admin").run_command(mongodb::bson::doc! { "buildInfo": 1 }).await?;
-    let server = match build_info.get_document("ferretdb") {
-        Ok(f) => format!("FerretDB {}", f.get_str("version").unwrap_or("?")),
-        Err(_) => format!("MongoDB {}", build_info.get_str("version").unwrap_or("?")),
+    let server = match build_info.get("ferretdbVersion") {
+        Some(v) => format!(
+            "FerretDB {} (reports MongoDB {})",
+            v.as_str().unwrap_or("?"),
+            build_info.get_str("version").unwrap_or("?")
+        ),
+        None => format!("MongoDB {}", build_info.get_str("version").unwrap_or("?")),
     };
+    let mongo_host =
+        settings.mongodb_url.split('@').next_back().unwrap_or_default().split('/').nth(2).unwrap_or_default();
     let options = Options {
         place: place.clone(),
         // Nothing else writes the bench database: no handover to wait for.
@@ -228,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         "ratio_rebuild_to_bare": (ratio * 1000.0).round() / 1000.0,
         "goal_rebuild_events_per_s": 30000,
         "mongo_server": server,
+        "mongo_host": mongo_host,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
