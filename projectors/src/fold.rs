@@ -21,7 +21,7 @@
 //! would, so the result equals the per-event result (tested against a real server).
 
 use crate::{Change, Order};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
 use platform::readmodel::ReadModel;
@@ -36,10 +36,12 @@ pub enum Outcome {
     PerEvent,
 }
 
-/// Documents per `insert` and statements per `update` command. FerretDB v1 (PostgreSQL
-/// backend) was seen to hang for good on unordered writes of a few hundred, apparently one
-/// pooled connection per statement; 32 stays well below its pool.
-const STATEMENTS: usize = 32;
+/// Documents per `insert` and statements per `update` command, and commands at once. FerretDB
+/// v1 (PostgreSQL backend) was seen to hang for good on unordered writes of a few hundred
+/// statements, apparently one pooled connection per statement; together these stay well below
+/// its pool of 50.
+const STATEMENTS: usize = 20;
+const IN_FLIGHT: usize = 2;
 
 /// Ids of the documents a shadow collection is known to hold: those decide insert or update.
 /// Only a hint: a wrong guess makes [`write`] fall back, never write wrongly.
@@ -350,24 +352,37 @@ pub async fn write(
         known.note(r, docs.iter().map(|d| d.id.as_str()));
         plans.push((coll.clone(), inserts, rounds));
     }
-    // One collection after the other: FerretDB v1 was seen to hang on concurrent bulk writes.
-    for (coll, inserts, rounds) in plans {
-        if !inserts.is_empty() {
-            for chunk in inserts.chunks(STATEMENTS) {
-                if coll.insert_many(chunk).ordered(false).await.is_err() {
-                    return Ok(Outcome::PerEvent);
-                }
-            }
-        }
-        for round in rounds {
-            for chunk in round.chunks(STATEMENTS) {
+    // Inserts of distinct documents are independent; so are the statements of one round.
+    // Never more than IN_FLIGHT commands at once (see STATEMENTS).
+    let inserts = plans.iter().flat_map(|(coll, inserts, _)| inserts.chunks(STATEMENTS).map(move |c| (coll, c)));
+    let failed = futures::stream::iter(inserts)
+        .map(|(coll, chunk)| async move { coll.insert_many(chunk).ordered(false).await.is_err() })
+        .buffer_unordered(IN_FLIGHT)
+        .any(|failed| async move { failed })
+        .await;
+    if failed {
+        return Ok(Outcome::PerEvent);
+    }
+    let rounds = plans.iter().map(|(_, _, rounds)| rounds.len()).max().unwrap_or(0);
+    for i in 0..rounds {
+        let statements = plans
+            .iter()
+            .filter_map(|(coll, _, rounds)| Some((coll, rounds.get(i)?)))
+            .flat_map(|(coll, round)| round.chunks(STATEMENTS).map(move |c| (coll, c)));
+        let results: Vec<anyhow::Result<bool>> = futures::stream::iter(statements)
+            .map(|(coll, chunk)| async move {
                 let command = doc! { "update": coll.name(), "updates": chunk, "ordered": false };
                 let reply = coll.client().database(coll.namespace().db.as_str()).run_command(command).await?;
                 let n = reply.get("n").and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)));
                 let errors = reply.get_array("writeErrors").map(|e| !e.is_empty()).unwrap_or(false);
-                if errors || n != i64::try_from(chunk.len()).ok() {
-                    return Ok(Outcome::PerEvent);
-                }
+                Ok(!errors && n == i64::try_from(chunk.len()).ok())
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        for r in results {
+            if !r? {
+                return Ok(Outcome::PerEvent);
             }
         }
     }
