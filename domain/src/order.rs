@@ -84,9 +84,15 @@ pub enum OrderEvent {
         owner: Option<String>,
     },
     OrderConfirmed,
-    OrderRejected { reason: String },
-    OrderCancellationRequested { reason: String },
-    OrderCancelled { reason: String },
+    OrderRejected {
+        reason: String,
+    },
+    OrderCancellationRequested {
+        reason: String,
+    },
+    OrderCancelled {
+        reason: String,
+    },
 }
 
 impl DomainEvent for OrderEvent {
@@ -256,7 +262,12 @@ mod tests {
 
     #[test]
     fn rejects_empty_mixed_and_duplicate_lines() {
-        let place = |lines| OrderCommand::Place { order_id: OrderId::new(), customer_id: CustomerId::new(), lines, owner: None };
+        let place = |lines| OrderCommand::Place {
+            order_id: OrderId::new(),
+            customer_id: CustomerId::new(),
+            lines,
+            owner: None,
+        };
         assert_eq!(Order::default().decide(place(vec![])), Err(OrderError::NoLines));
         let mut usd = line(100, 1);
         usd.unit_price.currency = Currency::parse("USD").unwrap();

@@ -188,6 +188,39 @@ pub struct Saga {
     pub history: Vec<SagaEvent>,
 }
 
+/// The CreateOrder saga as declared in the orchestrator: what the dashboard draws.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaDefinition {
+    #[schema(example = "CreateOrder")]
+    pub name: String,
+    /// The steps, in order.
+    pub steps: Vec<SagaStepSpec>,
+    /// Commands sent once the last step has succeeded (Avro full names).
+    pub on_success: Vec<String>,
+    /// The command that ends a failed saga, after the compensations.
+    pub on_failure: String,
+    /// The commands of a cancellation after confirmation, in order.
+    pub cancel_after_confirmation: Vec<String>,
+    /// The same saga as a Mermaid flowchart.
+    pub mermaid: String,
+}
+
+/// One step: its command, the replies that end it, how it is undone, whether it times out.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaStepSpec {
+    #[schema(example = "reserve_stock")]
+    pub name: String,
+    #[schema(example = "shop.product.ReserveStock")]
+    pub command: String,
+    /// Success first.
+    pub replies: Vec<String>,
+    /// The compensating command, or null when the step needs none.
+    #[schema(nullable = true)]
+    pub compensation: Option<String>,
+    /// `configured` (the step timeout applies) or `none`.
+    pub timeout: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SagaEvent {
     #[schema(format = DateTime)]

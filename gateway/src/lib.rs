@@ -9,7 +9,8 @@
 //! - [`layers`]: the tower layer stack in front of `/api` (body cap, [`rate_limit`], [`auth`]).
 //! - [`auth`]: bearer tokens from Keycloak, the caller, and route guards ([`auth::User`], [`auth::Admin`]).
 //! - [`rate_limit`]: requests per client, 429 with `Retry-After`.
-//! - [`routes`]: one file per resource, plus `/health` and the JSON 404/405 fallbacks.
+//! - [`routes`]: one file per resource, plus `/health`, the JSON 404/405 fallbacks and the UI
+//!   (`/` and the saga dashboard at `/dashboard/`).
 //! - [`contract`] and [`openapi`]: the public contract as OpenAPI (`/api/openapi.json`, `/docs`).
 
 pub mod auth;
@@ -41,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .merge(layers::api(api, &state))
         .merge(routes::health::router())
         .merge(routes::sd::router())
+        .merge(routes::ui::router())
         .merge(openapi::router())
         // Registered last: it applies to the routes added before it.
         .method_not_allowed_fallback(routes::fallback::method_not_allowed)

@@ -5,7 +5,8 @@
 
 use crate::contract::{
     AddStock, CreateProduct, Created, Customer, ErrorBody, Health, Order, OrderAccepted, OrderItem, OrderLine,
-    OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaEvent, SagaSummary, StatusChange, StockAdded,
+    OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaDefinition, SagaEvent, SagaStepSpec, SagaSummary,
+    StatusChange, StockAdded,
 };
 use crate::routes;
 use axum::Router;
@@ -37,12 +38,14 @@ pub const DOCS_PATH: &str = "/docs";
         routes::orders::find,
         routes::orders::cancel,
         routes::sagas::list,
+        routes::sagas::definition,
         routes::sagas::find,
         routes::health::health,
     ),
     components(schemas(
         ErrorBody, Created, RegisterCustomer, Customer, CreateProduct, Product, AddStock, StockAdded, PlaceOrder,
-        OrderItem, OrderStatus, OrderAccepted, Order, OrderLine, StatusChange, SagaSummary, Saga, SagaEvent, Health,
+        OrderItem, OrderStatus, OrderAccepted, Order, OrderLine, StatusChange, SagaSummary, Saga, SagaEvent,
+        SagaDefinition, SagaStepSpec, Health,
     )),
     modifiers(&ApiWideErrors),
     tags(

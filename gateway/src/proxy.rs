@@ -53,8 +53,7 @@ impl AppState {
                 url.push('?');
                 url.push_str(query);
             }
-            let mut request =
-                self.http.request(incoming.method.clone(), url).headers(headers.clone()).timeout(timeout);
+            let mut request = self.http.request(incoming.method.clone(), url).headers(headers.clone()).timeout(timeout);
             if let Some(body) = &body {
                 request = request.header(CONTENT_TYPE, body.content_type.clone()).body(body.bytes.clone());
             }

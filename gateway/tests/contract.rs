@@ -60,6 +60,7 @@ async fn openapi_documents_every_route_of_the_contract() {
         ("/api/orders/{id}", "get"),
         ("/api/orders/{id}/cancel", "post"),
         ("/api/sagas", "get"),
+        ("/api/sagas/definition", "get"),
         ("/api/sagas/{id}", "get"),
         ("/health", "get"),
     ];
@@ -112,6 +113,49 @@ async fn swagger_ui_is_served_from_the_binary() {
     let (status, headers, _) =
         call(&app, Request::get("/docs/swagger-ui-bundle.js").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{headers:?}");
+}
+
+#[tokio::test]
+async fn the_dashboard_and_its_assets_are_served_from_the_binary_with_a_strict_policy() {
+    let app = gateway(RateLimit::default()).await;
+    let (status, headers, _) = call(&app, Request::get("/dashboard").body(Body::empty()).unwrap()).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(headers[header::LOCATION], "/dashboard/");
+    let (status, headers, body) = call(&app, Request::get("/dashboard/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    // Scripts only from the gateway; calls only to the gateway and the realm (for tokens).
+    assert!(csp.contains("default-src 'self'") && csp.contains("connect-src 'self' http://127.0.0.1:8180"), "{csp}");
+    let html = String::from_utf8(body).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "nothing from elsewhere: {html}");
+    // The page links its script and style; the script imports the sign-in module.
+    for (asset, kind, linked_from) in [
+        ("/ui/dashboard.js", "javascript", html.clone()),
+        ("/ui/app.css", "css", html.clone()),
+        (
+            "/ui/auth.js",
+            "javascript",
+            String::from_utf8(call(&app, Request::get("/ui/dashboard.js").body(Body::empty()).unwrap()).await.2)
+                .unwrap(),
+        ),
+    ] {
+        assert!(linked_from.contains(asset), "{asset} is not linked");
+        let (status, headers, _) = call(&app, Request::get(asset).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().contains(kind), "{asset}: {headers:?}");
+    }
+    let (status, _, body) = call(&app, Request::get("/ui/config.json").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let config: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(config["client_id"], "shop-web");
+    assert_eq!(config["token_endpoint"], "http://127.0.0.1:8180/realms/shop/protocol/openid-connect/token");
+    let (status, _, body) = call(&app, Request::get("/ui/nothing.js").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].as_str().unwrap().contains("nothing.js"));
+    let (status, _, body) = call(&app, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8(body).unwrap().contains("/dashboard/"));
 }
 
 #[tokio::test]

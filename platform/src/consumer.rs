@@ -40,7 +40,7 @@ pub struct Envelope {
 impl Envelope {
     /// The decoded `message` of record `m`, with its headers and coordinates. Public so that
     /// other readers of the topics (the projectors' rebuild) build envelopes the same way.
-    pub fn new(m: &BorrowedMessage<'_>, message: Message) -> Self {
+    pub fn new<M: rdkafka::Message>(m: &M, message: Message) -> Self {
         Envelope {
             message,
             message_id: header(m, h::MESSAGE_ID)
@@ -146,7 +146,7 @@ impl ClientContext for LagReporter {
 
 impl ConsumerContext for LagReporter {}
 
-fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+fn header<M: rdkafka::Message>(m: &M, name: &str) -> Option<String> {
     m.headers()?
         .iter()
         .find(|hd| hd.key == name)

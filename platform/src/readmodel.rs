@@ -119,11 +119,22 @@ pub async fn active_name(client: &Client, read_model: ReadModel) -> mongodb::err
 
 /// Make `collection` (in the read model's database) the active one: one atomic upsert.
 pub async fn switch(client: &Client, read_model: ReadModel, collection: &str) -> mongodb::error::Result<()> {
-    let set = doc! {
-        "db": read_model.location().0, "collection": collection,
-        "switched_at": mongodb::bson::DateTime::now(),
-    };
-    pointers(client).update_one(doc! { "_id": read_model.name() }, doc! { "$set": set }).upsert(true).await?;
+    switch_in(&client.database(META_DB), read_model, read_model.location().0, collection).await
+}
+
+/// [`switch`] with the pointers in `meta` and the collection in database `db` (a benchmark
+/// rebuilds into a database of its own and must not touch the live pointers).
+pub async fn switch_in(
+    meta: &mongodb::Database,
+    read_model: ReadModel,
+    db: &str,
+    collection: &str,
+) -> mongodb::error::Result<()> {
+    let set = doc! { "db": db, "collection": collection, "switched_at": mongodb::bson::DateTime::now() };
+    meta.collection::<Document>(ACTIVE)
+        .update_one(doc! { "_id": read_model.name() }, doc! { "$set": set })
+        .upsert(true)
+        .await?;
     Ok(())
 }
 

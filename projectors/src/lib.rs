@@ -13,9 +13,11 @@
 //! active pointer (`platform::readmodel`), a rebuild writes its shadow collections.
 
 pub mod checkpoint;
+pub mod fold;
 pub mod offsets;
 pub mod rebuild;
 pub mod status;
+pub mod synthetic;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -52,29 +54,20 @@ impl Projections {
         Self { targets: Targets::Fixed(targets) }
     }
 
+    /// The fixed collections of a rebuild (`None` for the live projector).
+    pub fn fixed(&self) -> Option<&BTreeMap<ReadModel, Collection<Document>>> {
+        match &self.targets {
+            Targets::Fixed(map) => Some(map),
+            Targets::Active(_) => None,
+        }
+    }
+
     async fn target(&self, read_model: ReadModel) -> Result<Option<Collection<Document>>, HandlerError> {
         match &self.targets {
             Targets::Active(active) => {
                 Ok(Some(active.collection(read_model).await.map_err(|e| HandlerError::Transient(e.into()))?))
             }
             Targets::Fixed(map) => Ok(map.get(&read_model).cloned()),
-        }
-    }
-
-    /// [`guarded`] on the read model's current target, if it has one.
-    async fn upsert(
-        &self,
-        read_model: ReadModel,
-        id: &str,
-        stream: &str,
-        version: i64,
-        update: Document,
-    ) -> Result<(), HandlerError> {
-        // Payment documents see only their order's events of the account stream.
-        let order = if read_model == ReadModel::Payments { Order::Loose } else { Order::Strict };
-        match self.target(read_model).await? {
-            Some(coll) => guarded(&coll, id, stream, version, update, order).await,
-            None => Ok(()),
         }
     }
 
@@ -185,150 +178,170 @@ fn at(envelope: &Envelope) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-#[async_trait]
-impl Handler for Projections {
-    async fn handle(&self, e: &Envelope) -> Result<(), HandlerError> {
-        let Some(v) = e.aggregate_version else {
-            return Err(HandlerError::Permanent("event without aggregate-version header".into()));
-        };
-        match &e.message {
-            Message::CustomerRegistered(m) => {
-                let u = doc! { "$set": { "name": &m.name, "email": &m.email, "owner": &m.owner } };
-                self.upsert(ReadModel::Customers, &m.customer_id, "customer", v, u).await
-            }
-            Message::AccountOpened(m) => {
-                let u =
-                    doc! { "$set": { "credit_limit_cents": m.credit_cents, "credit_available_cents": m.credit_cents } };
-                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await
-            }
-            Message::PaymentAuthorized(m) => {
-                let u = doc! { "$inc": { "credit_available_cents": -m.amount_cents } };
-                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await?;
-                self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "AUTHORIZED", v).await
-            }
-            Message::PaymentRefunded(m) => {
-                let u = doc! { "$inc": { "credit_available_cents": m.amount_cents } };
-                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, u).await?;
-                self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "REFUNDED", v).await
-            }
-            // No change to the customer's credit, but the customer document follows every
-            // event of the account stream, in order.
-            Message::PaymentDeclined(m) => {
-                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, doc! {}).await?;
-                self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "DECLINED", v).await
-            }
-            Message::PaymentConfirmed(m) => {
-                self.upsert(ReadModel::Customers, &m.customer_id, "payment", v, doc! {}).await?;
-                self.payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "CONFIRMED", v).await
-            }
-            Message::ProductCreated(m) => {
-                let u = doc! { "$set": {
-                    "sku": &m.sku, "name": &m.name, "price_cents": m.price_cents, "currency": &m.currency,
-                    "available": i64::from(m.stock), "reserved": 0_i64, "sold": 0_i64,
-                } };
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
-            }
-            Message::StockAdded(m) => {
-                let u = doc! { "$inc": { "available": i64::from(m.quantity) } };
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
-            }
-            Message::StockReserved(m) => {
-                let q = i64::from(m.quantity);
-                let u = doc! { "$inc": { "available": -q, "reserved": q } };
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
-            }
-            Message::StockReleased(m) => {
-                let q = i64::from(m.quantity);
-                let u = doc! { "$inc": { "available": q, "reserved": -q } };
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
-            }
-            Message::StockCommitted(m) => {
-                let q = i64::from(m.quantity);
-                let u = doc! { "$inc": { "reserved": -q, "sold": q } };
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
-            }
-            Message::StockReservationFailed(m) => {
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, doc! {}).await
-            }
-            Message::StockReturned(m) => {
-                let q = i64::from(m.quantity);
-                let u = doc! { "$inc": { "sold": -q, "available": q } };
-                self.upsert(ReadModel::Catalog, &m.product_id, "product", v, u).await
-            }
-            Message::OrderPlaced(m) => {
-                let items: Vec<Document> = m
+/// One document update an event causes: `update` applied to document `id` of `read_model` as
+/// the `version`-th event of `stream` (see [`guarded`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub read_model: ReadModel,
+    pub id: String,
+    pub stream: &'static str,
+    pub version: i64,
+    pub update: Document,
+}
+
+impl Change {
+    fn new(read_model: ReadModel, id: &str, stream: &'static str, version: i64, update: Document) -> Self {
+        Self { read_model, id: id.to_owned(), stream, version, update }
+    }
+
+    /// How strictly the document follows the stream's versions.
+    pub fn order(&self) -> Order {
+        // Payment documents see only their order's events of the account stream.
+        if self.read_model == ReadModel::Payments { Order::Loose } else { Order::Strict }
+    }
+}
+
+/// The document updates of one event, in the order they are applied. The live projector
+/// applies them one by one ([`Projections::handle`]); a rebuild folds a batch of them per
+/// document ([`rebuild`]). Either way the documents come out the same.
+pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
+    let Some(v) = e.aggregate_version else {
+        return Err(HandlerError::Permanent("event without aggregate-version header".into()));
+    };
+    let one = |r, id: &str, stream, u| Ok(vec![Change::new(r, id, stream, v, u)]);
+    let payment = |order: &str, customer: &str, amount: i64, currency: &str, status: &str, u: Document| {
+        let p = doc! { "$set": { "customer_id": customer, "amount_cents": amount, "currency": currency, "status": status } };
+        Ok(vec![
+            Change::new(ReadModel::Customers, customer, "payment", v, u),
+            Change::new(ReadModel::Payments, order, "account", v, p),
+        ])
+    };
+    match &e.message {
+        Message::CustomerRegistered(m) => {
+            let u = doc! { "$set": { "name": &m.name, "email": &m.email, "owner": &m.owner } };
+            one(ReadModel::Customers, &m.customer_id, "customer", u)
+        }
+        Message::AccountOpened(m) => {
+            let u = doc! { "$set": { "credit_limit_cents": m.credit_cents, "credit_available_cents": m.credit_cents } };
+            one(ReadModel::Customers, &m.customer_id, "payment", u)
+        }
+        Message::PaymentAuthorized(m) => {
+            let u = doc! { "$inc": { "credit_available_cents": -m.amount_cents } };
+            payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "AUTHORIZED", u)
+        }
+        Message::PaymentRefunded(m) => {
+            let u = doc! { "$inc": { "credit_available_cents": m.amount_cents } };
+            payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "REFUNDED", u)
+        }
+        // No change to the customer's credit, but the customer document follows every
+        // event of the account stream, in order.
+        Message::PaymentDeclined(m) => {
+            payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "DECLINED", doc! {})
+        }
+        Message::PaymentConfirmed(m) => {
+            payment(&m.order_id, &m.customer_id, m.amount_cents, &m.currency, "CONFIRMED", doc! {})
+        }
+        Message::ProductCreated(m) => {
+            let u = doc! { "$set": {
+                "sku": &m.sku, "name": &m.name, "price_cents": m.price_cents, "currency": &m.currency,
+                "available": i64::from(m.stock), "reserved": 0_i64, "sold": 0_i64,
+            } };
+            one(ReadModel::Catalog, &m.product_id, "product", u)
+        }
+        Message::StockAdded(m) => {
+            let u = doc! { "$inc": { "available": i64::from(m.quantity) } };
+            one(ReadModel::Catalog, &m.product_id, "product", u)
+        }
+        Message::StockReserved(m) => {
+            let q = i64::from(m.quantity);
+            let u = doc! { "$inc": { "available": -q, "reserved": q } };
+            one(ReadModel::Catalog, &m.product_id, "product", u)
+        }
+        Message::StockReleased(m) => {
+            let q = i64::from(m.quantity);
+            let u = doc! { "$inc": { "available": q, "reserved": -q } };
+            one(ReadModel::Catalog, &m.product_id, "product", u)
+        }
+        Message::StockCommitted(m) => {
+            let q = i64::from(m.quantity);
+            let u = doc! { "$inc": { "reserved": -q, "sold": q } };
+            one(ReadModel::Catalog, &m.product_id, "product", u)
+        }
+        Message::StockReservationFailed(m) => one(ReadModel::Catalog, &m.product_id, "product", doc! {}),
+        Message::StockReturned(m) => {
+            let q = i64::from(m.quantity);
+            let u = doc! { "$inc": { "sold": -q, "available": q } };
+            one(ReadModel::Catalog, &m.product_id, "product", u)
+        }
+        Message::OrderPlaced(m) => {
+            let items: Vec<Document> = m
                     .lines
                     .iter()
                     .map(|l| doc! { "product_id": &l.product_id, "quantity": i64::from(l.quantity), "unit_price_cents": l.unit_price_cents })
                     .collect();
-                let u = doc! {
-                    "$set": { "customer_id": &m.customer_id, "items": items, "total_cents": m.total_cents,
-                              "currency": &m.currency, "status": "PENDING", "owner": &m.owner },
-                    "$push": { "history": { "status": "PENDING", "at": at(e) } },
-                };
-                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
-            }
-            Message::OrderConfirmed(m) => {
-                let u = doc! { "$set": { "status": "CONFIRMED" }, "$push": { "history": { "status": "CONFIRMED", "at": at(e) } } };
-                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
-            }
-            Message::OrderRejected(m) => {
-                let u = doc! {
-                    "$set": { "status": "REJECTED", "reason": &m.reason },
-                    "$push": { "history": { "status": "REJECTED", "at": at(e) } },
-                };
-                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
-            }
-            Message::OrderCancelled(m) => {
-                let u = doc! {
-                    "$set": { "status": "CANCELLED", "reason": &m.reason },
-                    "$push": { "history": { "status": "CANCELLED", "at": at(e) } },
-                };
-                self.upsert(ReadModel::Orders, &m.order_id, "order", v, u).await
-            }
-            Message::SagaUpdated(m) => {
-                // The whole state each time: the newest version wins.
-                let lines: Vec<Document> = m
-                    .lines
-                    .iter()
-                    .map(|l| doc! { "product_id": &l.product_id, "quantity": i64::from(l.quantity), "state": &l.state })
-                    .collect();
-                let history: Vec<Document> = m
-                    .history
-                    .iter()
-                    .map(|h| {
-                        let at = DateTime::<Utc>::from_timestamp_millis(h.at_ms).unwrap_or_default();
-                        doc! { "at": at.to_rfc3339_opts(SecondsFormat::Millis, true), "step": &h.step, "what": &h.what }
-                    })
-                    .collect();
-                let u = doc! { "$set": {
-                    "customer_id": &m.customer_id, "status": &m.status, "step": &m.step, "reason": m.reason.as_deref(),
-                    "payment": &m.payment, "total_cents": m.total_cents, "currency": &m.currency,
-                    "lines": lines, "history": history,
-                } };
-                self.upsert(ReadModel::Sagas, &m.order_id, "saga", v, u).await
-            }
-            // Recorded for the version guard only: the order stays as it is until cancelled.
-            Message::OrderCancellationRequested(m) => {
-                self.upsert(ReadModel::Orders, &m.order_id, "order", v, doc! {}).await
-            }
-            _ => Ok(()),
+            let u = doc! {
+                "$set": { "customer_id": &m.customer_id, "items": items, "total_cents": m.total_cents,
+                          "currency": &m.currency, "status": "PENDING", "owner": &m.owner },
+                "$push": { "history": { "status": "PENDING", "at": at(e) } },
+            };
+            one(ReadModel::Orders, &m.order_id, "order", u)
         }
+        Message::OrderConfirmed(m) => {
+            let u = doc! { "$set": { "status": "CONFIRMED" }, "$push": { "history": { "status": "CONFIRMED", "at": at(e) } } };
+            one(ReadModel::Orders, &m.order_id, "order", u)
+        }
+        Message::OrderRejected(m) => {
+            let u = doc! {
+                "$set": { "status": "REJECTED", "reason": &m.reason },
+                "$push": { "history": { "status": "REJECTED", "at": at(e) } },
+            };
+            one(ReadModel::Orders, &m.order_id, "order", u)
+        }
+        Message::OrderCancelled(m) => {
+            let u = doc! {
+                "$set": { "status": "CANCELLED", "reason": &m.reason },
+                "$push": { "history": { "status": "CANCELLED", "at": at(e) } },
+            };
+            one(ReadModel::Orders, &m.order_id, "order", u)
+        }
+        Message::SagaUpdated(m) => {
+            // The whole state each time: the newest version wins.
+            let lines: Vec<Document> = m
+                .lines
+                .iter()
+                .map(|l| doc! { "product_id": &l.product_id, "quantity": i64::from(l.quantity), "state": &l.state })
+                .collect();
+            let history: Vec<Document> = m
+                .history
+                .iter()
+                .map(|h| {
+                    let at = DateTime::<Utc>::from_timestamp_millis(h.at_ms).unwrap_or_default();
+                    doc! { "at": at.to_rfc3339_opts(SecondsFormat::Millis, true), "step": &h.step, "what": &h.what }
+                })
+                .collect();
+            let u = doc! { "$set": {
+                "customer_id": &m.customer_id, "status": &m.status, "step": &m.step, "reason": m.reason.as_deref(),
+                "payment": &m.payment, "total_cents": m.total_cents, "currency": &m.currency,
+                "lines": lines, "history": history,
+            } };
+            one(ReadModel::Sagas, &m.order_id, "saga", u)
+        }
+        // Recorded for the version guard only: the order stays as it is until cancelled.
+        Message::OrderCancellationRequested(m) => one(ReadModel::Orders, &m.order_id, "order", doc! {}),
+        _ => Ok(vec![]),
     }
 }
 
-impl Projections {
-    async fn payment(
-        &self,
-        order_id: &str,
-        customer_id: &str,
-        amount_cents: i64,
-        currency: &str,
-        status: &str,
-        version: i64,
-    ) -> Result<(), HandlerError> {
-        let u = doc! { "$set": { "customer_id": customer_id, "amount_cents": amount_cents, "currency": currency, "status": status } };
-        self.upsert(ReadModel::Payments, order_id, "account", version, u).await
+#[async_trait]
+impl Handler for Projections {
+    async fn handle(&self, e: &Envelope) -> Result<(), HandlerError> {
+        for c in changes(e)? {
+            if let Some(coll) = self.target(c.read_model).await? {
+                let order = c.order();
+                guarded(&coll, &c.id, c.stream, c.version, c.update, order).await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -72,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
             }
             read_models.sort();
             read_models.dedup();
-            rebuild::run(&settings, rebuild::Options { read_models, dry_run, max_rate }).await
+            let options = rebuild::Options { dry_run, max_rate, ..rebuild::Options::new(read_models) };
+            rebuild::run(&settings, options).await.map(|_| ())
         }
     }
 }

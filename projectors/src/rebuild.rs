@@ -14,24 +14,30 @@
 //! same selection continues from there. The old collections are kept (a pointer write rolls
 //! back); dropping them is left to the operator.
 //!
-//! Within a batch, records are grouped by Kafka key (the aggregate id, which is also the id of
-//! every document its events touch) and groups are applied concurrently, each in order:
-//! two upserts of one new document must never race.
+//! Until the switch nobody else writes the shadow collections, so a batch (up to [`BATCH`]
+//! records, decoded in parallel) is folded per document and each touched document is written
+//! once ([`crate::fold`]); progress is saved after a flushed batch. From the switch on the
+//! live projector writes the same collections, so the rebuild applies event by event with the
+//! guarded upserts: records are grouped by Kafka key (the aggregate id, which is also the id of
+//! every document its events touch) and groups are applied concurrently, each in order — two
+//! upserts of one new document must never race. The folded path falls back to this one for
+//! any batch it cannot write exactly (e.g. records re-read after a kill).
 
+use crate::fold::{self, Known};
 use crate::offsets::{self, Tp};
 use crate::{Projections, topics_of};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mongodb::bson::{Document, doc};
-use mongodb::{Client, Collection};
+use mongodb::{Client, Collection, Database};
 use platform::Settings;
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::readmodel::{self, META_DB, POINTER_TTL, ReadModel};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use schemas::{Codec, DecodeError};
+use schemas::{Codec, DecodeError, Topic};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -46,7 +52,8 @@ const COUNTERS: &str = "counters";
 /// How long the rebuild keeps applying after the switch (see the module docs).
 pub const GRACE: Duration = Duration::from_secs(3 * POINTER_TTL.as_secs());
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-const BATCH: usize = 500;
+/// Records per batch (one folded write per touched document each).
+pub const BATCH: usize = 20_000;
 const CONCURRENCY: usize = 8;
 /// A catch-up round that applied fewer events than this is close enough to switch.
 const CLOSE_ENOUGH: u64 = 200;
@@ -56,6 +63,47 @@ pub struct Options {
     pub dry_run: bool,
     /// Events per second at most, to spare the database that serves queries meanwhile.
     pub max_rate: Option<u32>,
+    pub place: Place,
+    /// How long to keep applying after the switch; [`GRACE`] unless nothing else writes.
+    pub grace: Duration,
+}
+
+impl Options {
+    pub fn new(read_models: Vec<ReadModel>) -> Self {
+        Self { read_models, dry_run: false, max_rate: None, place: Place::default(), grace: GRACE }
+    }
+}
+
+/// Where a rebuild reads and writes: by default the live event topics, each read model's own
+/// database and the pointers in [`META_DB`]; a benchmark reads topics under a prefix and keeps
+/// everything in one database of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Place {
+    pub topic_prefix: String,
+    pub database: Option<String>,
+}
+
+impl Place {
+    pub fn topic(&self, topic: Topic) -> String {
+        format!("{}{}", self.topic_prefix, topic.name())
+    }
+
+    fn db_of(&self, read_model: ReadModel) -> &str {
+        self.database.as_deref().unwrap_or(read_model.location().0)
+    }
+
+    fn meta(&self, client: &Client) -> Database {
+        client.database(self.database.as_deref().unwrap_or(META_DB))
+    }
+}
+
+/// What a finished rebuild did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Events applied by this run (a resumed run counts only its own).
+    pub applied: u64,
+    /// From the first record read to the switch.
+    pub until_switch: Duration,
 }
 
 /// A rebuild in progress, for `status`.
@@ -91,8 +139,8 @@ impl Phase {
     }
 }
 
-fn rebuilds(client: &Client) -> Collection<Document> {
-    client.database(META_DB).collection(REBUILDS)
+fn rebuilds(meta: &Database) -> Collection<Document> {
+    meta.collection(REBUILDS)
 }
 
 fn rebuild_id(read_models: &[ReadModel]) -> String {
@@ -138,15 +186,15 @@ impl Progress {
         Ok(Self { id: d.get_str("_id")?.to_owned(), phase, targets, next, applied: d.get_i64("applied")? })
     }
 
-    async fn save(&self, client: &Client) -> mongodb::error::Result<()> {
-        rebuilds(client).replace_one(doc! { "_id": &self.id }, self.to_doc()).upsert(true).await?;
+    async fn save(&self, meta: &Database) -> mongodb::error::Result<()> {
+        rebuilds(meta).replace_one(doc! { "_id": &self.id }, self.to_doc()).upsert(true).await?;
         Ok(())
     }
 }
 
 /// Unfinished rebuilds.
 pub async fn summaries(client: &Client) -> anyhow::Result<Vec<Summary>> {
-    let docs: Vec<Document> = rebuilds(client).find(doc! {}).await?.try_collect().await?;
+    let docs: Vec<Document> = rebuilds(&client.database(META_DB)).find(doc! {}).await?.try_collect().await?;
     docs.iter()
         .map(|d| {
             let p = Progress::from_doc(d)?;
@@ -164,18 +212,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
     tokio::task::spawn_blocking(f).await?
 }
 
-pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Option<Report>> {
     anyhow::ensure!(!options.read_models.is_empty(), "name a read model or --all");
     let mongo = readmodel::connect(&settings.mongodb_url).await?;
+    let place = options.place.clone();
+    let meta = place.meta(&mongo);
     let id = rebuild_id(&options.read_models);
-    let mut topics: Vec<&'static str> =
-        options.read_models.iter().flat_map(|r| topics_of(*r)).map(|t| t.name()).collect();
+    let mut topics: Vec<String> =
+        options.read_models.iter().flat_map(|r| topics_of(*r)).map(|t| place.topic(*t)).collect();
     topics.sort();
     topics.dedup();
     let brokers = settings.kafka_brokers.clone();
     let tps = blocking({
         let (b, t) = (brokers.clone(), topics.clone());
-        move || offsets::partitions(&b, &t)
+        move || offsets::partitions(&b, &t.iter().map(String::as_str).collect::<Vec<_>>())
     })
     .await?;
     let marks = blocking({
@@ -183,11 +233,12 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
         move || offsets::watermarks(&b, &t)
     })
     .await?;
-    let existing = rebuilds(&mongo).find_one(doc! { "_id": &id }).await?;
+    let existing = rebuilds(&meta).find_one(doc! { "_id": &id }).await?;
     let existing = existing.as_ref().map(Progress::from_doc).transpose()?;
 
     if options.dry_run {
-        return dry_run(&mongo, &id, &options, &marks, existing.as_ref()).await;
+        dry_run(&mongo, &id, &options, &marks, existing.as_ref()).await?;
+        return Ok(None);
     }
 
     let mut progress = match existing {
@@ -200,17 +251,17 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
                 "resuming from position {position} ({} events applied, phase {}) into {}",
                 p.applied,
                 p.phase.as_str(),
-                describe_targets(&p.targets)
+                describe_targets(&place, &p.targets)
             );
             p
         }
         None => {
-            let generation = next_generation(&mongo).await?;
+            let generation = next_generation(&meta).await?;
             let targets: BTreeMap<_, _> =
                 options.read_models.iter().map(|r| (*r, shadow_name(*r, generation))).collect();
             for (r, c) in &targets {
                 // Left over from a rebuild whose progress was deleted: start clean.
-                mongo.database(r.location().0).collection::<Document>(c).drop().await?;
+                mongo.database(place.db_of(*r)).collection::<Document>(c).drop().await?;
             }
             let p = Progress {
                 id: id.clone(),
@@ -219,14 +270,15 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
                 next: marks.iter().map(|(tp, (low, _))| (tp.clone(), *low)).collect(),
                 applied: 0,
             };
-            p.save(&mongo).await?;
-            println!("starting rebuild {id} into {}", describe_targets(&p.targets));
+            p.save(&meta).await?;
+            println!("starting rebuild {id} into {}", describe_targets(&place, &p.targets));
             p
         }
     };
 
-    let collections =
-        progress.targets.iter().map(|(r, c)| (*r, mongo.database(r.location().0).collection::<Document>(c))).collect();
+    let collections: BTreeMap<_, _> =
+        progress.targets.iter().map(|(r, c)| (*r, mongo.database(place.db_of(*r)).collection::<Document>(c))).collect();
+    let known = if progress.phase == Phase::Replay { Some(Known::load(&collections).await?) } else { None };
     let projections = Projections::into_collections(collections);
     projections.create_indexes().await.context("creating indexes on the shadow collections")?;
 
@@ -239,7 +291,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
         }
     });
 
-    let mut replay = Replay::new(settings, &mongo, projections, &progress, options.max_rate, interrupted)?;
+    let mut replay = Replay::new(settings, &meta, projections, known, &progress, options.max_rate, interrupted)?;
     let start: i64 = marks.iter().map(|(tp, (low, _))| progress.next[tp] - low).sum();
     let total: i64 = marks.values().map(|(low, high)| high - low).sum();
     replay.progress_bar(marks.iter().map(|(tp, (low, _))| (tp.clone(), *low)).collect(), start, total);
@@ -260,14 +312,16 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
             }
         }
         for (r, c) in &progress.targets {
-            readmodel::switch(&mongo, *r, c).await?;
+            readmodel::switch_in(&meta, *r, place.db_of(*r), c).await?;
         }
         progress.phase = Phase::Switched;
-        progress.save(&mongo).await?;
-        replay.println(&format!("switched {}", describe_targets(&progress.targets)));
+        progress.save(&meta).await?;
+        replay.known = None;
+        replay.println(&format!("switched {}", describe_targets(&place, &progress.targets)));
     }
+    let until_switch = replay.started.elapsed();
     // Handover: whatever the live projector still wrote to the old collections.
-    replay.during(GRACE, &mut progress).await?;
+    replay.during(options.grace, &mut progress).await?;
     let goal = blocking({
         let (b, t) = (brokers.clone(), tps.clone());
         move || offsets::watermarks(&b, &t)
@@ -275,22 +329,22 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<()> {
     .await?;
     let goal: BTreeMap<Tp, i64> = goal.into_iter().map(|(tp, (_, high))| (tp, high)).collect();
     replay.until(&goal, &mut progress).await?;
-    rebuilds(&mongo).delete_one(doc! { "_id": &id }).await?;
+    rebuilds(&meta).delete_one(doc! { "_id": &id }).await?;
     replay.finish();
     println!(
         "done: {} events applied; active: {}; the previous collections are kept",
         progress.applied,
-        describe_targets(&progress.targets)
+        describe_targets(&place, &progress.targets)
     );
-    Ok(())
+    Ok(Some(Report { applied: replay.applied_here, until_switch }))
 }
 
-fn describe_targets(targets: &BTreeMap<ReadModel, String>) -> String {
-    targets.iter().map(|(r, c)| format!("{r} -> {}.{c}", r.location().0)).collect::<Vec<_>>().join(", ")
+fn describe_targets(place: &Place, targets: &BTreeMap<ReadModel, String>) -> String {
+    targets.iter().map(|(r, c)| format!("{r} -> {}.{c}", place.db_of(*r))).collect::<Vec<_>>().join(", ")
 }
 
-async fn next_generation(mongo: &Client) -> anyhow::Result<i64> {
-    let counters = mongo.database(META_DB).collection::<Document>(COUNTERS);
+async fn next_generation(meta: &Database) -> anyhow::Result<i64> {
+    let counters = meta.collection::<Document>(COUNTERS);
     let d = counters
         .find_one_and_update(doc! { "_id": "rebuild" }, doc! { "$inc": { "n": 1_i64 } })
         .upsert(true)
@@ -319,17 +373,19 @@ async fn dry_run(
             "  would resume (phase {}, {} events applied) into {}",
             e.phase.as_str(),
             e.applied,
-            describe_targets(&e.targets)
+            describe_targets(&options.place, &e.targets)
         ),
         None => {
-            let counters = mongo.database(META_DB).collection::<Document>(COUNTERS);
+            let counters = options.place.meta(mongo).collection::<Document>(COUNTERS);
             let n = counters.find_one(doc! { "_id": "rebuild" }).await?.and_then(|d| d.get_i64("n").ok()).unwrap_or(0);
             let targets = options.read_models.iter().map(|r| (*r, shadow_name(*r, n + 1))).collect();
-            println!("  would write {}", describe_targets(&targets));
+            println!("  would write {}", describe_targets(&options.place, &targets));
         }
     }
-    for r in &options.read_models {
-        println!("  {r}: the services read {} until the switch", readmodel::active_name(mongo, *r).await?);
+    if options.place.database.is_none() {
+        for r in &options.read_models {
+            println!("  {r}: the services read {} until the switch", readmodel::active_name(mongo, *r).await?);
+        }
     }
     Ok(())
 }
@@ -337,9 +393,11 @@ async fn dry_run(
 /// The replaying consumer and its bookkeeping.
 struct Replay {
     consumer: StreamConsumer,
-    codec: Codec,
+    codec: Arc<Codec>,
     projections: Projections,
-    mongo: Client,
+    /// Set while the shadow collections are private to the rebuild: batches are folded.
+    known: Option<Known>,
+    meta: Database,
     max_rate: Option<u32>,
     interrupted: Arc<AtomicBool>,
     brokers: String,
@@ -357,30 +415,21 @@ struct Replay {
 impl Replay {
     fn new(
         settings: &Settings,
-        mongo: &Client,
+        meta: &Database,
         projections: Projections,
+        known: Option<Known>,
         progress: &Progress,
         max_rate: Option<u32>,
         interrupted: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka_brokers)
-            .set("group.id", "projectors.rebuild")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .context("creating Kafka consumer")?;
-        let mut assignment = TopicPartitionList::new();
-        for ((t, p), next) in &progress.next {
-            assignment.add_partition_offset(t, *p, Offset::Offset(*next))?;
-        }
-        consumer.assign(&assignment)?;
+        let consumer = replay_consumer(&settings.kafka_brokers, &progress.next)?;
         let plain = !std::io::stderr().is_terminal();
         Ok(Self {
             consumer,
-            codec: Codec::new(&settings.schema_registry_url)?,
+            codec: Arc::new(Codec::new(&settings.schema_registry_url)?),
             projections,
-            mongo: mongo.clone(),
+            known,
+            meta: meta.clone(),
             max_rate,
             interrupted,
             brokers: settings.kafka_brokers.clone(),
@@ -493,9 +542,9 @@ impl Replay {
             Some(rate) => (rate as usize / 10).clamp(1, BATCH),
             None => BATCH,
         };
-        let mut envelopes: Vec<(String, Envelope)> = Vec::new();
+        let mut records: Vec<OwnedMessage> = Vec::new();
         let mut wait = wait;
-        while envelopes.len() < limit {
+        while records.len() < limit {
             let m = match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(Err(e)) => {
@@ -505,29 +554,12 @@ impl Replay {
                 Ok(Ok(m)) => m,
             };
             wait = Duration::from_millis(20);
-            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-            let payload = m.payload().unwrap_or_default();
-            let message = loop {
-                match self.codec.decode(payload).await {
-                    Ok(message) => break Some(message),
-                    Err(e @ DecodeError::Unavailable(_)) => {
-                        tracing::warn!(error = %e, "schema registry unavailable; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    // Parked on the DLQ by the live consumer too: nothing to project.
-                    Err(e) => {
-                        tracing::warn!(topic = m.topic(), offset = m.offset(), error = %e, "skipping undecodable record");
-                        break None;
-                    }
-                }
-            };
-            if let Some(message) = message {
-                envelopes.push((key, Envelope::new(&m, message)));
-            }
             progress.next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            records.push(m.detach());
         }
+        let envelopes = decode_all(&self.codec, records).await;
         let n = envelopes.len();
-        self.apply(envelopes).await?;
+        self.write(envelopes).await?;
         // The consumer's position also steps over transaction markers.
         if let Ok(positions) = self.consumer.position() {
             for e in positions.elements() {
@@ -550,6 +582,31 @@ impl Replay {
         Ok(n)
     }
 
+    /// Folded while the shadow collections are private, else (or when folding cannot write a
+    /// batch exactly) event by event.
+    async fn write(&mut self, envelopes: Vec<(String, Envelope)>) -> anyhow::Result<()> {
+        if let (Some(known), Some(collections)) = (self.known.as_mut(), self.projections.fixed()) {
+            let mut changes = Vec::new();
+            let mut foldable = true;
+            for (_, e) in &envelopes {
+                match crate::changes(e) {
+                    Ok(c) => changes.extend(c),
+                    // Skipped by the per-event path too (see `apply_one`).
+                    Err(HandlerError::Permanent(_)) => {}
+                    Err(HandlerError::Transient(_)) => foldable = false,
+                }
+            }
+            let outcome =
+                if foldable { fold::write(collections, known, changes).await } else { Ok(fold::Outcome::PerEvent) };
+            match outcome {
+                Ok(fold::Outcome::Applied) => return Ok(()),
+                Ok(fold::Outcome::PerEvent) => tracing::info!("batch not foldable as it is; applying event by event"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "folded write failed; applying event by event"),
+            }
+        }
+        self.apply(envelopes).await
+    }
+
     async fn apply(&self, envelopes: Vec<(String, Envelope)>) -> anyhow::Result<()> {
         let mut groups: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
         for (key, e) in envelopes {
@@ -569,7 +626,7 @@ impl Replay {
 
     async fn save(&mut self, progress: &Progress, force: bool) -> anyhow::Result<()> {
         if force || self.last_save.elapsed() >= SAVE_EVERY {
-            progress.save(&self.mongo).await?;
+            progress.save(&self.meta).await?;
             self.last_save = Instant::now();
             if force {
                 self.report(progress, true);
@@ -599,4 +656,77 @@ async fn apply_one(projections: &Projections, e: &Envelope) -> anyhow::Result<()
         }
     }
     unreachable!("the loop returns")
+}
+
+/// The rebuild's Kafka consumer, assigned to start at `next` of each partition: no group is
+/// joined, nothing is committed. Large fetches: a rebuild reads the topics from the start.
+pub fn replay_consumer(brokers: &str, next: &BTreeMap<Tp, i64>) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "projectors.rebuild")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.min.bytes", "65536")
+        .set("fetch.wait.max.ms", "50")
+        .set("max.partition.fetch.bytes", "8388608")
+        .set("fetch.max.bytes", "67108864")
+        .set("queued.min.messages", "200000")
+        .create()
+        .context("creating Kafka consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    for ((t, p), n) in next {
+        assignment.add_partition_offset(t, *p, Offset::Offset(*n))?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// Decode a batch of records into (Kafka key, envelope), in order, on all cores. Records that
+/// cannot be decoded are skipped (the live consumer parks them on the DLQ); an unreachable
+/// schema registry is waited for.
+pub async fn decode_all(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<(String, Envelope)> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let per = records.len().div_ceil(workers).max(256);
+    let mut chunks = Vec::new();
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<OwnedMessage> = records.by_ref().take(per).collect();
+        let codec = codec.clone();
+        chunks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(chunk.len());
+            for m in &chunk {
+                if let Some(e) = decode_one(&codec, m).await {
+                    out.push(e);
+                }
+            }
+            out
+        }));
+    }
+    let mut out = Vec::new();
+    for c in chunks {
+        match c.await {
+            Ok(part) => out.extend(part),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
+}
+
+async fn decode_one(codec: &Codec, m: &OwnedMessage) -> Option<(String, Envelope)> {
+    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+    let payload = m.payload().unwrap_or_default();
+    loop {
+        match codec.decode(payload).await {
+            Ok(message) => return Some((key, Envelope::new(m, message))),
+            Err(e @ DecodeError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // Parked on the DLQ by the live consumer too: nothing to project.
+            Err(e) => {
+                tracing::warn!(topic = m.topic(), offset = m.offset(), error = %e, "skipping undecodable record");
+                return None;
+            }
+        }
+    }
 }

@@ -132,6 +132,32 @@ pub const ON_FAILURE: &str = r::RejectOrder::FULL_NAME;
 pub const CANCEL_AFTER_CONFIRMATION: [&str; 3] =
     [r::RefundPayment::FULL_NAME, r::ReturnStock::FULL_NAME, r::CancelOrder::FULL_NAME];
 
+/// The whole saga as data: what the dashboard draws and `GET /sagas/definition` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Definition {
+    pub name: &'static str,
+    pub steps: &'static [StepSpec],
+    /// Commands sent once the last step has succeeded.
+    pub on_success: &'static [&'static str],
+    /// The command that ends a failed saga (after the compensations).
+    pub on_failure: &'static str,
+    /// The commands of a cancellation after confirmation, in order.
+    pub cancel_after_confirmation: &'static [&'static str],
+    /// The same as a Mermaid flowchart.
+    pub mermaid: String,
+}
+
+pub fn create_order() -> Definition {
+    Definition {
+        name: "CreateOrder",
+        steps: &CREATE_ORDER,
+        on_success: &ON_SUCCESS,
+        on_failure: ON_FAILURE,
+        cancel_after_confirmation: &CANCEL_AFTER_CONFIRMATION,
+        mermaid: mermaid(&CREATE_ORDER),
+    }
+}
+
 pub fn find(name: &str) -> Option<&'static StepSpec> {
     CREATE_ORDER.iter().find(|s| s.name == name)
 }

@@ -204,7 +204,11 @@ impl Orchestrator {
 
 /// Queries answer from the `sagas` read model (built by the projectors from `saga.events`).
 pub fn app(sagas: ActiveCollection) -> Router {
-    Router::new().route("/sagas", get(list)).route("/sagas/{id}", get(find)).with_state(sagas)
+    Router::new()
+        .route("/sagas", get(list))
+        .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))
+        .route("/sagas/{id}", get(find))
+        .with_state(sagas)
 }
 
 /// A read-model document as API JSON: `_id` becomes `id`, version guards are dropped.

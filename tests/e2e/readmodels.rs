@@ -263,16 +263,25 @@ async fn rebuild_switches_while_serving_and_loses_nothing() {
     let before = active(&m).await;
     let reference = snapshot(&m, &before, &customers, &products).await;
 
-    // Meanwhile another customer keeps ordering and a reader keeps reading.
-    let (buyer, product) = (new_customer().await, new_product(1, 1_000_000).await);
+    // Meanwhile other customers keep ordering and a reader keeps reading. The orders rotate over
+    // several buyers so that each one's listing (capped at 1000) holds all of its orders, however
+    // long the rebuild takes.
+    let mut buyers = Vec::new();
+    for _ in 0..4 {
+        buyers.push(new_customer().await);
+    }
+    let product = new_product(1, 1_000_000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let placed = Arc::new(AtomicUsize::new(0));
     let reads = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn({
-        let (stop, placed, buyer) = (stop.clone(), placed.clone(), buyer.clone());
+        let (stop, placed, buyers) = (stop.clone(), placed.clone(), buyers.clone());
         async move {
             let items = json!([{ "product_id": product, "quantity": 1 }]);
+            let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
+                let buyer = &buyers[i % buyers.len()];
+                i += 1;
                 // Not what this test checks: an order service restarted by someone else is fine.
                 let (status, _) = post("/api/orders", json!({ "customer_id": buyer, "items": items })).await;
                 if status == StatusCode::ACCEPTED {
@@ -318,7 +327,7 @@ async fn rebuild_switches_while_serving_and_loses_nothing() {
     }
     assert_same(&reference, &snapshot(&m, &after, &customers, &products).await, "rebuilt vs live");
     // ...and every order placed during the rebuild and the handover settles in them.
-    settle(std::slice::from_ref(&buyer), placed.load(Ordering::SeqCst)).await;
+    settle(&buyers, placed.load(Ordering::SeqCst)).await;
 }
 
 #[tokio::test]

@@ -99,7 +99,8 @@ async fn a_customer_on_an_admin_route_is_403() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
         assert_eq!(as_user("admin", reqwest::Method::GET, path, None).await.0, StatusCode::OK, "{path}");
     }
-    let product = json!({ "sku": unique("SEC").to_uppercase(), "name": "x", "price_cents": 1, "currency": "EUR", "stock": 1 });
+    let product =
+        json!({ "sku": unique("SEC").to_uppercase(), "name": "x", "price_cents": 1, "currency": "EUR", "stock": 1 });
     assert_eq!(as_user("alice", reqwest::Method::POST, "/api/products", Some(product)).await.0, StatusCode::FORBIDDEN);
 }
 

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tools.stack import apifuzz, demo, procs
+from tools.stack import apifuzz, browser, demo, procs
 from tools.stack.components import load
 from tools.stack.components.base import Component, Context, StackError, merged_env, tail, tcp_ok, user_ids
 
@@ -365,11 +365,22 @@ class Launcher:
             counts["passed" if code == 0 else "failed"] += 1
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
+        def browser_tests() -> str:
+            gateway = self.by_name.get("gateway")
+            if gateway is None:
+                return "skipped"
+            code, out = browser.run(self.ctx, f"http://127.0.0.1:{gateway.port}")
+            passed, failed = count_unittest_results(out)
+            counts["passed"] += passed
+            counts["failed"] += failed
+            return "ok" if code == 0 else f"FAILED (exit {code})"
+
         try:
             step("stack up --no-demo", up)
             step("cargo test --workspace --no-fail-fast -- --include-ignored", cargo_test)
             step("launcher unit tests", unit_tests)
             step("schemas check", schemas_check)
+            step(f"browser tests (Chromium, playwright {browser.VERSION})", browser_tests)
             step(f"schemathesis {apifuzz.VERSION} on /api/openapi.json", api_fuzz)
         finally:
             if started_here and not keep:

@@ -12,9 +12,9 @@ use domain::values::{CustomerId, Email, Name};
 use mongodb::bson::doc;
 use platform::Settings;
 use platform::consistency::{self, Token, View, Visibility};
-use platform::identity::Caller;
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
+use platform::identity::Caller;
 use platform::outbox::event_mapper;
 use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
@@ -75,7 +75,9 @@ async fn register(
     let id = CustomerId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), id.to_string())]);
     let owner = caller.user_id().map(str::to_owned);
-    s.store.execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email, owner }, metadata).await?;
+    s.store
+        .execute(&id.to_string(), CustomerCommand::Register { customer_id: id, name, email, owner }, metadata)
+        .await?;
     let version = s.store.version(&id.to_string()).await?;
     let mut response = json_response(StatusCode::CREATED, &serde_json::json!({ "id": id }));
     response.headers_mut().extend([Token::new("customer", id, version).header()]);

@@ -88,7 +88,12 @@ impl Harness {
 }
 
 fn alice() -> CustomerRegistered {
-    CustomerRegistered { customer_id: "c1".into(), name: "Alice".into(), email: "alice@example.com".into(), owner: None }
+    CustomerRegistered {
+        customer_id: "c1".into(),
+        name: "Alice".into(),
+        email: "alice@example.com".into(),
+        owner: None,
+    }
 }
 
 fn placed() -> OrderPlaced {

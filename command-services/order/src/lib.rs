@@ -16,10 +16,10 @@ use mongodb::bson::doc;
 use platform::Settings;
 use platform::client::{CallError, Downstream};
 use platform::consistency::{self, Token, View, Visibility};
-use platform::identity::Caller;
 use platform::consumer::{Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
+use platform::identity::Caller;
 use platform::outbox::event_mapper;
 use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
@@ -181,7 +181,9 @@ async fn place_new(s: &AppState, body: &PlaceOrder, caller: &Caller) -> Result<R
     }
     let order_id = OrderId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
-    s.store.execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata).await?;
+    s.store
+        .execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata)
+        .await?;
     let location = format!("/orders/{order_id}");
     let version = s.store.version(&order_id.to_string()).await?;
     let (token_name, token) = Token::new("order", order_id, version).header();

@@ -1,4 +1,4 @@
-//! One file per public resource, plus `/health`, the JSON fallbacks and `/internal/sd`.
+//! One file per public resource, plus `/health`, the JSON fallbacks, `/internal/sd` and the UI.
 
 pub mod customers;
 pub mod fallback;
@@ -7,3 +7,4 @@ pub mod orders;
 pub mod products;
 pub mod sagas;
 pub mod sd;
+pub mod ui;

@@ -1,7 +1,7 @@
 //! `/api/sagas` → saga orchestrator `/sagas` (read-only).
 
 use crate::auth::Admin;
-use crate::contract::{ErrorBody, Saga, SagaSummary};
+use crate::contract::{ErrorBody, Saga, SagaDefinition, SagaSummary};
 use crate::downstream::Service;
 use crate::extract::{Incoming, ResourceId};
 use crate::state::AppState;
@@ -12,7 +12,20 @@ use axum::routing::get;
 use platform::http::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/sagas", get(list)).route("/api/sagas/{id}", get(find))
+    Router::new()
+        .route("/api/sagas", get(list))
+        .route("/api/sagas/definition", get(definition))
+        .route("/api/sagas/{id}", get(find))
+}
+
+/// The CreateOrder saga's declaration: steps, commands, replies, compensations, timeouts (admin).
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/sagas/definition", tag = "sagas", responses(
+    (status = 200, description = "The saga's steps as the orchestrator declares them", body = SagaDefinition),
+    (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+    (status = 403, description = "The token lacks the admin role", body = ErrorBody),
+))]
+pub(crate) async fn definition(State(s): State<AppState>, _: Admin, incoming: Incoming) -> Result<Response, ApiError> {
+    s.forward(Service::Saga, "/sagas/definition", incoming, None).await
 }
 
 /// The most recent sagas (admin).

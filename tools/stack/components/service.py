@@ -63,5 +63,6 @@ class Service(Component):
     def urls(self) -> list[tuple[str, str]]:
         base = f"http://127.0.0.1:{self.port}"
         if self.name == "gateway":
-            return [("API", f"{base}/api/products"), ("docs", f"{base}/docs/"), ("OpenAPI", f"{base}/api/openapi.json")]
+            return [("saga dashboard (admin/admin)", f"{base}/dashboard/"), ("API", f"{base}/api/products"),
+                    ("docs", f"{base}/docs/"), ("OpenAPI", f"{base}/api/openapi.json")]
         return [("", f"{base}/")]

@@ -1,0 +1,154 @@
+// Sign-in with the Keycloak realm: the authorization code flow with PKCE (S256) for the public
+// client `shop-web`. Tokens live in sessionStorage (this tab only) and are refreshed before they
+// expire. Everything here uses browser APIs only: no library, no CDN.
+
+const TOKENS = "shop.tokens";
+const PENDING = "shop.pkce";
+let config;
+
+export async function loadConfig() {
+  if (!config) {
+    const res = await fetch("/ui/config.json");
+    if (!res.ok) throw new Error(`the gateway's UI config answered ${res.status}`);
+    config = await res.json();
+  }
+  return config;
+}
+
+function base64url(bytes) {
+  let s = "";
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function randomString(bytes) {
+  const a = new Uint8Array(bytes);
+  crypto.getRandomValues(a);
+  return base64url(a);
+}
+
+function redirectUri() {
+  return location.origin + location.pathname;
+}
+
+export async function signIn() {
+  const c = await loadConfig();
+  const verifier = randomString(48);
+  const state = randomString(16);
+  sessionStorage.setItem(PENDING, JSON.stringify({ verifier, state }));
+  const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const url = new URL(c.authorization_endpoint);
+  url.search = new URLSearchParams({
+    client_id: c.client_id,
+    response_type: "code",
+    scope: "openid",
+    redirect_uri: redirectUri(),
+    state,
+    code_challenge: challenge,
+    code_challenge_method: "S256",
+  }).toString();
+  location.assign(url.toString());
+}
+
+export async function signOut() {
+  const c = await loadConfig();
+  const tokens = stored();
+  sessionStorage.removeItem(TOKENS);
+  const url = new URL(c.end_session_endpoint);
+  url.search = new URLSearchParams({
+    client_id: c.client_id,
+    post_logout_redirect_uri: redirectUri(),
+    ...(tokens?.id_token ? { id_token_hint: tokens.id_token } : {}),
+  }).toString();
+  location.assign(url.toString());
+}
+
+function stored() {
+  try {
+    return JSON.parse(sessionStorage.getItem(TOKENS) || "null");
+  } catch {
+    return null;
+  }
+}
+
+function keep(answer) {
+  const now = Date.now();
+  const tokens = {
+    access_token: answer.access_token,
+    id_token: answer.id_token,
+    refresh_token: answer.refresh_token,
+    expires_at: now + (answer.expires_in ?? 60) * 1000,
+    refresh_expires_at: now + (answer.refresh_expires_in ?? 0) * 1000,
+  };
+  sessionStorage.setItem(TOKENS, JSON.stringify(tokens));
+  return tokens;
+}
+
+async function tokenRequest(fields) {
+  const c = await loadConfig();
+  const res = await fetch(c.token_endpoint, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ client_id: c.client_id, ...fields }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error_description || body.error || `token endpoint answered ${res.status}`);
+  return keep(body);
+}
+
+/** Finish a sign-in when Keycloak has sent the browser back with a code. */
+export async function completeSignIn() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("code") && !params.has("error")) return;
+  history.replaceState(null, "", location.pathname);
+  const pending = JSON.parse(sessionStorage.getItem(PENDING) || "null");
+  sessionStorage.removeItem(PENDING);
+  if (params.has("error")) throw new Error(params.get("error_description") || params.get("error"));
+  if (!pending || pending.state !== params.get("state")) throw new Error("the sign-in answer does not match this tab's request; sign in again");
+  await tokenRequest({
+    grant_type: "authorization_code",
+    code: params.get("code"),
+    redirect_uri: redirectUri(),
+    code_verifier: pending.verifier,
+  });
+}
+
+/** A valid access token, refreshed when it is about to expire; null when signed out. */
+export async function accessToken() {
+  let tokens = stored();
+  if (!tokens) return null;
+  if (tokens.expires_at - Date.now() < 15_000) {
+    if (!tokens.refresh_token || tokens.refresh_expires_at < Date.now()) {
+      sessionStorage.removeItem(TOKENS);
+      return null;
+    }
+    try {
+      tokens = await tokenRequest({ grant_type: "refresh_token", refresh_token: tokens.refresh_token });
+    } catch {
+      sessionStorage.removeItem(TOKENS);
+      return null;
+    }
+  }
+  return tokens.access_token;
+}
+
+/** The signed-in user as the access token says (name and realm roles); null when signed out. */
+export async function who() {
+  const token = await accessToken();
+  if (!token) return null;
+  const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+  return { name: payload.preferred_username || payload.sub, roles: payload.realm_access?.roles || [] };
+}
+
+/** GET an API path with the bearer token; throws an Error carrying the API's own message. */
+export async function api(path) {
+  const token = await accessToken();
+  const res = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  const body = await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error(body?.error || `${path} answered ${res.status}`);
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}

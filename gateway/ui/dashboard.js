@@ -1,0 +1,205 @@
+// The saga dashboard: the CreateOrder saga as the orchestrator declares it, every saga's state
+// (refreshed every few seconds), and one saga's progress and history. Text from the API only
+// ever reaches the page as text nodes.
+import { api, completeSignIn, signIn, signOut, who } from "/ui/auth.js";
+
+const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
+const FAILED = new Set(["COMPENSATING", "REJECTED", "CANCELLED"]);
+const REFRESH_MS = 3000;
+// `GET /api/sagas` answers the newest this many.
+const LIST_LIMIT = 500;
+
+const $ = (id) => document.getElementById(id);
+const short = (fullName) => fullName.split(".").pop();
+const money = (cents, currency) => `${(cents / 100).toFixed(2)} ${currency}`;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+const state = { definition: null, sagas: [], filter: null, selected: null, timer: null };
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+// --- the saga's shape ---------------------------------------------------------------------------
+
+/** Each declared step's progress in one saga: done, active or failed, and whether it was undone. */
+function progress(saga) {
+  const reached = new Set((saga?.history ?? []).map((h) => h.step));
+  const steps = state.definition.steps;
+  const current = steps.findIndex((s) => s.name === saga?.step);
+  let last = -1;
+  steps.forEach((s, i) => { if (reached.has(s.name) || i === current) last = i; });
+  return steps.map((s, i) => {
+    if (!saga) return { cls: "", undone: false };
+    if (saga.status === "CONFIRMED") return { cls: "done", undone: false };
+    if (saga.status === "RUNNING") return { cls: i < current ? "done" : i === current ? "active" : "", undone: false };
+    // Failed: the steps before the one that failed were done, and those with a compensation
+    // were undone, in reverse. Cancelled: every step reached was done and is undone.
+    const cancelled = saga.status === "CANCELLED";
+    const cls = i > last ? "" : i === last && !cancelled ? "failed" : "done";
+    const completed = i < last || (cancelled && i <= last);
+    return { cls, undone: completed && s.compensation !== null };
+  });
+}
+
+function flow(saga) {
+  const d = state.definition;
+  const marks = progress(saga);
+  const end = saga?.status === "CONFIRMED" ? "done" : saga && FAILED.has(saga.status) ? "failed" : "";
+  const nodes = [el("div", { class: "node end" }, el("span", { class: "name" }, "OrderPlaced"))];
+  d.steps.forEach((s, i) => {
+    nodes.push(el("span", { class: "arrow", "aria-hidden": "true" }, "→"));
+    nodes.push(el("div", { class: `node ${marks[i].cls}`, "data-step": s.name },
+      el("span", { class: "name" }, s.name),
+      el("small", {}, short(s.command), s.timeout === "configured" ? " · times out" : ""),
+      el("small", {}, "replies: ", s.replies.map(short).join(" / ")),
+      el("div", { class: `undo ${marks[i].undone ? "ran" : ""}` },
+        s.compensation ? `↺ ${short(s.compensation)}` : "no compensation needed")));
+  });
+  nodes.push(el("span", { class: "arrow", "aria-hidden": "true" }, "→"));
+  nodes.push(el("div", { class: `node end ${end}` },
+    el("span", { class: "name" }, saga && FAILED.has(saga.status) ? saga.status : "CONFIRMED"),
+    el("small", {}, saga && FAILED.has(saga.status) ? short(d.on_failure) : d.on_success.map(short).join(" + "))));
+  return nodes;
+}
+
+// --- the list -----------------------------------------------------------------------------------
+
+function renderCounts() {
+  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  for (const s of state.sagas) counts[s.status] = (counts[s.status] ?? 0) + 1;
+  $("counts").replaceChildren(
+    el("button", { type: "button", "aria-pressed": String(state.filter === null), onclick: () => setFilter(null) },
+      `all ${state.sagas.length}`, state.sagas.length >= LIST_LIMIT ? " newest" : ""),
+    ...STATUSES.map((s) => el("button", {
+      type: "button", "data-status": s, "aria-pressed": String(state.filter === s), onclick: () => setFilter(s),
+    }, el("span", { class: `badge ${s}` }, s), ` ${counts[s]}`)));
+}
+
+function setFilter(status) {
+  state.filter = status;
+  render();
+}
+
+function renderTable() {
+  const rows = state.sagas
+    .filter((s) => state.filter === null || s.status === state.filter)
+    .map((s) => el("tr", { "data-id": s.id, "aria-selected": String(s.id === state.selected), onclick: () => select(s.id) },
+      el("td", { class: "id", title: s.id }, s.id.slice(0, 8)),
+      el("td", {}, el("span", { class: `badge ${s.status}` }, s.status)),
+      el("td", {}, s.step),
+      el("td", {}, s.payment),
+      el("td", { class: "num" }, money(s.total_cents, s.currency)),
+      el("td", { class: "reason" }, s.reason ?? "")));
+  const empty = el("tr", {}, el("td", { colspan: "6", class: "muted" },
+    state.sagas.length ? "No saga has this status." : "No sagas yet: place an order."));
+  $("sagas").tBodies[0].replaceChildren(...(rows.length ? rows : [empty]));
+}
+
+function render() {
+  renderCounts();
+  renderTable();
+}
+
+// --- one saga -----------------------------------------------------------------------------------
+
+async function select(id) {
+  state.selected = id;
+  renderTable();
+  await showDetail();
+}
+
+async function showDetail() {
+  const id = state.selected;
+  if (!id) return;
+  let saga;
+  try {
+    saga = await api(`/api/sagas/${encodeURIComponent(id)}`);
+  } catch (e) {
+    $("detail").replaceChildren(el("p", { class: "error" }, e.message));
+    $("detail").hidden = false;
+    return;
+  }
+  if (state.selected !== id) return;
+  $("detail").replaceChildren(
+    el("h2", {}, "Order ", el("span", { class: "id" }, saga.id)),
+    el("div", { class: "flow compact" }, flow(saga)),
+    el("dl", { class: "facts" },
+      el("dt", {}, "status"), el("dd", {}, el("span", { class: `badge ${saga.status}` }, saga.status)),
+      el("dt", {}, "step"), el("dd", {}, saga.step),
+      el("dt", {}, "payment"), el("dd", {}, saga.payment),
+      el("dt", {}, "total"), el("dd", {}, money(saga.total_cents, saga.currency)),
+      el("dt", {}, "customer"), el("dd", { class: "id" }, saga.customer_id),
+      saga.reason ? [el("dt", {}, "reason"), el("dd", {}, saga.reason)] : null),
+    el("h3", {}, "History"),
+    el("ol", { class: "timeline" }, saga.history.map((h) => el("li", {},
+      el("time", { datetime: h.at }, new Date(h.at).toLocaleTimeString()),
+      el("span", { class: "step" }, h.step),
+      h.what))));
+  $("detail").hidden = false;
+}
+
+// --- refresh ------------------------------------------------------------------------------------
+
+async function refresh() {
+  try {
+    state.sagas = await api("/api/sagas");
+    render();
+    if (state.selected) await showDetail();
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    showError("");
+  } catch (e) {
+    if (e.status === 401) return start();
+    showError(`Could not load the sagas: ${e.message}`);
+  }
+}
+
+function live(on) {
+  clearInterval(state.timer);
+  state.timer = on ? setInterval(refresh, REFRESH_MS) : null;
+}
+
+async function start() {
+  live(false);
+  try {
+    await completeSignIn();
+  } catch (e) {
+    showError(`Sign-in failed: ${e.message}`);
+  }
+  const user = await who();
+  $("signin").hidden = !!user;
+  $("board").hidden = true;
+  $("user").replaceChildren(...(user
+    ? [el("span", {}, user.name), el("button", { type: "button", onclick: signOut }, "Sign out")]
+    : []));
+  if (!user) return;
+  if (!user.roles.includes("admin")) {
+    showError(`Signed in as ${user.name}, who lacks the admin role the dashboard needs.`);
+    return;
+  }
+  try {
+    state.definition = await api("/api/sagas/definition");
+  } catch (e) {
+    showError(`Could not load the saga's definition: ${e.message}`);
+    return;
+  }
+  $("definition").replaceChildren(...flow(null));
+  $("board").hidden = false;
+  await refresh();
+  live($("live").checked);
+}
+
+$("signin-button").addEventListener("click", () => signIn().catch((e) => showError(e.message)));
+$("live").addEventListener("change", (e) => live(e.target.checked));
+start();

@@ -1,0 +1,390 @@
+//! Batched writes for a rebuild's shadow collections: the [`Change`]s of a batch of events are
+//! folded per document, and each touched document is written once per batch — new documents
+//! with one unordered `insert`, existing ones with one unordered multi-statement `update` — instead
+//! of one guarded upsert (and round trip) per event.
+//!
+//! This is only an optimistic fast path, for collections nobody else writes (a shadow before
+//! its switch). Whenever it cannot prove that it did exactly what the per-event path would
+//! have done, [`write`] answers [`Outcome::PerEvent`] and the caller applies the batch event by
+//! event with the guarded upserts, which skip whatever was already applied:
+//!
+//! - a new document is inserted only if every stream that feeds it starts at version 1 in the
+//!   batch (or the document follows its stream loosely), and the insert fails if it exists;
+//! - an update of an existing document carries, per stream, the guard of its first event (the
+//!   document holds exactly the previous version), and the batch falls back unless every
+//!   statement matched;
+//! - versions of a stream within a batch must be consecutive (strictly increasing for
+//!   loosely-following documents), and only `$set`, `$inc` and `$push` of plain fields are
+//!   folded.
+//!
+//! A document built in memory applies the same operators in the same order as the server
+//! would, so the result equals the per-event result (tested against a real server).
+
+use crate::{Change, Order};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::Collection;
+use mongodb::bson::{Bson, Document, doc};
+use platform::readmodel::ReadModel;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What [`write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every change is applied.
+    Applied,
+    /// Some changes may be missing: apply the batch event by event (repeats are no-ops).
+    PerEvent,
+}
+
+/// Documents per `insert` and statements per `update` command, and commands at once. FerretDB
+/// v1 (PostgreSQL backend) was seen to hang for good on unordered writes of a few hundred
+/// statements, apparently one pooled connection per statement; together these stay well below
+/// its pool of 50.
+const STATEMENTS: usize = 20;
+const IN_FLIGHT: usize = 2;
+
+/// Ids of the documents a shadow collection is known to hold: those decide insert or update.
+/// Only a hint: a wrong guess makes [`write`] fall back, never write wrongly.
+#[derive(Debug, Default)]
+pub struct Known {
+    ids: HashMap<ReadModel, HashSet<String>>,
+}
+
+impl Known {
+    /// The ids already in `collections` (none for a fresh rebuild; a resumed one has some).
+    pub async fn load(collections: &BTreeMap<ReadModel, Collection<Document>>) -> mongodb::error::Result<Self> {
+        let mut ids = HashMap::new();
+        for (r, coll) in collections {
+            let docs: Vec<Document> = coll.find(doc! {}).projection(doc! { "_id": 1 }).await?.try_collect().await?;
+            let set: HashSet<String> = docs.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_owned)).collect();
+            ids.insert(*r, set);
+        }
+        Ok(Self { ids })
+    }
+
+    fn contains(&self, r: ReadModel, id: &str) -> bool {
+        self.ids.get(&r).is_some_and(|s| s.contains(id))
+    }
+
+    /// Note documents that exist now (or may: a wrong entry only costs a fallback).
+    pub fn note<'a>(&mut self, r: ReadModel, ids: impl IntoIterator<Item = &'a str>) {
+        self.ids.entry(r).or_default().extend(ids.into_iter().map(str::to_owned));
+    }
+}
+
+/// The changes of one document, in order.
+struct DocChanges {
+    id: String,
+    changes: Vec<Change>,
+}
+
+/// Group `changes` by read model and document, keeping each document's order.
+fn group(changes: Vec<Change>) -> BTreeMap<ReadModel, Vec<DocChanges>> {
+    let mut out: BTreeMap<ReadModel, (HashMap<String, usize>, Vec<DocChanges>)> = BTreeMap::new();
+    for c in changes {
+        let (index, docs) = out.entry(c.read_model).or_default();
+        let i = *index.entry(c.id.clone()).or_insert_with(|| {
+            docs.push(DocChanges { id: c.id.clone(), changes: Vec::new() });
+            docs.len() - 1
+        });
+        docs[i].changes.push(c);
+    }
+    out.into_iter().map(|(r, (_, docs))| (r, docs)).collect()
+}
+
+/// Whether each stream's versions in `changes` follow each other as the guard demands.
+fn in_sequence(changes: &[Change]) -> bool {
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for c in changes {
+        if let Some(prev) = last.insert(c.stream, c.version) {
+            let ok = match c.order() {
+                Order::Strict => c.version == prev + 1,
+                Order::Loose => c.version > prev,
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Whether a document without these streams may take `changes` as they are.
+fn may_create(changes: &[Change]) -> bool {
+    let mut seen = HashSet::new();
+    changes.iter().all(|c| !seen.insert(c.stream) || c.order() == Order::Loose || c.version == 1)
+}
+
+fn version_field(stream: &str) -> String {
+    format!("v_{stream}")
+}
+
+/// `update` with the stream's version set, as the guarded upsert writes it.
+fn with_version(c: &Change) -> Document {
+    let mut update = c.update.clone();
+    let mut set = update.get_document("$set").cloned().unwrap_or_default();
+    set.insert(version_field(c.stream), c.version);
+    update.insert("$set", set);
+    update
+}
+
+fn plain(field: &str) -> bool {
+    !field.is_empty() && !field.contains('.') && !field.starts_with('$')
+}
+
+/// `a + b` as `$inc` computes it, for the number types the projections use.
+fn add(a: &Bson, b: &Bson) -> Option<Bson> {
+    Some(match (a, b) {
+        (Bson::Int64(x), Bson::Int64(y)) => Bson::Int64(x.checked_add(*y)?),
+        (Bson::Int64(x), Bson::Int32(y)) | (Bson::Int32(y), Bson::Int64(x)) => {
+            Bson::Int64(x.checked_add(i64::from(*y))?)
+        }
+        (Bson::Int32(x), Bson::Int32(y)) => {
+            x.checked_add(*y).map_or_else(|| Bson::Int64(i64::from(*x) + i64::from(*y)), Bson::Int32)
+        }
+        (Bson::Double(x), Bson::Double(y)) => Bson::Double(x + y),
+        _ => return None,
+    })
+}
+
+fn is_number(b: &Bson) -> bool {
+    matches!(b, Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))
+}
+
+/// Apply an update document (`$set`, `$inc`, `$push` of plain fields) to `doc` in memory.
+/// `None` when it uses anything else.
+fn apply_in_memory(doc: &mut Document, update: &Document) -> Option<()> {
+    for (op, fields) in update {
+        let fields = fields.as_document()?;
+        for (field, value) in fields {
+            if !plain(field) {
+                return None;
+            }
+            match op.as_str() {
+                "$set" => {
+                    doc.insert(field.clone(), value.clone());
+                }
+                "$inc" => {
+                    let new = match doc.get(field) {
+                        None if is_number(value) => value.clone(),
+                        None => return None,
+                        Some(current) => add(current, value)?,
+                    };
+                    doc.insert(field.clone(), new);
+                }
+                "$push" => {
+                    if value.as_document().is_some_and(|d| d.keys().any(|k| k.starts_with('$'))) {
+                        return None; // modifiers such as $each
+                    }
+                    match doc.get_mut(field) {
+                        None => {
+                            doc.insert(field.clone(), Bson::Array(vec![value.clone()]));
+                        }
+                        Some(Bson::Array(items)) => items.push(value.clone()),
+                        Some(_) => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(())
+}
+
+/// The new document the changes would create, as the per-event upserts would leave it.
+fn materialize(id: &str, changes: &[Change]) -> Option<Document> {
+    let mut d = doc! { "_id": id };
+    for c in changes {
+        apply_in_memory(&mut d, &with_version(c))?;
+    }
+    Some(d)
+}
+
+/// One combined update of a document, and the first version of each stream it covers.
+#[derive(Default)]
+struct Combined {
+    set: Document,
+    inc: Document,
+    push: Document,
+    first: Vec<(&'static str, i64, Order)>,
+}
+
+impl Combined {
+    /// Fold `update` in, unless a field would be touched by two operators in a way one
+    /// update cannot express (then the caller starts another round).
+    fn absorb(&mut self, c: &Change) -> Option<bool> {
+        let update = with_version(c);
+        // Check first, change afterwards: a refused change leaves `self` as it was.
+        for (op, fields) in &update {
+            let fields = fields.as_document()?;
+            for (field, value) in fields {
+                if !plain(field) {
+                    return None;
+                }
+                let clash = match op.as_str() {
+                    "$set" => self.inc.contains_key(field) || self.push.contains_key(field),
+                    "$inc" => {
+                        self.push.contains_key(field)
+                            || self.set.get(field).is_some_and(|s| add(s, value).is_none())
+                            || self.inc.get(field).is_some_and(|s| add(s, value).is_none())
+                    }
+                    // One $push per field and update ($each is avoided: not every server has it).
+                    "$push" => {
+                        self.set.contains_key(field)
+                            || self.inc.contains_key(field)
+                            || self.push.contains_key(field)
+                            || value.as_document().is_some_and(|d| d.keys().any(|k| k.starts_with('$')))
+                    }
+                    _ => return None,
+                };
+                if clash {
+                    return Some(false);
+                }
+            }
+        }
+        for (op, fields) in &update {
+            for (field, value) in fields.as_document()? {
+                match op.as_str() {
+                    "$set" => {
+                        self.set.insert(field.clone(), value.clone());
+                    }
+                    "$inc" => {
+                        if let Some(s) = self.set.get(field) {
+                            let sum = add(s, value)?;
+                            self.set.insert(field.clone(), sum);
+                        } else if let Some(s) = self.inc.get(field) {
+                            let sum = add(s, value)?;
+                            self.inc.insert(field.clone(), sum);
+                        } else {
+                            self.inc.insert(field.clone(), value.clone());
+                        }
+                    }
+                    _ => {
+                        self.push.insert(field.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        if !self.first.iter().any(|(s, _, _)| *s == c.stream) {
+            self.first.push((c.stream, c.version, c.order()));
+        }
+        Some(true)
+    }
+
+    /// The `update` statement: the guard of each stream's first event, and the operators.
+    fn statement(&self, id: &str) -> Document {
+        let mut filter = doc! { "_id": id };
+        let mut loose = Vec::new();
+        for (stream, first, order) in &self.first {
+            let field = version_field(stream);
+            match order {
+                Order::Strict if *first <= 1 => {
+                    filter.insert(field, doc! { "$exists": false });
+                }
+                Order::Strict => {
+                    filter.insert(field, first - 1);
+                }
+                Order::Loose => {
+                    loose.push(doc! { "$or": [ { &field: { "$exists": false } }, { &field: { "$lt": first } } ] })
+                }
+            }
+        }
+        if !loose.is_empty() {
+            filter.insert("$and", loose);
+        }
+        let mut u = Document::new();
+        for (op, fields) in [("$set", &self.set), ("$inc", &self.inc), ("$push", &self.push)] {
+            if !fields.is_empty() {
+                u.insert(op, fields.clone());
+            }
+        }
+        doc! { "q": filter, "u": u, "upsert": false, "multi": false }
+    }
+}
+
+/// Combined updates of one existing document, in rounds that must run in order.
+fn combine(changes: &[Change]) -> Option<Vec<Combined>> {
+    let mut rounds = vec![Combined::default()];
+    for c in changes {
+        let last = rounds.last_mut()?;
+        if !last.absorb(c)? {
+            let mut next = Combined::default();
+            if !next.absorb(c)? {
+                return None;
+            }
+            rounds.push(next);
+        }
+    }
+    Some(rounds)
+}
+
+/// Write `changes` (in event order) to `collections`, folded per document. See the module docs.
+pub async fn write(
+    collections: &BTreeMap<ReadModel, Collection<Document>>,
+    known: &mut Known,
+    changes: Vec<Change>,
+) -> anyhow::Result<Outcome> {
+    let grouped = group(changes);
+    let mut plans = Vec::new();
+    for (r, docs) in grouped {
+        let Some(coll) = collections.get(&r) else { continue };
+        let mut inserts = Vec::new();
+        let mut rounds: Vec<Vec<Document>> = Vec::new();
+        for d in &docs {
+            if !in_sequence(&d.changes) {
+                return Ok(Outcome::PerEvent);
+            }
+            if !known.contains(r, &d.id) && may_create(&d.changes) {
+                match materialize(&d.id, &d.changes) {
+                    Some(doc) => inserts.push(doc),
+                    None => return Ok(Outcome::PerEvent),
+                }
+                continue;
+            }
+            let Some(combined) = combine(&d.changes) else { return Ok(Outcome::PerEvent) };
+            for (i, c) in combined.iter().enumerate() {
+                if rounds.len() <= i {
+                    rounds.push(Vec::new());
+                }
+                rounds[i].push(c.statement(&d.id));
+            }
+        }
+        known.note(r, docs.iter().map(|d| d.id.as_str()));
+        plans.push((coll.clone(), inserts, rounds));
+    }
+    // Inserts of distinct documents are independent; so are the statements of one round.
+    // Never more than IN_FLIGHT commands at once (see STATEMENTS).
+    let inserts = plans.iter().flat_map(|(coll, inserts, _)| inserts.chunks(STATEMENTS).map(move |c| (coll, c)));
+    let failed = futures::stream::iter(inserts)
+        .map(|(coll, chunk)| async move { coll.insert_many(chunk).ordered(false).await.is_err() })
+        .buffer_unordered(IN_FLIGHT)
+        .any(|failed| async move { failed })
+        .await;
+    if failed {
+        return Ok(Outcome::PerEvent);
+    }
+    let rounds = plans.iter().map(|(_, _, rounds)| rounds.len()).max().unwrap_or(0);
+    for i in 0..rounds {
+        let statements = plans
+            .iter()
+            .filter_map(|(coll, _, rounds)| Some((coll, rounds.get(i)?)))
+            .flat_map(|(coll, round)| round.chunks(STATEMENTS).map(move |c| (coll, c)));
+        let results: Vec<anyhow::Result<bool>> = futures::stream::iter(statements)
+            .map(|(coll, chunk)| async move {
+                let command = doc! { "update": coll.name(), "updates": chunk, "ordered": false };
+                let reply = coll.client().database(coll.namespace().db.as_str()).run_command(command).await?;
+                let n = reply.get("n").and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)));
+                let errors = reply.get_array("writeErrors").map(|e| !e.is_empty()).unwrap_or(false);
+                Ok(!errors && n == i64::try_from(chunk.len()).ok())
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        for r in results {
+            if !r? {
+                return Ok(Outcome::PerEvent);
+            }
+        }
+    }
+    Ok(Outcome::Applied)
+}

@@ -1,0 +1,126 @@
+//! The folded rebuild writes the same documents as the per-event projection, also when a
+//! batch is re-applied after a kill. Needs a MongoDB-wire server (`SHOP_MONGODB_URL`, default
+//! 127.0.0.1:27017); each run uses databases of its own and drops them.
+
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::{Client, Collection};
+use platform::consumer::{Envelope, Handler};
+use platform::readmodel::ReadModel;
+use projectors::fold::{self, Known, Outcome};
+use projectors::{Projections, synthetic};
+use std::collections::BTreeMap;
+
+async fn mongo() -> Client {
+    let url = std::env::var("SHOP_MONGODB_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into());
+    platform::readmodel::connect(&url).await.expect("mongodb")
+}
+
+/// The read models' collections in `db`, created one after the other with their indexes, as
+/// a rebuild does before it writes (some servers do not like collections of a new database
+/// created implicitly by concurrent writes).
+async fn collections(m: &Client, db: &str) -> BTreeMap<ReadModel, Collection<Document>> {
+    let colls: BTreeMap<_, _> =
+        ReadModel::ALL.iter().map(|r| (*r, m.database(db).collection(r.location().1))).collect();
+    Projections::into_collections(colls.clone()).create_indexes().await.expect("indexes");
+    colls
+}
+
+/// Field order aside (servers differ in where they put a new field), documents as values.
+fn normalized(b: &Bson) -> Bson {
+    match b {
+        Bson::Document(d) => {
+            let mut keys: Vec<_> = d.keys().cloned().collect();
+            keys.sort();
+            Bson::Document(keys.into_iter().map(|k| (k.clone(), normalized(&d[&k]))).collect())
+        }
+        Bson::Array(items) => Bson::Array(items.iter().map(normalized).collect()),
+        other => other.clone(),
+    }
+}
+
+async fn all(colls: &BTreeMap<ReadModel, Collection<Document>>) -> BTreeMap<ReadModel, Vec<Bson>> {
+    let mut out = BTreeMap::new();
+    for (r, c) in colls {
+        let mut docs: Vec<Document> = c.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+        docs.sort_by_key(|d| d.get_str("_id").unwrap_or_default().to_owned());
+        out.insert(*r, docs.iter().map(|d| normalized(&Bson::Document(d.clone()))).collect());
+    }
+    out
+}
+
+fn envelopes() -> Vec<Envelope> {
+    let history = synthetic::Shop::new(7).history(2_000);
+    history.iter().enumerate().map(|(i, e)| e.envelope(i as i64)).collect()
+}
+
+async fn per_event(colls: &BTreeMap<ReadModel, Collection<Document>>, envelopes: &[Envelope]) {
+    let p = Projections::into_collections(colls.clone());
+    for e in envelopes {
+        p.handle(e).await.expect("per-event projection");
+    }
+}
+
+/// Folded batches of `size`; batches the fold refuses go event by event, as in the rebuild.
+async fn folded(colls: &BTreeMap<ReadModel, Collection<Document>>, envelopes: &[Envelope], size: usize) -> usize {
+    let mut known = Known::load(colls).await.unwrap();
+    let mut fallbacks = 0;
+    for batch in envelopes.chunks(size) {
+        let changes = batch.iter().flat_map(|e| projectors::changes(e).unwrap()).collect();
+        if fold::write(colls, &mut known, changes).await.unwrap() == Outcome::PerEvent {
+            fallbacks += 1;
+            per_event(colls, batch).await;
+        }
+    }
+    fallbacks
+}
+
+#[tokio::test]
+async fn folded_batches_write_the_same_documents_as_event_by_event() {
+    let m = mongo().await;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let envelopes = envelopes();
+    let reference_db = format!("foldtest_{run}_ref");
+    let reference = collections(&m, &reference_db).await;
+    let began = std::time::Instant::now();
+    per_event(&reference, &envelopes).await;
+    eprintln!("{} events event by event in {:?}", envelopes.len(), began.elapsed());
+    let expected = all(&reference).await;
+    for r in ReadModel::ALL {
+        assert!(!expected[&r].is_empty(), "the history touches {r}");
+    }
+
+    let mut dbs = vec![reference_db];
+    for size in [1, 37, 500, 5_000] {
+        let db = format!("foldtest_{run}_{size}");
+        let colls = collections(&m, &db).await;
+        let began = std::time::Instant::now();
+        let fallbacks = folded(&colls, &envelopes, size).await;
+        eprintln!("batches of {size}: {:?}", began.elapsed());
+        assert_eq!(fallbacks, 0, "batch size {size}: a fresh replay needs no fallback");
+        let got = all(&colls).await;
+        for r in ReadModel::ALL {
+            assert_eq!(got[&r].len(), expected[&r].len(), "batch size {size}, {r}: document counts");
+            for (g, e) in got[&r].iter().zip(&expected[&r]) {
+                assert_eq!(g, e, "batch size {size}, {r}");
+            }
+        }
+        dbs.push(db);
+    }
+
+    // A kill after a batch was written and before its progress was saved: the next run reads
+    // that batch (and more) again, with the ids it finds in the collections.
+    let db = format!("foldtest_{run}_resume");
+    let colls = collections(&m, &db).await;
+    let (first, _) = envelopes.split_at(900);
+    folded(&colls, first, 300).await;
+    let fallbacks = folded(&colls, &envelopes[600..], 300).await;
+    assert!(fallbacks >= 1, "the re-read batch must not be folded blindly");
+    assert_eq!(all(&colls).await, expected, "resumed");
+    dbs.push(db);
+
+    for db in dbs {
+        m.database(&db).drop().await.unwrap();
+    }
+}
