@@ -4,7 +4,7 @@
 //! outbox trigger (see `sql/event_store.sql`), never from here.
 
 use crate::pg_store::PgEventStore;
-use cqrs_es::{AggregateError, CqrsFramework, EventStore};
+use cqrs_es::{AggregateError, CqrsFramework};
 use domain::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -115,8 +115,9 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// With `every > 0`, a snapshot of the aggregate is written (in the events' transaction)
     /// every `every` events, and loads start from the latest snapshot.
     pub fn with_snapshots(pool: PgPool, every: usize) -> Self {
-        let cqrs = CqrsFramework::new(PgEventStore::new(pool.clone(), every), vec![], ());
-        Self { cqrs, store: PgEventStore::new(pool.clone(), every), pool, _a: PhantomData }
+        let store = PgEventStore::new(pool.clone(), every);
+        let cqrs = CqrsFramework::new(store.sharing_cache(), vec![], ());
+        Self { cqrs, store, pool, _a: PhantomData }
     }
 
     /// Execute a command; a conflicting concurrent write is retried a few times (the command
@@ -140,8 +141,12 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         }
         let mut attempt = 0;
         loop {
+            let cached = self.store.is_cached(id);
             match self.cqrs.execute_with_metadata(id, command.clone(), metadata.clone()).await {
                 Ok(()) => return Ok(()),
+                // Decided on the cached state, which another process may have moved on from:
+                // a rejection counts only when a fresh load decides it too.
+                Err(AggregateError::UserError(_)) if cached => self.store.forget(id),
                 Err(AggregateError::AggregateConflict) => {
                     if self.handled(&command_id).await? {
                         return Ok(()); // it was stored after all
@@ -172,6 +177,10 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
 
     /// The version (latest sequence) an aggregate's stream has reached; 0 without events.
     pub async fn version(&self, id: &str) -> Result<i64, CommandError<A::Error>> {
+        // Right after this process's own command, the cache holds the version it wrote.
+        if let Some(v) = self.store.cached_version(id) {
+            return Ok(i64::try_from(v).unwrap_or(i64::MAX));
+        }
         crate::consistency::latest_version(&self.pool, A::TYPE, id)
             .await
             .map_err(|e| CommandError::Infrastructure(e.to_string()))
@@ -204,7 +213,8 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
 
     /// The current state of an aggregate, or `None` if it has no events.
     pub async fn load(&self, id: &str) -> Result<Option<A>, CommandError<A::Error>> {
-        let context = self.store.load_aggregate(id).await.map_err(CommandError::from)?;
+        // As stored: another instance of the service may have moved it on since this one's cache.
+        let context = self.store.load_stored(id).await.map_err(CommandError::from)?;
         if context.current_sequence == 0 {
             return Ok(None);
         }

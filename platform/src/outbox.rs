@@ -93,6 +93,18 @@ pub async fn enqueue(
     enqueue_versioned(tx, message, metadata, 0).await
 }
 
+/// Commits of this process that put rows in the outbox (see [`written`]).
+static WRITTEN: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Tell this process's relay that rows were committed to the outbox, so it publishes them now
+/// instead of at its next poll. The event store calls it after every commit with events: the
+/// outbox trigger does not `NOTIFY`, because PostgreSQL serializes the commits of notifying
+/// transactions on one lock, which capped appends at a fraction of what they reach without.
+/// Rows committed by another process are found by that process's relay, or by the poll.
+pub fn written() {
+    WRITTEN.notify_one();
+}
+
 /// Like [`enqueue`], for a message that is the `version`-th state of its key (> 0): it travels
 /// with an `aggregate-version` header, so projections can apply it idempotently.
 pub async fn enqueue_versioned(
@@ -253,15 +265,22 @@ impl Relay {
                 if listener.is_none() {
                     listener = self.listen().await.ok();
                 }
+                // Wake on a commit of this process, on a notification (direct rows, other
+                // processes' enqueues), or poll anyway after a while.
+                let woken = WRITTEN.notified();
                 match listener.as_mut() {
-                    // Wake on a notification, or poll anyway after a while.
-                    Some(l) => match tokio::time::timeout(pause, l.try_recv()).await {
-                        // One pass serves every notification that arrived meanwhile.
-                        Ok(Ok(Some(_))) => while l.next_buffered().is_some() {},
-                        Ok(Err(_)) => listener = None,
-                        _ => {}
+                    Some(l) => tokio::select! {
+                        () = woken => {}
+                        got = tokio::time::timeout(pause, l.try_recv()) => match got {
+                            // One pass serves every notification that arrived meanwhile.
+                            Ok(Ok(Some(_))) => while l.next_buffered().is_some() {},
+                            Ok(Err(_)) => listener = None,
+                            _ => {}
+                        },
                     },
-                    None => tokio::time::sleep(pause).await,
+                    None => {
+                        let _ = tokio::time::timeout(pause, woken).await;
+                    }
                 }
             };
             tokio::select! {

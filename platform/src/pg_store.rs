@@ -11,6 +11,17 @@
 //! Optimistic concurrency: the primary key `(aggregate_type, aggregate_id, sequence)` refuses a
 //! second writer of the same sequence ([`AggregateError::AggregateConflict`]); the snapshot row
 //! is updated only from the `current_snapshot` it was loaded at.
+//!
+//! Aggregate cache: after a commit the store keeps the aggregate's new state and sequence, so the
+//! next command on it is decided without a load, and a command costs one round trip. The cache
+//! is only ever a guess that the database checks:
+//! - a command decided on a stale state (another process wrote the aggregate since) that writes
+//!   events meets the primary key: conflict, the entry is dropped, the command runs again on a
+//!   fresh load;
+//! - one that decided nothing costs a version check instead of a load, and conflicts the same way
+//!   when stale;
+//! - a rejection decided on a cached state is decided again on a fresh load before it is
+//!   believed ([`PgEventStore::forget`], used by [`crate::es::EventStoreOf::execute`]).
 
 use crate::es::{EVENTS_TABLE, SNAPSHOTS_TABLE};
 use cqrs_es::persist::EventStoreAggregateContext;
@@ -19,12 +30,25 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// PostgreSQL's unique-violation code: another writer stored this sequence first.
 const UNIQUE_VIOLATION: &str = "23505";
 
+/// Aggregates kept per store (each service has one store per aggregate type).
+pub const CACHED_AGGREGATES: u64 = 10_000;
+
+/// An aggregate's state as of `sequence`, as the last commit of this process left it.
+struct Cached<A> {
+    aggregate: A,
+    sequence: usize,
+    snapshot: Option<usize>,
+}
+
 pub struct PgEventStore<A> {
     pool: PgPool,
+    /// Shared by the clones of a store (see [`PgEventStore::sharing_cache`]).
+    cache: moka::sync::Cache<String, Arc<Cached<A>>>,
     /// Write a snapshot whenever a commit crosses a multiple of this many events (0: never).
     snapshot_every: usize,
     load_sql: String,
@@ -32,10 +56,11 @@ pub struct PgEventStore<A> {
     insert_sql: String,
     first_snapshot_sql: String,
     next_snapshot_sql: String,
+    version_sql: String,
     _a: PhantomData<fn() -> A>,
 }
 
-impl<A: Aggregate> PgEventStore<A> {
+impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
     pub fn new(pool: PgPool, snapshot_every: usize) -> Self {
         let (events, snapshots) = (EVENTS_TABLE, SNAPSHOTS_TABLE);
         // The snapshot row (kind 0), if any, then the events after it (kind 1), in order.
@@ -69,8 +94,12 @@ impl<A: Aggregate> PgEventStore<A> {
             "UPDATE {snapshots} SET last_sequence = $3, current_snapshot = $4, payload = $5 \
               WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $6"
         );
+        let version_sql =
+            format!("SELECT COALESCE(MAX(sequence), 0) FROM {events} WHERE aggregate_type = $1 AND aggregate_id = $2");
         Self {
             pool,
+            cache: moka::sync::Cache::new(CACHED_AGGREGATES),
+            version_sql,
             snapshot_every,
             load_sql,
             events_sql,
@@ -79,6 +108,75 @@ impl<A: Aggregate> PgEventStore<A> {
             next_snapshot_sql,
             _a: PhantomData,
         }
+    }
+
+    /// A second handle on the same database and the same cache (cqrs-es owns one store; the
+    /// service's own reads use the other).
+    pub fn sharing_cache(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            cache: self.cache.clone(),
+            snapshot_every: self.snapshot_every,
+            load_sql: self.load_sql.clone(),
+            events_sql: self.events_sql.clone(),
+            insert_sql: self.insert_sql.clone(),
+            first_snapshot_sql: self.first_snapshot_sql.clone(),
+            next_snapshot_sql: self.next_snapshot_sql.clone(),
+            version_sql: self.version_sql.clone(),
+            _a: PhantomData,
+        }
+    }
+
+    /// Whether the next load of `aggregate_id` would come from the cache.
+    pub fn is_cached(&self, aggregate_id: &str) -> bool {
+        self.cache.contains_key(aggregate_id)
+    }
+
+    /// Drop the cached state: the next load reads the database.
+    pub fn forget(&self, aggregate_id: &str) {
+        self.cache.invalidate(aggregate_id);
+    }
+
+    /// The cached version (latest sequence) of an aggregate, if cached.
+    pub fn cached_version(&self, aggregate_id: &str) -> Option<usize> {
+        self.cache.get(aggregate_id).map(|c| c.sequence)
+    }
+
+    /// The aggregate as stored, never from the cache: for reads that must be current.
+    pub async fn load_stored(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let rows = sqlx::query(&self.load_sql)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database)?;
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        };
+        for row in rows {
+            let payload: Value = row.get("payload");
+            if row.get::<i32, _>("kind") == 0 {
+                context.aggregate = serde_json::from_value(payload).map_err(deserialization)?;
+                context.current_snapshot = Some(sequence(row.get("current_snapshot")));
+            } else {
+                context.aggregate.apply(serde_json::from_value(payload).map_err(deserialization)?);
+            }
+            context.current_sequence = sequence(row.get("sequence"));
+        }
+        Ok(context)
+    }
+
+    /// The stream's latest sequence in the database.
+    async fn stored_version(&self, aggregate_id: &str) -> Result<usize, sqlx::Error> {
+        let v: i64 =
+            sqlx::query_scalar(&self.version_sql).bind(A::TYPE).bind(aggregate_id).fetch_one(&self.pool).await?;
+        Ok(sequence(v))
     }
 
     fn envelopes(
@@ -112,7 +210,7 @@ fn sequence(raw: i64) -> usize {
     usize::try_from(raw).unwrap_or(0)
 }
 
-impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
+impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
     type AC = EventStoreAggregateContext<A>;
 
     async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
@@ -136,29 +234,15 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
     }
 
     async fn load_aggregate(&self, aggregate_id: &str) -> Result<Self::AC, AggregateError<A::Error>> {
-        let rows = sqlx::query(&self.load_sql)
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(database)?;
-        let mut context = EventStoreAggregateContext {
-            aggregate_id: aggregate_id.to_owned(),
-            aggregate: A::default(),
-            current_sequence: 0,
-            current_snapshot: None,
-        };
-        for row in rows {
-            let payload: Value = row.get("payload");
-            if row.get::<i32, _>("kind") == 0 {
-                context.aggregate = serde_json::from_value(payload).map_err(deserialization)?;
-                context.current_snapshot = Some(sequence(row.get("current_snapshot")));
-            } else {
-                context.aggregate.apply(serde_json::from_value(payload).map_err(deserialization)?);
-            }
-            context.current_sequence = sequence(row.get("sequence"));
+        if let Some(c) = self.cache.get(aggregate_id) {
+            return Ok(EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate: c.aggregate.clone(),
+                current_sequence: c.sequence,
+                current_snapshot: c.snapshot,
+            });
         }
-        Ok(context)
+        self.load_stored(aggregate_id).await
     }
 
     async fn commit(
@@ -168,6 +252,15 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         if events.is_empty() {
+            // Nothing to write, but a decision taken on a cached state is only as good as that
+            // state: check that nobody wrote the aggregate since, else decide again.
+            if self.cache.get(&context.aggregate_id).is_some_and(|c| c.sequence == context.current_sequence) {
+                let stored = self.stored_version(&context.aggregate_id).await.map_err(database)?;
+                if stored != context.current_sequence {
+                    self.forget(&context.aggregate_id);
+                    return Err(AggregateError::AggregateConflict);
+                }
+            }
             return Ok(Vec::new());
         }
         let EventStoreAggregateContext { aggregate_id, mut aggregate, current_sequence, current_snapshot } = context;
@@ -191,45 +284,60 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
             .bind(&payloads)
             .bind(&metadatas);
 
-        let snapshot_due =
-            self.snapshot_every > 0 && last / self.snapshot_every > current_sequence / self.snapshot_every;
-        if !snapshot_due {
-            insert.execute(&self.pool).await.map_err(database)?;
-            return Ok(envelopes);
-        }
+        // The state after this commit, for the cache.
         for e in &envelopes {
             aggregate.apply(e.payload.clone());
         }
+        let snapshot_due =
+            self.snapshot_every > 0 && last / self.snapshot_every > current_sequence / self.snapshot_every;
+        if !snapshot_due {
+            if let Err(e) = insert.execute(&self.pool).await {
+                self.forget(&aggregate_id);
+                return Err(database(e));
+            }
+            self.cache.insert(aggregate_id, Arc::new(Cached { aggregate, sequence: last, snapshot: current_snapshot }));
+            crate::outbox::written();
+            return Ok(envelopes);
+        }
         let state = serde_json::to_value(&aggregate).map_err(deserialization)?;
         let next_snapshot = current_snapshot.map_or(1, |n| n + 1);
-        let mut tx = self.pool.begin().await.map_err(database)?;
-        insert.execute(&mut *tx).await.map_err(database)?;
-        let written = match current_snapshot {
-            None => sqlx::query(&self.first_snapshot_sql)
-                .bind(A::TYPE)
-                .bind(&aggregate_id)
-                .bind(i64::try_from(last).unwrap_or(i64::MAX))
-                .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
-                .bind(&state)
-                .execute(&mut *tx)
-                .await
-                .map_err(database)?,
-            Some(previous) => sqlx::query(&self.next_snapshot_sql)
-                .bind(A::TYPE)
-                .bind(&aggregate_id)
-                .bind(i64::try_from(last).unwrap_or(i64::MAX))
-                .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
-                .bind(&state)
-                .bind(i64::try_from(previous).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(database)?,
-        };
-        if written.rows_affected() != 1 {
-            // Dropping `tx` rolls the events back too: nothing of this commit is stored.
-            return Err(AggregateError::AggregateConflict);
+        let written = async {
+            let mut tx = self.pool.begin().await.map_err(database)?;
+            insert.execute(&mut *tx).await.map_err(database)?;
+            let written = match current_snapshot {
+                None => sqlx::query(&self.first_snapshot_sql)
+                    .bind(A::TYPE)
+                    .bind(&aggregate_id)
+                    .bind(i64::try_from(last).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
+                    .bind(&state)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(database)?,
+                Some(previous) => sqlx::query(&self.next_snapshot_sql)
+                    .bind(A::TYPE)
+                    .bind(&aggregate_id)
+                    .bind(i64::try_from(last).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
+                    .bind(&state)
+                    .bind(i64::try_from(previous).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(database)?,
+            };
+            if written.rows_affected() != 1 {
+                // Dropping `tx` rolls the events back too: nothing of this commit is stored.
+                return Err(AggregateError::AggregateConflict);
+            }
+            tx.commit().await.map_err(database)
         }
-        tx.commit().await.map_err(database)?;
+        .await;
+        if let Err(e) = written {
+            self.forget(&aggregate_id);
+            return Err(e);
+        }
+        self.cache.insert(aggregate_id, Arc::new(Cached { aggregate, sequence: last, snapshot: Some(next_snapshot) }));
+        crate::outbox::written();
         Ok(envelopes)
     }
 }

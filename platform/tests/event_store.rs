@@ -152,3 +152,99 @@ async fn the_causing_message_is_recorded_with_its_events() {
     assert!(!store.handled(&other).await.unwrap());
     drop_database(pool, name).await;
 }
+
+/// A counter for the cache tests: `Set` writes only a change, `Take` refuses to go below zero.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Counter {
+    value: u64,
+}
+
+#[derive(Debug, Clone)]
+enum CounterCommand {
+    Set(u64),
+    Take(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CounterSet {
+    value: u64,
+}
+
+impl domain::DomainEvent for CounterSet {
+    fn event_type(&self) -> &'static str {
+        "CounterSet"
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("only {0} left")]
+struct NotEnough(u64);
+
+impl domain::Aggregate for Counter {
+    const TYPE: &'static str = "TestCounter";
+    type Command = CounterCommand;
+    type Event = CounterSet;
+    type Error = NotEnough;
+
+    fn decide(&self, command: CounterCommand) -> Result<Vec<CounterSet>, NotEnough> {
+        match command {
+            CounterCommand::Set(v) if v == self.value => Ok(vec![]),
+            CounterCommand::Set(v) => Ok(vec![CounterSet { value: v }]),
+            CounterCommand::Take(n) if n > self.value => Err(NotEnough(self.value)),
+            CounterCommand::Take(n) => Ok(vec![CounterSet { value: self.value - n }]),
+        }
+    }
+
+    fn apply(&mut self, event: CounterSet) {
+        self.value = event.value;
+    }
+}
+
+async fn stream(pool: &PgPool, id: &str) -> Vec<u64> {
+    let payloads: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    payloads.iter().map(|p| p["value"].as_u64().unwrap()).collect()
+}
+
+/// Two stores on one database stand for two instances of a service: each caches what it wrote,
+/// and the other moves the aggregate on behind its back. No decision taken on a stale cached
+/// state survives: a write conflicts, a no-op is checked, a rejection is decided again.
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn a_stale_cached_aggregate_never_decides() {
+    let (pool, name) = fresh_database().await;
+    let (a, b) = (EventStoreOf::<Counter>::new(pool.clone()), EventStoreOf::<Counter>::new(pool.clone()));
+    let id = "counter-1";
+    let set = |v| CounterCommand::Set(v);
+
+    // A write on a stale state: A cached 5, B wrote 7; A's take of 2 applies to 7.
+    a.execute(id, set(5), Metadata::new()).await.unwrap();
+    b.execute(id, set(7), Metadata::new()).await.unwrap();
+    a.execute(id, CounterCommand::Take(2), Metadata::new()).await.unwrap();
+    assert_eq!(stream(&pool, id).await, vec![5, 7, 5]);
+
+    // A no-op on a stale state: A cached 5, B wrote 9; "set 5" is no no-op any more.
+    b.execute(id, set(9), Metadata::new()).await.unwrap();
+    a.execute(id, set(5), Metadata::new()).await.unwrap();
+    assert_eq!(stream(&pool, id).await, vec![5, 7, 5, 9, 5]);
+
+    // A rejection on a stale state: A cached 5, B wrote 50; A's take of 20 is refused by its
+    // cache (5) but not by the stored state (50).
+    b.execute(id, set(50), Metadata::new()).await.unwrap();
+    a.execute(id, CounterCommand::Take(20), Metadata::new()).await.expect("decided on the fresh state");
+    assert_eq!(stream(&pool, id).await, vec![5, 7, 5, 9, 5, 50, 30]);
+
+    // A rejection that holds on the stored state too is reported, and stores nothing.
+    b.execute(id, set(3), Metadata::new()).await.unwrap();
+    let refused = a.execute(id, CounterCommand::Take(4), Metadata::new()).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(NotEnough(3)))), "{refused:?}");
+    assert_eq!(stream(&pool, id).await, vec![5, 7, 5, 9, 5, 50, 30, 3]);
+
+    // Reads for queries are never served from the cache: A sees B's last write.
+    assert_eq!(a.load(id).await.unwrap().unwrap().value, 3);
+    drop_database(pool, name).await;
+}

@@ -1,10 +1,11 @@
 //! Event store benchmark: append throughput with one event per command and with batches of
-//! events per command, 8 concurrent writers over 100 aggregates, on the real PostgreSQL of the
+//! events per command, 16 concurrent writers (as many commands as a service's connection pool has
+//! in flight) over 100 aggregates, on the real PostgreSQL of the
 //! local stack (a throwaway database); then the outbox relay's throughput publishing real
 //! product events to Kafka (exactly-once transactions, topics of its own). Writes
 //! `bench-results/event-store.json`.
 //!
-//! `cargo run --release -p platform --bin es-bench -- [--events N] [--snapshot-every N]`
+//! `cargo run --release -p platform --bin es-bench -- [--events N] [--snapshot-every N] [--writers N]`
 
 use domain::{Aggregate, DomainEvent};
 use platform::es::{EventStoreOf, Metadata};
@@ -53,7 +54,12 @@ impl Aggregate for Ledger {
     }
 }
 
-const WRITERS: usize = 8;
+/// Concurrent writers (`--writers`, default 16: a service's pool size, `platform::service`).
+static WRITERS_ARG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn writers() -> usize {
+    *WRITERS_ARG.get().unwrap_or(&16)
+}
 const AGGREGATES: usize = 100;
 
 /// Append `events` events in commands of `per_command` events; returns events per second.
@@ -61,14 +67,15 @@ async fn append(store: Arc<EventStoreOf<Ledger>>, events: usize, per_command: u3
     let commands = events / per_command as usize;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    let writers = writers();
+    for w in 0..writers {
         let store = store.clone();
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
-            // Writer w owns aggregates w, w+8, ...: no conflicts, so this measures appends.
-            let mine: Vec<usize> = (w..AGGREGATES).step_by(WRITERS).collect();
-            for i in (w..commands).step_by(WRITERS) {
-                let id = format!("{tag}-{}", mine[i / WRITERS % mine.len()]);
+            // Writer w owns aggregates w, w+writers, ...: no conflicts, so this measures appends.
+            let mine: Vec<usize> = (w..AGGREGATES).step_by(writers).collect();
+            for i in (w..commands).step_by(writers) {
+                let id = format!("{tag}-{}", mine[i / writers % mine.len()]);
                 store.execute(&id, Record { count: per_command }, Metadata::new()).await?;
             }
             anyhow::Ok(())
@@ -80,7 +87,7 @@ async fn append(store: Arc<EventStoreOf<Ledger>>, events: usize, per_command: u3
     Ok((commands * per_command as usize) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Append `events` product events (8 writers, 100 products), then time the relay draining them.
+/// Append `events` product events (the writers, 100 products), then time the relay draining them.
 async fn relay_throughput(admin: &str, events: usize) -> anyhow::Result<f64> {
     use domain::product::{Product, ProductCommand};
     use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
@@ -104,11 +111,12 @@ async fn relay_throughput(admin: &str, events: usize) -> anyhow::Result<f64> {
         store.execute(&id.to_string(), create, Metadata::new()).await?;
     }
     let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    let writers = writers();
+    for w in 0..writers {
         let (store, ids) = (store.clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
-            for i in (w..events.saturating_sub(AGGREGATES)).step_by(WRITERS) {
-                let id = ids[(i / WRITERS) % (AGGREGATES / WRITERS) * WRITERS + w % WRITERS];
+            for i in (w..events.saturating_sub(AGGREGATES)).step_by(writers) {
+                let id = ids[(i / writers) % (AGGREGATES / writers) * writers + w % writers];
                 let cmd = ProductCommand::AddStock { quantity: Quantity::new(1)? };
                 store.execute(&id.to_string(), cmd, Metadata::new()).await?;
             }
@@ -152,6 +160,10 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let events: usize =
         args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).map_or(Ok(20_000), |v| v.parse())?;
+    let writers: usize =
+        args.iter().position(|a| a == "--writers").and_then(|i| args.get(i + 1)).map_or(Ok(16), |v| v.parse())?;
+    anyhow::ensure!((1..=50).contains(&writers), "--writers must be 1..=50");
+    let _ = WRITERS_ARG.set(writers);
     let admin = std::env::var("SHOP_BENCH_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
     let name = format!("bench_es_{}", uuid::Uuid::new_v4().simple());
     let pool = platform::db::connect(&format!("{admin}/{name}"), 16).await?;
@@ -177,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     let results = serde_json::json!({
         "benchmark": "event-store append (postgres-es, outbox trigger included)",
         "when": chrono::Utc::now().to_rfc3339(),
-        "writers": WRITERS,
+        "writers": writers,
         "snapshot_every": snapshot_every,
         "aggregates": AGGREGATES,
         "events_single": events,

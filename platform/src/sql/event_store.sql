@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS snapshots_v2
 -- Every stored event is copied into the outbox by a trigger, in the same transaction:
 -- an event is either stored and queued for Kafka, or neither. One trigger call per statement,
 -- over all the rows it inserted (a command's events are one multi-row INSERT, platform::pg_store):
--- one outbox insert in stream order, one notification, one inbox insert per kind.
+-- one outbox insert in stream order, one inbox insert per kind. No NOTIFY: PostgreSQL takes one
+-- lock for the commit of every notifying transaction, which serialized the event store's commits;
+-- the writing process wakes its relay itself (platform::outbox::written), others poll.
 CREATE OR REPLACE FUNCTION events_to_outbox_rows() RETURNS trigger AS $$
 BEGIN
     INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata)
@@ -34,7 +36,6 @@ BEGIN
            aggregate_type, aggregate_id, sequence, event_type, payload, metadata
       FROM new_events
      ORDER BY aggregate_type, aggregate_id, sequence;
-    PERFORM pg_notify('outbox', '');
     -- Inbox: the message that caused the events is recorded in the same transaction, so its
     -- redelivery is recognised and skipped (platform::es::EventStoreOf::handled).
     INSERT INTO inbox (message_id, topic)

@@ -9,6 +9,11 @@ from tools.stack.components.base import Component, http_ok, java_bin, maven_copy
 
 VERSION = "3.6.1"
 ARTIFACT = f"io.zipkin:zipkin-server:{VERSION}:jar:exec"
+HEAP = "256m"
+# In-memory storage keeps this many spans, dropping the oldest traces beyond. Zipkin's default
+# (500 000) does not fit the capped heap: a long test run filled it and the server died of
+# OutOfMemoryError. A span takes about 1-2 KB on the heap.
+MAX_SPANS = 60_000
 # Any of these in the environment makes zipkin start a collector of its own (Kafka, RabbitMQ, ...).
 COLLECTOR_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID", "KAFKA_STREAMS",
                        "RABBIT_ADDRESSES", "RABBIT_URI", "RABBIT_QUEUE", "ACTIVEMQ_URL",
@@ -30,7 +35,7 @@ class Zipkin(Component):
         maven_copy(self.ctx, self.name, ARTIFACT, self.cache_dir)
 
     def command(self) -> list[str]:
-        return [java_bin(), "-Xmx256m", "-Xms32m", "-XX:+UseSerialGC", "-Xss512k",
+        return [java_bin(), f"-Xmx{HEAP}", "-Xms32m", "-XX:+UseSerialGC", "-Xss512k",
                 "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true", "-jar", str(self.jar),
                 # replaces the default port list (all interfaces): port, address and protocol together
                 f"--armeria.ports[0].port={self.port}", "--armeria.ports[0].ip=127.0.0.1",
@@ -39,7 +44,8 @@ class Zipkin(Component):
     def env(self) -> dict[str, str | None]:
         changes: dict[str, str | None] = {key: None for key in COLLECTOR_VARIABLES}
         changes.update({key: None for key in os.environ if key.startswith(("KAFKA_", "RABBIT_"))})
-        changes.update({"QUERY_PORT": str(self.port), "STORAGE_TYPE": "mem", "JAVA_TOOL_OPTIONS": None})
+        changes.update({"QUERY_PORT": str(self.port), "STORAGE_TYPE": "mem", "MEM_MAX_SPANS": str(MAX_SPANS),
+                        "JAVA_TOOL_OPTIONS": None})
         return changes
 
     def health(self) -> bool:
