@@ -27,6 +27,9 @@ use mongodb::bson::{Bson, Document, doc};
 use platform::readmodel::ReadModel;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// One collection's share of a batch: new documents, and update statements per round.
+type Plan = (Collection<Document>, Vec<Document>, Vec<Vec<Document>>);
+
 /// What [`write`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -36,12 +39,18 @@ pub enum Outcome {
     PerEvent,
 }
 
-/// Documents per `insert` and statements per `update` command, and commands at once. FerretDB
-/// v1 (PostgreSQL backend) was seen to hang for good on unordered writes of a few hundred
-/// statements, apparently one pooled connection per statement; together these stay well below
-/// its pool of 50.
-const STATEMENTS: usize = 20;
-const IN_FLIGHT: usize = 2;
+/// Statements per `update` command, and update commands at once. FerretDB v1 (PostgreSQL
+/// backend) was seen to hang for good on unordered writes of a few hundred statements,
+/// apparently one pooled connection per statement; together with the inserts below these stay
+/// well below its pool of 50. Small commands side by side finish a round sooner than one large
+/// one: FerretDB runs the statements of one command one after the other.
+const STATEMENTS: usize = 5;
+const IN_FLIGHT: usize = 4;
+/// Documents per `insert` command. FerretDB inserts them in batches of 100 per SQL statement,
+/// one batch after the other on one connection, so large commands are safe.
+const INSERT_DOCS: usize = 1_000;
+/// `insert` commands at once: each takes one connection of FerretDB's pool (see above).
+const INSERTS_IN_FLIGHT: usize = 2;
 
 /// Ids of the documents a shadow collection is known to hold: those decide insert or update.
 /// Only a hint: a wrong guess makes [`write`] fall back, never write wrongly.
@@ -325,7 +334,7 @@ pub async fn write(
     changes: Vec<Change>,
 ) -> anyhow::Result<Outcome> {
     let grouped = group(changes);
-    let mut plans = Vec::new();
+    let mut plans: Vec<Plan> = Vec::new();
     for (r, docs) in grouped {
         let Some(coll) = collections.get(&r) else { continue };
         let mut inserts = Vec::new();
@@ -352,39 +361,51 @@ pub async fn write(
         known.note(r, docs.iter().map(|d| d.id.as_str()));
         plans.push((coll.clone(), inserts, rounds));
     }
-    // Inserts of distinct documents are independent; so are the statements of one round.
-    // Never more than IN_FLIGHT commands at once (see STATEMENTS).
-    let inserts = plans.iter().flat_map(|(coll, inserts, _)| inserts.chunks(STATEMENTS).map(move |c| (coll, c)));
-    let failed = futures::stream::iter(inserts)
-        .map(|(coll, chunk)| async move { coll.insert_many(chunk).ordered(false).await.is_err() })
-        .buffer_unordered(IN_FLIGHT)
-        .any(|failed| async move { failed })
-        .await;
-    if failed {
+    // Inserts of distinct documents are independent; so are the statements of one round. The
+    // inserts create documents the batch's updates do not touch, so they run beside the first
+    // round. Never more than IN_FLIGHT commands of each kind at once (see STATEMENTS).
+    let started = std::time::Instant::now();
+    let inserts = plans.iter().flat_map(|(coll, inserts, _)| inserts.chunks(INSERT_DOCS).map(move |c| (coll, c)));
+    let inserted = futures::stream::iter(inserts)
+        .map(|(coll, chunk)| async move { coll.insert_many(chunk).ordered(false).await.is_ok() })
+        .buffer_unordered(INSERTS_IN_FLIGHT)
+        .all(|ok| async move { ok });
+    let (inserted, first) = futures::join!(inserted, round(&plans, 0));
+    if !inserted || !first? {
         return Ok(Outcome::PerEvent);
     }
     let rounds = plans.iter().map(|(_, _, rounds)| rounds.len()).max().unwrap_or(0);
-    for i in 0..rounds {
-        let statements = plans
-            .iter()
-            .filter_map(|(coll, _, rounds)| Some((coll, rounds.get(i)?)))
-            .flat_map(|(coll, round)| round.chunks(STATEMENTS).map(move |c| (coll, c)));
-        let results: Vec<anyhow::Result<bool>> = futures::stream::iter(statements)
-            .map(|(coll, chunk)| async move {
-                let command = doc! { "update": coll.name(), "updates": chunk, "ordered": false };
-                let reply = coll.client().database(coll.namespace().db.as_str()).run_command(command).await?;
-                let n = reply.get("n").and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)));
-                let errors = reply.get_array("writeErrors").map(|e| !e.is_empty()).unwrap_or(false);
-                Ok(!errors && n == i64::try_from(chunk.len()).ok())
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
-        for r in results {
-            if !r? {
-                return Ok(Outcome::PerEvent);
-            }
+    for i in 1..rounds {
+        if !round(&plans, i).await? {
+            return Ok(Outcome::PerEvent);
         }
     }
+    tracing::debug!(rounds, ms = started.elapsed().as_millis() as u64, "folded batch written");
     Ok(Outcome::Applied)
+}
+
+/// The `i`-th update statements of every document, in multi-statement `update` commands;
+/// whether every statement matched its document.
+async fn round(plans: &[Plan], i: usize) -> anyhow::Result<bool> {
+    let statements = plans
+        .iter()
+        .filter_map(|(coll, _, rounds)| Some((coll, rounds.get(i)?)))
+        .flat_map(|(coll, round)| round.chunks(STATEMENTS).map(move |c| (coll, c)));
+    let results: Vec<anyhow::Result<bool>> = futures::stream::iter(statements)
+        .map(|(coll, chunk)| async move {
+            let command = doc! { "update": coll.name(), "updates": chunk, "ordered": false };
+            let reply = coll.client().database(coll.namespace().db.as_str()).run_command(command).await?;
+            let n = reply.get("n").and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)));
+            let errors = reply.get_array("writeErrors").map(|e| !e.is_empty()).unwrap_or(false);
+            Ok(!errors && n == i64::try_from(chunk.len()).ok())
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    for r in results {
+        if !r? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

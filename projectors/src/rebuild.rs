@@ -397,6 +397,9 @@ struct Replay {
     projections: Projections,
     /// Set while the shadow collections are private to the rebuild: batches are folded.
     known: Option<Known>,
+    /// The next batch, received (and decoded) while the previous one was being written; its
+    /// positions count only once it is written.
+    prefetched: Option<Vec<(Tp, i64, Option<(String, Envelope)>)>>,
     meta: Database,
     max_rate: Option<u32>,
     interrupted: Arc<AtomicBool>,
@@ -429,6 +432,7 @@ impl Replay {
             codec: Arc::new(Codec::new(&settings.schema_registry_url)?),
             projections,
             known,
+            prefetched: None,
             meta: meta.clone(),
             max_rate,
             interrupted,
@@ -542,26 +546,34 @@ impl Replay {
             Some(rate) => (rate as usize / 10).clamp(1, BATCH),
             None => BATCH,
         };
-        let mut records: Vec<OwnedMessage> = Vec::new();
-        let mut wait = wait;
-        while records.len() < limit {
-            let m = match tokio::time::timeout(wait, self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka receive error");
-                    break;
-                }
-                Ok(Ok(m)) => m,
-            };
-            wait = Duration::from_millis(20);
-            progress.next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            records.push(m.detach());
+        let received = match self.prefetched.take() {
+            Some(batch) if !batch.is_empty() => batch,
+            _ => receive(&self.consumer, &self.codec, limit, wait).await,
+        };
+        let mut envelopes = Vec::with_capacity(received.len());
+        for (tp, offset, envelope) in received {
+            progress.next.insert(tp, offset + 1);
+            envelopes.extend(envelope);
         }
-        let envelopes = decode_all(&self.codec, records).await;
         let n = envelopes.len();
-        self.write(envelopes).await?;
-        // The consumer's position also steps over transaction markers.
-        if let Ok(positions) = self.consumer.position() {
+        // While the shadow collections are private, the next batch is received and decoded
+        // while this one is written: the two use different machines (Kafka and this process's
+        // cores, MongoDB's server).
+        let prefetch = self.known.is_some() && self.max_rate.is_none();
+        let (written, next) = tokio::join!(Self::write(&mut self.known, &self.projections, envelopes), async {
+            if prefetch {
+                Some(receive(&self.consumer, &self.codec, limit, Duration::from_millis(100)).await)
+            } else {
+                None
+            }
+        });
+        written?;
+        self.prefetched = next;
+        // The consumer's position also steps over transaction markers; it is ours to take only
+        // when nothing beyond this batch was received yet.
+        if self.prefetched.as_ref().is_none_or(Vec::is_empty)
+            && let Ok(positions) = self.consumer.position()
+        {
             for e in positions.elements() {
                 if let Offset::Offset(pos) = e.offset() {
                     let next = progress.next.entry((e.topic().to_owned(), e.partition())).or_insert(pos);
@@ -584,8 +596,12 @@ impl Replay {
 
     /// Folded while the shadow collections are private, else (or when folding cannot write a
     /// batch exactly) event by event.
-    async fn write(&mut self, envelopes: Vec<(String, Envelope)>) -> anyhow::Result<()> {
-        if let (Some(known), Some(collections)) = (self.known.as_mut(), self.projections.fixed()) {
+    async fn write(
+        known: &mut Option<Known>,
+        projections: &Projections,
+        envelopes: Vec<(String, Envelope)>,
+    ) -> anyhow::Result<()> {
+        if let (Some(known), Some(collections)) = (known.as_mut(), projections.fixed()) {
             let mut changes = Vec::new();
             let mut foldable = true;
             for (_, e) in &envelopes {
@@ -604,10 +620,10 @@ impl Replay {
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "folded write failed; applying event by event"),
             }
         }
-        self.apply(envelopes).await
+        Self::apply(projections, envelopes).await
     }
 
-    async fn apply(&self, envelopes: Vec<(String, Envelope)>) -> anyhow::Result<()> {
+    async fn apply(projections: &Projections, envelopes: Vec<(String, Envelope)>) -> anyhow::Result<()> {
         let mut groups: BTreeMap<String, Vec<Envelope>> = BTreeMap::new();
         for (key, e) in envelopes {
             groups.entry(key).or_default().push(e);
@@ -615,7 +631,7 @@ impl Replay {
         futures::stream::iter(groups.into_values())
             .map(|group| async move {
                 for e in group {
-                    apply_one(&self.projections, &e).await?;
+                    apply_one(projections, &e).await?;
                 }
                 anyhow::Ok(())
             })
@@ -685,6 +701,14 @@ pub fn replay_consumer(brokers: &str, next: &BTreeMap<Tp, i64>) -> anyhow::Resul
 /// cannot be decoded are skipped (the live consumer parks them on the DLQ); an unreachable
 /// schema registry is waited for.
 pub async fn decode_all(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<(String, Envelope)> {
+    decode_positioned(codec, records).await.into_iter().filter_map(|(_, _, e)| e).collect()
+}
+
+/// [`decode_all`], keeping every record's partition and offset (`None`: not decodable).
+async fn decode_positioned(
+    codec: &Arc<Codec>,
+    records: Vec<OwnedMessage>,
+) -> Vec<(Tp, i64, Option<(String, Envelope)>)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let per = records.len().div_ceil(workers).max(256);
     let mut chunks = Vec::new();
@@ -695,9 +719,8 @@ pub async fn decode_all(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<(
         chunks.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(chunk.len());
             for m in &chunk {
-                if let Some(e) = decode_one(&codec, m).await {
-                    out.push(e);
-                }
+                let tp = (m.topic().to_owned(), m.partition());
+                out.push((tp, m.offset(), decode_one(&codec, m).await));
             }
             out
         }));
@@ -710,6 +733,30 @@ pub async fn decode_all(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<(
         }
     }
     out
+}
+
+/// Up to `limit` records, waiting at most `wait` for the first, decoded.
+async fn receive(
+    consumer: &StreamConsumer,
+    codec: &Arc<Codec>,
+    limit: usize,
+    wait: Duration,
+) -> Vec<(Tp, i64, Option<(String, Envelope)>)> {
+    let mut records: Vec<OwnedMessage> = Vec::new();
+    let mut wait = wait;
+    while records.len() < limit {
+        let m = match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "kafka receive error");
+                break;
+            }
+            Ok(Ok(m)) => m,
+        };
+        wait = Duration::from_millis(20);
+        records.push(m.detach());
+    }
+    decode_positioned(codec, records).await
 }
 
 async fn decode_one(codec: &Codec, m: &OwnedMessage) -> Option<(String, Envelope)> {
