@@ -116,7 +116,7 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// every `every` events, and loads start from the latest snapshot.
     pub fn with_snapshots(pool: PgPool, every: usize) -> Self {
         let store = PgEventStore::new(pool.clone(), every);
-        let cqrs = CqrsFramework::new(store.sharing_cache(), vec![], ());
+        let cqrs = CqrsFramework::new(store.clone(), vec![], ());
         Self { cqrs, store, pool, _a: PhantomData }
     }
 

@@ -45,9 +45,10 @@ struct Cached<A> {
     snapshot: Option<usize>,
 }
 
+/// Clones share the pool and the cache (cqrs-es owns one handle; the service's reads use another).
+#[derive(Clone)]
 pub struct PgEventStore<A> {
     pool: PgPool,
-    /// Shared by the clones of a store (see [`PgEventStore::sharing_cache`]).
     cache: moka::sync::Cache<String, Arc<Cached<A>>>,
     /// Write a snapshot whenever a commit crosses a multiple of this many events (0: never).
     snapshot_every: usize,
@@ -106,23 +107,6 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
             insert_sql,
             first_snapshot_sql,
             next_snapshot_sql,
-            _a: PhantomData,
-        }
-    }
-
-    /// A second handle on the same database and the same cache (cqrs-es owns one store; the
-    /// service's own reads use the other).
-    pub fn sharing_cache(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            cache: self.cache.clone(),
-            snapshot_every: self.snapshot_every,
-            load_sql: self.load_sql.clone(),
-            events_sql: self.events_sql.clone(),
-            insert_sql: self.insert_sql.clone(),
-            first_snapshot_sql: self.first_snapshot_sql.clone(),
-            next_snapshot_sql: self.next_snapshot_sql.clone(),
-            version_sql: self.version_sql.clone(),
             _a: PhantomData,
         }
     }

@@ -8,11 +8,10 @@ repository. The run is bounded: a fixed number of examples per operation and a t
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tools.stack import demo
-from tools.stack.components.base import Context, StackError
+from tools.stack import demo, pytool
+from tools.stack.components.base import Context
 
 VERSION = "4.32.5"
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
@@ -30,13 +29,7 @@ def executable(ctx: Context) -> Path:
 
 
 def install(ctx: Context) -> None:
-    if executable(ctx).exists():
-        return
-    ctx.say(f"installing schemathesis {VERSION} into {venv(ctx)}")
-    for argv in ([sys.executable, "-m", "venv", str(venv(ctx))],
-                 [str(venv(ctx) / "bin" / "pip"), "install", "-q", f"schemathesis=={VERSION}"]):
-        if subprocess.run(argv).returncode != 0:
-            raise StackError(f"schemathesis: `{' '.join(argv)}` failed")
+    pytool.ensure_venv(ctx, venv(ctx), f"schemathesis=={VERSION}", "schemathesis")
 
 
 def command(ctx: Context, gateway: str, token: str, report_dir: Path) -> list[str]:

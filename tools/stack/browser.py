@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools.stack import pytool
 from tools.stack.components.base import Context, StackError
 
 VERSION = "1.65.2"
@@ -29,14 +30,7 @@ def chromium() -> str | None:
 
 
 def install(ctx: Context) -> None:
-    if python(ctx).exists() and subprocess.run([str(python(ctx)), "-c", "import playwright"],
-                                               capture_output=True).returncode == 0:
-        return
-    ctx.say(f"installing playwright {VERSION} into {venv(ctx)}")
-    for argv in ([sys.executable, "-m", "venv", str(venv(ctx))],
-                 [str(venv(ctx) / "bin" / "pip"), "install", "-q", f"playwright=={VERSION}"]):
-        if subprocess.run(argv).returncode != 0:
-            raise StackError(f"browser tests: `{' '.join(argv)}` failed")
+    pytool.ensure_venv(ctx, venv(ctx), f"playwright=={VERSION}", "playwright")
 
 
 def command(ctx: Context) -> list[str]:

@@ -54,20 +54,21 @@ impl Aggregate for Ledger {
     }
 }
 
-/// Concurrent writers (`--writers`, default 16: a service's pool size, `platform::service`).
-static WRITERS_ARG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
-fn writers() -> usize {
-    *WRITERS_ARG.get().unwrap_or(&16)
-}
+/// Concurrent writers unless `--writers` says otherwise: a service's pool size (`platform::service`).
+const WRITERS: usize = 16;
 const AGGREGATES: usize = 100;
 
 /// Append `events` events in commands of `per_command` events; returns events per second.
-async fn append(store: Arc<EventStoreOf<Ledger>>, events: usize, per_command: u32, tag: &str) -> anyhow::Result<f64> {
+async fn append(
+    store: Arc<EventStoreOf<Ledger>>,
+    writers: usize,
+    events: usize,
+    per_command: u32,
+    tag: &str,
+) -> anyhow::Result<f64> {
     let commands = events / per_command as usize;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    let writers = writers();
     for w in 0..writers {
         let store = store.clone();
         let tag = tag.to_owned();
@@ -88,7 +89,7 @@ async fn append(store: Arc<EventStoreOf<Ledger>>, events: usize, per_command: u3
 }
 
 /// Append `events` product events (the writers, 100 products), then time the relay draining them.
-async fn relay_throughput(admin: &str, events: usize) -> anyhow::Result<f64> {
+async fn relay_throughput(admin: &str, writers: usize, events: usize) -> anyhow::Result<f64> {
     use domain::product::{Product, ProductCommand};
     use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
     use schemas::{Codec, Topic, convert};
@@ -111,7 +112,6 @@ async fn relay_throughput(admin: &str, events: usize) -> anyhow::Result<f64> {
         store.execute(&id.to_string(), create, Metadata::new()).await?;
     }
     let mut tasks = Vec::new();
-    let writers = writers();
     for w in 0..writers {
         let (store, ids) = (store.clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
@@ -161,9 +161,8 @@ async fn main() -> anyhow::Result<()> {
     let events: usize =
         args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).map_or(Ok(20_000), |v| v.parse())?;
     let writers: usize =
-        args.iter().position(|a| a == "--writers").and_then(|i| args.get(i + 1)).map_or(Ok(16), |v| v.parse())?;
+        args.iter().position(|a| a == "--writers").and_then(|i| args.get(i + 1)).map_or(Ok(WRITERS), |v| v.parse())?;
     anyhow::ensure!((1..=50).contains(&writers), "--writers must be 1..=50");
-    let _ = WRITERS_ARG.set(writers);
     let admin = std::env::var("SHOP_BENCH_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
     let name = format!("bench_es_{}", uuid::Uuid::new_v4().simple());
     let pool = platform::db::connect(&format!("{admin}/{name}"), 16).await?;
@@ -177,13 +176,13 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(EventStoreOf::<Ledger>::with_snapshots(pool.clone(), snapshot_every));
 
     // Warm up connections and caches.
-    append(store.clone(), 800, 1, "warm").await?;
-    let single = append(store.clone(), events, 1, "single").await?;
+    append(store.clone(), writers, 800, 1, "warm").await?;
+    let single = append(store.clone(), writers, events, 1, "single").await?;
     println!("append, 1 event per command:   {single:>10.0} events/s");
-    let batched = append(store.clone(), events * 5, 100, "batch").await?;
+    let batched = append(store.clone(), writers, events * 5, 100, "batch").await?;
     println!("append, 100 events per command: {batched:>10.0} events/s");
 
-    let relay = relay_throughput(&admin, events).await?;
+    let relay = relay_throughput(&admin, writers, events).await?;
     println!("outbox relay to Kafka:          {relay:>10.0} events/s");
 
     let results = serde_json::json!({

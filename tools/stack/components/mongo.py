@@ -83,7 +83,6 @@ class Mongo(Component):
     def install(self) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # The module from the proxy, copied (the module cache is read-only) and patched.
-        go_build(self.ctx, self.name, ["mod", "download", f"{MODULE}@{MODULE_VERSION}"], cwd=self.source_dir)
         go = which("go", "/usr/local/go/bin") or "go"
         out = run_cmd(self.ctx, self.name, [go, "mod", "download", "-json", f"{MODULE}@{MODULE_VERSION}"],
                       cwd=self.source_dir, capture=True)
