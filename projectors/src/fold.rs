@@ -28,7 +28,7 @@ use platform::readmodel::ReadModel;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One collection's share of a batch: new documents, and update statements per round.
-type Plan = (Collection<Document>, Vec<Document>, Vec<Vec<Document>>);
+type Writes = (Collection<Document>, Vec<Document>, Vec<Vec<Document>>);
 
 /// What [`write`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ const IN_FLIGHT: usize = 4;
 /// one batch after the other on one connection, so large commands are safe.
 const INSERT_DOCS: usize = 1_000;
 /// `insert` commands at once: each takes one connection of FerretDB's pool (see above).
-const INSERTS_IN_FLIGHT: usize = 2;
+const INSERTS_IN_FLIGHT: usize = 4;
 
 /// Ids of the documents a shadow collection is known to hold: those decide insert or update.
 /// Only a hint: a wrong guess makes [`write`] fall back, never write wrongly.
@@ -76,8 +76,8 @@ impl Known {
     }
 
     /// Note documents that exist now (or may: a wrong entry only costs a fallback).
-    pub fn note<'a>(&mut self, r: ReadModel, ids: impl IntoIterator<Item = &'a str>) {
-        self.ids.entry(r).or_default().extend(ids.into_iter().map(str::to_owned));
+    pub fn note(&mut self, r: ReadModel, ids: impl IntoIterator<Item = String>) {
+        self.ids.entry(r).or_default().extend(ids);
     }
 }
 
@@ -92,11 +92,13 @@ fn group(changes: Vec<Change>) -> BTreeMap<ReadModel, Vec<DocChanges>> {
     let mut out: BTreeMap<ReadModel, (HashMap<String, usize>, Vec<DocChanges>)> = BTreeMap::new();
     for c in changes {
         let (index, docs) = out.entry(c.read_model).or_default();
-        let i = *index.entry(c.id.clone()).or_insert_with(|| {
-            docs.push(DocChanges { id: c.id.clone(), changes: Vec::new() });
-            docs.len() - 1
-        });
-        docs[i].changes.push(c);
+        match index.get(&c.id) {
+            Some(&i) => docs[i].changes.push(c),
+            None => {
+                index.insert(c.id.clone(), docs.len());
+                docs.push(DocChanges { id: c.id.clone(), changes: vec![c] });
+            }
+        }
     }
     out.into_iter().map(|(r, (_, docs))| (r, docs)).collect()
 }
@@ -128,12 +130,18 @@ fn version_field(stream: &str) -> String {
     format!("v_{stream}")
 }
 
-/// `update` with the stream's version set, as the guarded upsert writes it.
-fn with_version(c: &Change) -> Document {
-    let mut update = c.update.clone();
-    let mut set = update.get_document("$set").cloned().unwrap_or_default();
-    set.insert(version_field(c.stream), c.version);
-    update.insert("$set", set);
+/// The change's update with the stream's version set, as the guarded upsert writes it.
+fn with_version(c: Change) -> Document {
+    let mut update = c.update;
+    let field = version_field(c.stream);
+    match update.get_mut("$set") {
+        Some(Bson::Document(set)) => {
+            set.insert(field, c.version);
+        }
+        _ => {
+            update.insert("$set", doc! { field: c.version });
+        }
+    }
     update
 }
 
@@ -162,34 +170,34 @@ fn is_number(b: &Bson) -> bool {
 
 /// Apply an update document (`$set`, `$inc`, `$push` of plain fields) to `doc` in memory.
 /// `None` when it uses anything else.
-fn apply_in_memory(doc: &mut Document, update: &Document) -> Option<()> {
+fn apply_in_memory(doc: &mut Document, update: Document) -> Option<()> {
     for (op, fields) in update {
-        let fields = fields.as_document()?;
+        let Bson::Document(fields) = fields else { return None };
         for (field, value) in fields {
-            if !plain(field) {
+            if !plain(&field) {
                 return None;
             }
             match op.as_str() {
                 "$set" => {
-                    doc.insert(field.clone(), value.clone());
+                    doc.insert(field, value);
                 }
                 "$inc" => {
-                    let new = match doc.get(field) {
-                        None if is_number(value) => value.clone(),
+                    let new = match doc.get(&field) {
+                        None if is_number(&value) => value,
                         None => return None,
-                        Some(current) => add(current, value)?,
+                        Some(current) => add(current, &value)?,
                     };
-                    doc.insert(field.clone(), new);
+                    doc.insert(field, new);
                 }
                 "$push" => {
                     if value.as_document().is_some_and(|d| d.keys().any(|k| k.starts_with('$'))) {
                         return None; // modifiers such as $each
                     }
-                    match doc.get_mut(field) {
+                    match doc.get_mut(&field) {
                         None => {
-                            doc.insert(field.clone(), Bson::Array(vec![value.clone()]));
+                            doc.insert(field, Bson::Array(vec![value]));
                         }
-                        Some(Bson::Array(items)) => items.push(value.clone()),
+                        Some(Bson::Array(items)) => items.push(value),
                         Some(_) => return None,
                     }
                 }
@@ -201,10 +209,10 @@ fn apply_in_memory(doc: &mut Document, update: &Document) -> Option<()> {
 }
 
 /// The new document the changes would create, as the per-event upserts would leave it.
-fn materialize(id: &str, changes: &[Change]) -> Option<Document> {
+fn materialize(id: &str, changes: Vec<Change>) -> Option<Document> {
     let mut d = doc! { "_id": id };
     for c in changes {
-        apply_in_memory(&mut d, &with_version(c))?;
+        apply_in_memory(&mut d, with_version(c))?;
     }
     Some(d)
 }
@@ -222,7 +230,7 @@ impl Combined {
     /// Fold `update` in, unless a field would be touched by two operators in a way one
     /// update cannot express (then the caller starts another round).
     fn absorb(&mut self, c: &Change) -> Option<bool> {
-        let update = with_version(c);
+        let update = with_version(c.clone());
         // Check first, change afterwards: a refused change leaves `self` as it was.
         for (op, fields) in &update {
             let fields = fields.as_document()?;
@@ -327,66 +335,96 @@ fn combine(changes: &[Change]) -> Option<Vec<Combined>> {
     Some(rounds)
 }
 
-/// Write `changes` (in event order) to `collections`, folded per document. See the module docs.
-pub async fn write(
+/// The writes of one batch, planned: per collection, new documents and update statements per
+/// round. Planning needs no server, so the next batch is planned while one is written.
+pub struct Plan {
+    writes: Vec<Writes>,
+}
+
+impl Plan {
+    /// (new documents, update statements) in all.
+    pub fn size(&self) -> (usize, usize) {
+        let inserts = self.writes.iter().map(|(_, i, _)| i.len()).sum();
+        let updates = self.writes.iter().map(|(_, _, r)| r.iter().map(Vec::len).sum::<usize>()).sum();
+        (inserts, updates)
+    }
+}
+
+/// Plan the folded writes of `changes` (in event order) to `collections`; `None` when the
+/// batch cannot be folded exactly (apply it event by event). Notes the documents it will
+/// create in `known`. See the module docs.
+pub fn plan(
     collections: &BTreeMap<ReadModel, Collection<Document>>,
     known: &mut Known,
     changes: Vec<Change>,
-) -> anyhow::Result<Outcome> {
-    let grouped = group(changes);
-    let mut plans: Vec<Plan> = Vec::new();
-    for (r, docs) in grouped {
+) -> Option<Plan> {
+    let mut writes = Vec::new();
+    for (r, docs) in group(changes) {
         let Some(coll) = collections.get(&r) else { continue };
         let mut inserts = Vec::new();
         let mut rounds: Vec<Vec<Document>> = Vec::new();
-        for d in &docs {
+        let mut ids = Vec::with_capacity(docs.len());
+        for d in docs {
             if !in_sequence(&d.changes) {
-                return Ok(Outcome::PerEvent);
+                return None;
             }
             if !known.contains(r, &d.id) && may_create(&d.changes) {
-                match materialize(&d.id, &d.changes) {
-                    Some(doc) => inserts.push(doc),
-                    None => return Ok(Outcome::PerEvent),
+                inserts.push(materialize(&d.id, d.changes)?);
+            } else {
+                for (i, c) in combine(&d.changes)?.iter().enumerate() {
+                    if rounds.len() <= i {
+                        rounds.push(Vec::new());
+                    }
+                    rounds[i].push(c.statement(&d.id));
                 }
-                continue;
             }
-            let Some(combined) = combine(&d.changes) else { return Ok(Outcome::PerEvent) };
-            for (i, c) in combined.iter().enumerate() {
-                if rounds.len() <= i {
-                    rounds.push(Vec::new());
-                }
-                rounds[i].push(c.statement(&d.id));
-            }
+            ids.push(d.id);
         }
-        known.note(r, docs.iter().map(|d| d.id.as_str()));
-        plans.push((coll.clone(), inserts, rounds));
+        known.note(r, ids);
+        writes.push((coll.clone(), inserts, rounds));
     }
+    Some(Plan { writes })
+}
+
+/// Write a planned batch.
+pub async fn execute(plan: &Plan) -> anyhow::Result<Outcome> {
+    let plans = &plan.writes;
     // Inserts of distinct documents are independent; so are the statements of one round. The
     // inserts create documents the batch's updates do not touch, so they run beside the first
     // round. Never more than IN_FLIGHT commands of each kind at once (see STATEMENTS).
-    let started = std::time::Instant::now();
     let inserts = plans.iter().flat_map(|(coll, inserts, _)| inserts.chunks(INSERT_DOCS).map(move |c| (coll, c)));
     let inserted = futures::stream::iter(inserts)
         .map(|(coll, chunk)| async move { coll.insert_many(chunk).ordered(false).await.is_ok() })
         .buffer_unordered(INSERTS_IN_FLIGHT)
         .all(|ok| async move { ok });
-    let (inserted, first) = futures::join!(inserted, round(&plans, 0));
+    let (inserted, first) = futures::join!(inserted, round(plans, 0));
     if !inserted || !first? {
         return Ok(Outcome::PerEvent);
     }
     let rounds = plans.iter().map(|(_, _, rounds)| rounds.len()).max().unwrap_or(0);
     for i in 1..rounds {
-        if !round(&plans, i).await? {
+        if !round(plans, i).await? {
             return Ok(Outcome::PerEvent);
         }
     }
-    tracing::debug!(rounds, ms = started.elapsed().as_millis() as u64, "folded batch written");
     Ok(Outcome::Applied)
+}
+
+/// [`plan`] and [`execute`] in one.
+pub async fn write(
+    collections: &BTreeMap<ReadModel, Collection<Document>>,
+    known: &mut Known,
+    changes: Vec<Change>,
+) -> anyhow::Result<Outcome> {
+    match plan(collections, known, changes) {
+        Some(p) => execute(&p).await,
+        None => Ok(Outcome::PerEvent),
+    }
 }
 
 /// The `i`-th update statements of every document, in multi-statement `update` commands;
 /// whether every statement matched its document.
-async fn round(plans: &[Plan], i: usize) -> anyhow::Result<bool> {
+async fn round(plans: &[Writes], i: usize) -> anyhow::Result<bool> {
     let statements = plans
         .iter()
         .filter_map(|(coll, _, rounds)| Some((coll, rounds.get(i)?)))

@@ -397,9 +397,9 @@ struct Replay {
     projections: Projections,
     /// Set while the shadow collections are private to the rebuild: batches are folded.
     known: Option<Known>,
-    /// The next batch, received (and decoded) while the previous one was being written; its
-    /// positions count only once it is written.
-    prefetched: Option<Vec<(Tp, i64, Option<(String, Envelope)>)>>,
+    /// The next batch, received, decoded and planned while the previous one was being
+    /// written; its positions count only once it is written.
+    prefetched: Option<Prepared>,
     meta: Database,
     max_rate: Option<u32>,
     interrupted: Arc<AtomicBool>,
@@ -546,32 +546,38 @@ impl Replay {
             Some(rate) => (rate as usize / 10).clamp(1, BATCH),
             None => BATCH,
         };
-        let received = match self.prefetched.take() {
-            Some(batch) if !batch.is_empty() => batch,
-            _ => receive(&self.consumer, &self.codec, limit, wait).await,
+        let prepared = match self.prefetched.take() {
+            Some(batch) if !batch.positions.is_empty() => batch,
+            _ => {
+                let received = receive(&self.consumer, &self.codec, limit, wait).await;
+                prepare(&mut self.known, &self.projections, received).await?
+            }
         };
-        let mut envelopes = Vec::with_capacity(received.len());
-        for (tp, offset, envelope) in received {
+        let Prepared { positions, envelopes, plan } = prepared;
+        for (tp, offset) in positions {
             progress.next.insert(tp, offset + 1);
-            envelopes.extend(envelope);
         }
         let n = envelopes.len();
-        // While the shadow collections are private, the next batch is received and decoded
-        // while this one is written: the two use different machines (Kafka and this process's
-        // cores, MongoDB's server).
+        // A plan made before the switch is void after it: others write the collections now.
+        let plan = plan.filter(|_| self.known.is_some());
+        // While the shadow collections are private, the next batch is received, decoded and
+        // planned while this one is written: the two use different machines (Kafka and this
+        // process's cores, MongoDB's server).
         let prefetch = self.known.is_some() && self.max_rate.is_none();
-        let (written, next) = tokio::join!(Self::write(&mut self.known, &self.projections, envelopes), async {
+        let (consumer, codec, known, projections) = (&self.consumer, &self.codec, &mut self.known, &self.projections);
+        let (written, next) = tokio::join!(Self::write(projections, plan, envelopes), async move {
             if prefetch {
-                Some(receive(&self.consumer, &self.codec, limit, Duration::from_millis(100)).await)
+                let received = receive(consumer, codec, limit, Duration::from_millis(100)).await;
+                Some(prepare(known, projections, received).await)
             } else {
                 None
             }
         });
         written?;
-        self.prefetched = next;
+        self.prefetched = next.transpose()?;
         // The consumer's position also steps over transaction markers; it is ours to take only
         // when nothing beyond this batch was received yet.
-        if self.prefetched.as_ref().is_none_or(Vec::is_empty)
+        if self.prefetched.as_ref().is_none_or(|p| p.positions.is_empty())
             && let Ok(positions) = self.consumer.position()
         {
             for e in positions.elements() {
@@ -594,29 +600,22 @@ impl Replay {
         Ok(n)
     }
 
-    /// Folded while the shadow collections are private, else (or when folding cannot write a
-    /// batch exactly) event by event.
+    /// Folded when planned so, else (or when the folded write cannot be exact) event by event.
     async fn write(
-        known: &mut Option<Known>,
         projections: &Projections,
+        plan: Option<fold::Plan>,
         envelopes: Vec<(String, Envelope)>,
     ) -> anyhow::Result<()> {
-        if let (Some(known), Some(collections)) = (known.as_mut(), projections.fixed()) {
-            let mut changes = Vec::new();
-            let mut foldable = true;
-            for (_, e) in &envelopes {
-                match crate::changes(e) {
-                    Ok(c) => changes.extend(c),
-                    // Skipped by the per-event path too (see `apply_one`).
-                    Err(HandlerError::Permanent(_)) => {}
-                    Err(HandlerError::Transient(_)) => foldable = false,
+        if let Some(plan) = plan {
+            let started = Instant::now();
+            match fold::execute(&plan).await {
+                Ok(fold::Outcome::Applied) => {
+                    let (inserts, updates) = plan.size();
+                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    tracing::debug!(inserts, updates, ms, "folded batch written");
+                    return Ok(());
                 }
-            }
-            let outcome =
-                if foldable { fold::write(collections, known, changes).await } else { Ok(fold::Outcome::PerEvent) };
-            match outcome {
-                Ok(fold::Outcome::Applied) => return Ok(()),
-                Ok(fold::Outcome::PerEvent) => tracing::info!("batch not foldable as it is; applying event by event"),
+                Ok(fold::Outcome::PerEvent) => tracing::info!("folded batch not exact; applying event by event"),
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "folded write failed; applying event by event"),
             }
         }
@@ -650,6 +649,54 @@ impl Replay {
         }
         Ok(())
     }
+}
+
+/// A received batch: the records' positions, their envelopes and, while the shadow
+/// collections are private, the batch's folded writes.
+struct Prepared {
+    positions: Vec<(Tp, i64)>,
+    envelopes: Vec<(String, Envelope)>,
+    plan: Option<fold::Plan>,
+}
+
+/// Split a received batch and, while `known` is set (the shadows are private), plan its
+/// folded writes on a blocking thread: CPU work that overlaps the previous batch's write.
+async fn prepare(
+    known: &mut Option<Known>,
+    projections: &Projections,
+    received: Vec<(Tp, i64, Option<(String, Envelope)>)>,
+) -> anyhow::Result<Prepared> {
+    let mut positions = Vec::with_capacity(received.len());
+    let mut envelopes = Vec::with_capacity(received.len());
+    for (tp, offset, envelope) in received {
+        positions.push((tp, offset));
+        envelopes.extend(envelope);
+    }
+    let collections = match projections.fixed() {
+        Some(c) if known.is_some() => c.clone(),
+        _ => return Ok(Prepared { positions, envelopes, plan: None }),
+    };
+    let mut k = known.take().unwrap_or_default();
+    let (k, envelopes, plan) = tokio::task::spawn_blocking(move || {
+        let mut changes = Vec::new();
+        let mut foldable = true;
+        for (_, e) in &envelopes {
+            match crate::changes(e) {
+                Ok(c) => changes.extend(c),
+                // Skipped by the per-event path too (see `apply_one`).
+                Err(HandlerError::Permanent(_)) => {}
+                Err(HandlerError::Transient(_)) => foldable = false,
+            }
+        }
+        let plan = if foldable { fold::plan(&collections, &mut k, changes) } else { None };
+        if plan.is_none() && !envelopes.is_empty() {
+            tracing::info!("batch not foldable as it is; it will be applied event by event");
+        }
+        (k, envelopes, plan)
+    })
+    .await?;
+    *known = Some(k);
+    Ok(Prepared { positions, envelopes, plan })
 }
 
 async fn apply_one(projections: &Projections, e: &Envelope) -> anyhow::Result<()> {
