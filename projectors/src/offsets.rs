@@ -31,30 +31,55 @@ fn consumer(brokers: &str) -> anyhow::Result<BaseConsumer> {
         .context("creating Kafka consumer")
 }
 
-/// Every partition of `topics`. Blocking.
-pub fn partitions(brokers: &str, topics: &[&str]) -> anyhow::Result<Vec<Tp>> {
-    let c = consumer(brokers)?;
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = c.fetch_metadata(Some(topic), TIMEOUT).with_context(|| format!("metadata of {topic}"))?;
-        for t in md.topics() {
-            anyhow::ensure!(t.error().is_none(), "topic {topic}: {:?}", t.error());
-            out.extend(t.partitions().iter().map(|p| ((*topic).to_owned(), p.id())));
-        }
-    }
-    out.sort();
-    Ok(out)
+/// A client for partition and watermark queries. Making one costs a connection to the cluster
+/// (about 0.1 s); once connected, a query takes a few milliseconds. So whoever asks often
+/// (the rebuild) keeps one. Blocking.
+pub struct Offsets {
+    consumer: BaseConsumer,
 }
 
-/// (low, high) watermark of each partition. Blocking.
+impl Offsets {
+    pub fn connect(brokers: &str) -> anyhow::Result<Self> {
+        Ok(Self { consumer: consumer(brokers)? })
+    }
+
+    /// Every partition of `topics`.
+    pub fn partitions(&self, topics: &[&str]) -> anyhow::Result<Vec<Tp>> {
+        let mut out = Vec::new();
+        for topic in topics {
+            let md =
+                self.consumer.fetch_metadata(Some(topic), TIMEOUT).with_context(|| format!("metadata of {topic}"))?;
+            for t in md.topics() {
+                anyhow::ensure!(t.error().is_none(), "topic {topic}: {:?}", t.error());
+                out.extend(t.partitions().iter().map(|p| ((*topic).to_owned(), p.id())));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// (low, high) watermark of each partition.
+    pub fn watermarks(&self, tps: &[Tp]) -> anyhow::Result<BTreeMap<Tp, (i64, i64)>> {
+        tps.iter()
+            .map(|(t, p)| {
+                let w = self
+                    .consumer
+                    .fetch_watermarks(t, *p, TIMEOUT)
+                    .with_context(|| format!("watermarks of {t}/{p}"))?;
+                Ok(((t.clone(), *p), w))
+            })
+            .collect()
+    }
+}
+
+/// Every partition of `topics`, asked once. Blocking.
+pub fn partitions(brokers: &str, topics: &[&str]) -> anyhow::Result<Vec<Tp>> {
+    Offsets::connect(brokers)?.partitions(topics)
+}
+
+/// (low, high) watermark of each partition, asked once. Blocking.
 pub fn watermarks(brokers: &str, tps: &[Tp]) -> anyhow::Result<BTreeMap<Tp, (i64, i64)>> {
-    let c = consumer(brokers)?;
-    tps.iter()
-        .map(|(t, p)| {
-            let w = c.fetch_watermarks(t, *p, TIMEOUT).with_context(|| format!("watermarks of {t}/{p}"))?;
-            Ok(((t.clone(), *p), w))
-        })
-        .collect()
+    Offsets::connect(brokers)?.watermarks(tps)
 }
 
 /// For each (partition, from, to): the committed records in `[from, to)`, read with a

@@ -24,7 +24,7 @@
 //! any batch it cannot write exactly (e.g. records re-read after a kill).
 
 use crate::fold::{self, Known};
-use crate::offsets::{self, Tp};
+use crate::offsets::{self, Offsets, Tp};
 use crate::{Projections, topics_of};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
@@ -222,17 +222,20 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Option
         options.read_models.iter().flat_map(|r| topics_of(*r)).map(|t| place.topic(*t)).collect();
     topics.sort();
     topics.dedup();
-    let brokers = settings.kafka_brokers.clone();
+    let kafka = {
+        let brokers = settings.kafka_brokers.clone();
+        Arc::new(blocking(move || Offsets::connect(&brokers)).await?)
+    };
     let tps = blocking({
-        let (b, t) = (brokers.clone(), topics.clone());
-        move || offsets::partitions(&b, &t.iter().map(String::as_str).collect::<Vec<_>>())
+        let (k, t) = (kafka.clone(), topics.clone());
+        move || k.partitions(&t.iter().map(String::as_str).collect::<Vec<_>>())
     })
     .await?;
-    let marks = blocking({
-        let (b, t) = (brokers.clone(), tps.clone());
-        move || offsets::watermarks(&b, &t)
-    })
-    .await?;
+    let watermarks = || {
+        let (k, t) = (kafka.clone(), tps.clone());
+        blocking(move || k.watermarks(&t))
+    };
+    let marks = watermarks().await?;
     let existing = rebuilds(&meta).find_one(doc! { "_id": &id }).await?;
     let existing = existing.as_ref().map(Progress::from_doc).transpose()?;
 
@@ -299,11 +302,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Option
     if progress.phase == Phase::Replay {
         // Replay, then catch up until a round finds little new: the live projector is close.
         loop {
-            let goal = blocking({
-                let (b, t) = (brokers.clone(), tps.clone());
-                move || offsets::watermarks(&b, &t)
-            })
-            .await?;
+            let goal = watermarks().await?;
             replay.set_total(goal.values().map(|(low, high)| high - low).sum());
             let goal: BTreeMap<Tp, i64> = goal.into_iter().map(|(tp, (_, high))| (tp, high)).collect();
             let applied = replay.until(&goal, &mut progress).await?;
@@ -322,11 +321,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Option
     let until_switch = replay.started.elapsed();
     // Handover: whatever the live projector still wrote to the old collections.
     replay.during(options.grace, &mut progress).await?;
-    let goal = blocking({
-        let (b, t) = (brokers.clone(), tps.clone());
-        move || offsets::watermarks(&b, &t)
-    })
-    .await?;
+    let goal = watermarks().await?;
     let goal: BTreeMap<Tp, i64> = goal.into_iter().map(|(tp, (_, high))| (tp, high)).collect();
     replay.until(&goal, &mut progress).await?;
     rebuilds(&meta).delete_one(doc! { "_id": &id }).await?;
@@ -651,6 +646,10 @@ impl Replay {
     }
 }
 
+/// A received record: its partition and offset, and its key and envelope (`None`: not
+/// decodable).
+type Received = (Tp, i64, Option<(String, Envelope)>);
+
 /// A received batch: the records' positions, their envelopes and, while the shadow
 /// collections are private, the batch's folded writes.
 struct Prepared {
@@ -664,7 +663,7 @@ struct Prepared {
 async fn prepare(
     known: &mut Option<Known>,
     projections: &Projections,
-    received: Vec<(Tp, i64, Option<(String, Envelope)>)>,
+    received: Vec<Received>,
 ) -> anyhow::Result<Prepared> {
     let mut positions = Vec::with_capacity(received.len());
     let mut envelopes = Vec::with_capacity(received.len());
@@ -755,7 +754,7 @@ pub async fn decode_all(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<(
 async fn decode_positioned(
     codec: &Arc<Codec>,
     records: Vec<OwnedMessage>,
-) -> Vec<(Tp, i64, Option<(String, Envelope)>)> {
+) -> Vec<Received> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let per = records.len().div_ceil(workers).max(256);
     let mut chunks = Vec::new();
@@ -788,7 +787,7 @@ async fn receive(
     codec: &Arc<Codec>,
     limit: usize,
     wait: Duration,
-) -> Vec<(Tp, i64, Option<(String, Envelope)>)> {
+) -> Vec<Received> {
     let mut records: Vec<OwnedMessage> = Vec::new();
     let mut wait = wait;
     while records.len() < limit {
