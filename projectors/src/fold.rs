@@ -8,6 +8,10 @@
 //! have done, [`write`] answers [`Outcome::PerEvent`] and the caller applies the batch event by
 //! event with the guarded upserts, which skip whatever was already applied:
 //!
+//! - repeats (a change at or below the version its stream already holds in the document, or
+//!   reaches earlier in the batch) are dropped, as the guarded upsert skips them: topics hold
+//!   duplicates (an at-least-once relay, redelivered flows), and a resumed rebuild reads again
+//!   what it wrote before it was stopped ([`Known`] holds the versions);
 //! - a new document is inserted only if every stream that feeds it starts at version 1 in the
 //!   batch (or the document follows its stream loosely), and the insert fails if it exists;
 //! - an update of an existing document carries, per stream, the guard of its first event (the
@@ -52,33 +56,86 @@ const INSERT_DOCS: usize = 1_000;
 /// `insert` commands at once: each takes one connection of FerretDB's pool (see above).
 const INSERTS_IN_FLIGHT: usize = 4;
 
-/// Ids of the documents a shadow collection is known to hold: those decide insert or update.
-/// Only a hint: a wrong guess makes [`write`] fall back, never write wrongly.
+/// The documents the shadow collections hold and, per document, the version each stream holds
+/// there: read from the collections when a rebuild starts or resumes, then advanced by every
+/// planned batch. The rebuild applies each batch completely before it writes the next (folded,
+/// or event by event, which ends at the same versions) and stops on any error, so these are
+/// the versions the documents hold once the planned writes land. They decide insert or update
+/// and which changes are repeats; the writes' guards still check every version against the
+/// server, so a wrong entry costs a fallback, not a wrong document.
 #[derive(Debug, Default)]
 pub struct Known {
-    ids: HashMap<ReadModel, HashSet<String>>,
+    docs: HashMap<ReadModel, HashMap<String, Versions>>,
 }
 
+/// (stream, version) of each stream a document follows.
+type Versions = Vec<(String, i64)>;
+
 impl Known {
-    /// The ids already in `collections` (none for a fresh rebuild; a resumed one has some).
+    /// What `collections` hold (nothing for a fresh rebuild).
     pub async fn load(collections: &BTreeMap<ReadModel, Collection<Document>>) -> mongodb::error::Result<Self> {
-        let mut ids = HashMap::new();
+        let mut docs = HashMap::new();
         for (r, coll) in collections {
-            let docs: Vec<Document> = coll.find(doc! {}).projection(doc! { "_id": 1 }).await?.try_collect().await?;
-            let set: HashSet<String> = docs.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_owned)).collect();
-            ids.insert(*r, set);
+            let mut held = HashMap::new();
+            let mut cursor = coll.find(doc! {}).await?;
+            while let Some(d) = cursor.try_next().await? {
+                let Ok(id) = d.get_str("_id") else { continue };
+                let versions = d
+                    .iter()
+                    .filter_map(|(field, v)| {
+                        let stream = field.strip_prefix(VERSION_PREFIX)?;
+                        Some((stream.to_owned(), v.as_i64().or_else(|| v.as_i32().map(i64::from))?))
+                    })
+                    .collect();
+                held.insert(id.to_owned(), versions);
+            }
+            docs.insert(*r, held);
         }
-        Ok(Self { ids })
+        Ok(Self { docs })
     }
 
-    fn contains(&self, r: ReadModel, id: &str) -> bool {
-        self.ids.get(&r).is_some_and(|s| s.contains(id))
+    fn get(&self, r: ReadModel, id: &str) -> Option<&Versions> {
+        self.docs.get(&r)?.get(id)
     }
 
-    /// Note documents that exist now (or may: a wrong entry only costs a fallback).
-    pub fn note(&mut self, r: ReadModel, ids: impl IntoIterator<Item = String>) {
-        self.ids.entry(r).or_default().extend(ids);
+    /// Note that document `id` holds (once the planned writes land) the last version of each
+    /// stream in `changes`.
+    fn note(&mut self, r: ReadModel, id: String, changes: &[Change]) {
+        let versions = self.docs.entry(r).or_default().entry(id).or_default();
+        for c in changes {
+            match versions.iter_mut().find(|(s, _)| s == c.stream) {
+                Some((_, v)) => *v = (*v).max(c.version),
+                None => versions.push((c.stream.to_owned(), c.version)),
+            }
+        }
     }
+}
+
+/// `changes` without the repeats: changes at or below the version their stream holds in the
+/// document (`held`) or reaches earlier in the batch. The guarded upsert skips those too.
+fn without_repeats(changes: Vec<Change>, held: Option<&Versions>) -> Vec<Change> {
+    let mut reached: Vec<(&'static str, i64)> = Vec::new();
+    changes
+        .into_iter()
+        .filter(|c| {
+            let before = match reached.iter_mut().find(|(s, _)| *s == c.stream) {
+                Some((_, v)) => Some(v),
+                None => {
+                    let v = held.and_then(|h| h.iter().find(|(s, _)| s == c.stream)).map_or(i64::MIN, |(_, v)| *v);
+                    reached.push((c.stream, v));
+                    reached.last_mut().map(|(_, v)| v)
+                }
+            };
+            match before {
+                Some(v) if c.version <= *v => false,
+                Some(v) => {
+                    *v = c.version;
+                    true
+                }
+                None => true,
+            }
+        })
+        .collect()
 }
 
 /// The changes of one document, in order.
@@ -126,8 +183,11 @@ fn may_create(changes: &[Change]) -> bool {
     changes.iter().all(|c| !seen.insert(c.stream) || c.order() == Order::Loose || c.version == 1)
 }
 
+/// Each document holds the version of each of its streams in field `v_<stream>`.
+const VERSION_PREFIX: &str = "v_";
+
 fn version_field(stream: &str) -> String {
-    format!("v_{stream}")
+    format!("{VERSION_PREFIX}{stream}")
 }
 
 /// The change's update with the stream's version set, as the guarded upsert writes it.
@@ -351,39 +411,55 @@ impl Plan {
 }
 
 /// Plan the folded writes of `changes` (in event order) to `collections`; `None` when the
-/// batch cannot be folded exactly (apply it event by event). Notes the documents it will
-/// create in `known`. See the module docs.
+/// batch cannot be folded exactly (apply it event by event). Either way, `known` takes the
+/// versions the batch leads to. See the module docs.
 pub fn plan(
     collections: &BTreeMap<ReadModel, Collection<Document>>,
     known: &mut Known,
     changes: Vec<Change>,
 ) -> Option<Plan> {
     let mut writes = Vec::new();
+    let mut exact = true;
     for (r, docs) in group(changes) {
         let Some(coll) = collections.get(&r) else { continue };
         let mut inserts = Vec::new();
         let mut rounds: Vec<Vec<Document>> = Vec::new();
-        let mut ids = Vec::with_capacity(docs.len());
         for d in docs {
-            if !in_sequence(&d.changes) {
-                return None;
+            let held = known.get(r, &d.id);
+            let exists = held.is_some();
+            let changes = without_repeats(d.changes, held);
+            if changes.is_empty() {
+                continue;
             }
-            if !known.contains(r, &d.id) && may_create(&d.changes) {
-                inserts.push(materialize(&d.id, d.changes)?);
+            // Noted whatever becomes of the plan: the batch is applied either way (see [`Known`]).
+            known.note(r, d.id.clone(), &changes);
+            if !exact {
+                continue;
+            }
+            if !in_sequence(&changes) {
+                exact = false;
+            } else if !exists && may_create(&changes) {
+                match materialize(&d.id, changes) {
+                    Some(doc) => inserts.push(doc),
+                    None => exact = false,
+                }
             } else {
-                for (i, c) in combine(&d.changes)?.iter().enumerate() {
-                    if rounds.len() <= i {
-                        rounds.push(Vec::new());
+                match combine(&changes) {
+                    Some(combined) => {
+                        for (i, c) in combined.iter().enumerate() {
+                            if rounds.len() <= i {
+                                rounds.push(Vec::new());
+                            }
+                            rounds[i].push(c.statement(&d.id));
+                        }
                     }
-                    rounds[i].push(c.statement(&d.id));
+                    None => exact = false,
                 }
             }
-            ids.push(d.id);
         }
-        known.note(r, ids);
         writes.push((coll.clone(), inserts, rounds));
     }
-    Some(Plan { writes })
+    exact.then_some(Plan { writes })
 }
 
 /// Write a planned batch.

@@ -687,7 +687,8 @@ async fn prepare(
                 Err(HandlerError::Transient(_)) => foldable = false,
             }
         }
-        let plan = if foldable { fold::plan(&collections, &mut k, changes) } else { None };
+        // Planned even when it will not be used: `known` follows every batch.
+        let plan = fold::plan(&collections, &mut k, changes).filter(|_| foldable);
         if plan.is_none() && !envelopes.is_empty() {
             tracing::info!("batch not foldable as it is; it will be applied event by event");
         }

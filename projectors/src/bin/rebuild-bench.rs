@@ -4,7 +4,10 @@
 //! rebuild itself (`projectors rebuild --all`'s code path) into a MongoDB database of its own.
 //! Writes `bench-results/rebuild.json`.
 //!
-//! `cargo run --release -p projectors --bin rebuild-bench -- [--events N] [--fresh]`
+//! `cargo run --release -p projectors --bin rebuild-bench -- [--events N] [--fresh] [--runs R]`
+//!
+//! Each of the R runs (default 3) measures the bare consumer and then the rebuild; the results
+//! give every run and the medians (a 2-core machine shared with the whole stack is noisy).
 //!
 //! The topics (`bench.rebuild.<N>.<topic>`) are kept and reused by later runs with the same N
 //! (`--fresh` writes them again); the database `bench_rebuild` is dropped before each rebuild.
@@ -30,6 +33,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DATABASE: &str = "bench_rebuild";
+
+/// One run's measurements.
+struct Run {
+    events: u64,
+    bare_s: f64,
+    rebuild_s: f64,
+}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -153,6 +163,8 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let events: usize = arg(&args, "--events").map_or(Ok(200_000), |v| v.parse())?;
     let fresh = args.iter().any(|a| a == "--fresh");
+    let runs: usize = arg(&args, "--runs").map_or(Ok(3), |v| v.parse())?;
+    anyhow::ensure!(runs >= 1, "--runs must be at least 1");
     platform::telemetry::init("rebuild-bench");
     let settings = platform::Settings::from_env("rebuild-bench")?;
     let place = Place { topic_prefix: format!("bench.rebuild.{events}."), database: Some(DATABASE.to_owned()) };
@@ -188,14 +200,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (tps, total) = stored(&settings.kafka_brokers, &topics).await?;
 
-    // 2. A bare consumer.
-    let (consumed, bare_s) = bare(&settings, &tps, total).await?;
-    let bare_rate = consumed as f64 / bare_s;
-    println!("bare consumer: {consumed} events in {bare_s:.2} s = {bare_rate:.0} events/s");
-
-    // 3. The rebuild, from nothing.
     let mongo = platform::readmodel::connect(&settings.mongodb_url).await?;
-    mongo.database(DATABASE).drop().await?;
     let build_info = mongo.database("admin").run_command(mongodb::bson::doc! { "buildInfo": 1 }).await?;
     let server = match build_info.get("ferretdbVersion") {
         Some(v) => format!(
@@ -207,35 +212,57 @@ async fn main() -> anyhow::Result<()> {
     };
     let mongo_host =
         settings.mongodb_url.split('@').next_back().unwrap_or_default().split('/').nth(2).unwrap_or_default();
-    let options = Options {
-        place: place.clone(),
-        // Nothing else writes the bench database: no handover to wait for.
-        grace: Duration::ZERO,
-        ..Options::new(ReadModel::ALL.to_vec())
-    };
-    let began = Instant::now();
-    let report = rebuild::run(&settings, options).await?.ok_or_else(|| anyhow::anyhow!("no report"))?;
-    let total_s = began.elapsed().as_secs_f64();
-    let rebuild_rate = report.applied as f64 / total_s;
-    println!(
-        "rebuild: {} events in {total_s:.2} s = {rebuild_rate:.0} events/s ({:.2} s to the switch)",
-        report.applied,
-        report.until_switch.as_secs_f64()
-    );
-    anyhow::ensure!(report.applied == consumed, "the rebuild applied {} of {consumed} events", report.applied);
+    let mut measured = Vec::new();
+    for run in 1..=runs {
+        println!("run {run} of {runs}");
+        // 2. A bare consumer.
+        let (consumed, bare_s) = bare(&settings, &tps, total).await?;
+        let bare_rate = consumed as f64 / bare_s;
+        println!("bare consumer: {consumed} events in {bare_s:.2} s = {bare_rate:.0} events/s");
 
+        // 3. The rebuild, from nothing.
+        mongo.database(DATABASE).drop().await?;
+        let options = Options {
+            place: place.clone(),
+            // Nothing else writes the bench database: no handover to wait for.
+            grace: Duration::ZERO,
+            ..Options::new(ReadModel::ALL.to_vec())
+        };
+        let began = Instant::now();
+        let report = rebuild::run(&settings, options).await?.ok_or_else(|| anyhow::anyhow!("no report"))?;
+        let total_s = began.elapsed().as_secs_f64();
+        let rebuild_rate = report.applied as f64 / total_s;
+        println!(
+            "rebuild: {} events in {total_s:.2} s = {rebuild_rate:.0} events/s ({:.2} s to the switch)",
+            report.applied,
+            report.until_switch.as_secs_f64()
+        );
+        anyhow::ensure!(report.applied == consumed, "the rebuild applied {} of {consumed} events", report.applied);
+        measured.push(Run { events: consumed, bare_s, rebuild_s: total_s });
+    }
+
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rebuild_rate = median(measured.iter().map(|r| r.events as f64 / r.rebuild_s).collect());
+    let bare_rate = median(measured.iter().map(|r| r.events as f64 / r.bare_s).collect());
     let ratio = rebuild_rate / bare_rate;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     let results = serde_json::json!({
-        "benchmark": "projectors rebuild --all vs a bare consumer, same topics, same run",
+        "benchmark": "projectors rebuild --all vs a bare consumer, same topics, same runs",
         "when": chrono::Utc::now().to_rfc3339(),
-        "events": consumed,
+        "events": measured[0].events,
         "topics_reused": reused,
-        "rebuild_seconds": (total_s * 100.0).round() / 100.0,
+        "runs": measured.iter().map(|r| serde_json::json!({
+            "bare_consumer_seconds": round2(r.bare_s),
+            "rebuild_seconds": round2(r.rebuild_s),
+            "rebuild_events_per_s": (r.events as f64 / r.rebuild_s).round(),
+        })).collect::<Vec<_>>(),
         "rebuild_events_per_s": rebuild_rate.round(),
-        "rebuild_note": "wall time of rebuild::run: replay, catch-up, switch, bookkeeping; no handover grace",
-        "bare_consumer_seconds": (bare_s * 100.0).round() / 100.0,
+        "rebuild_note": "median over the runs; wall time of rebuild::run: replay, catch-up, switch, bookkeeping; no handover grace",
         "bare_consumer_events_per_s": bare_rate.round(),
-        "bare_consumer_note": "same consumer settings and parallel Avro decoding as the rebuild; no writes",
+        "bare_consumer_note": "median over the runs; same consumer settings and parallel Avro decoding as the rebuild; no writes",
         "ratio_rebuild_to_bare": (ratio * 1000.0).round() / 1000.0,
         "goal_rebuild_events_per_s": 30000,
         "mongo_server": server,
@@ -247,6 +274,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("rebuild.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
-    println!("ratio rebuild/bare: {ratio:.3}; results written to {}", path.display());
+    println!(
+        "median of {runs}: rebuild {rebuild_rate:.0} events/s, bare consumer {bare_rate:.0} events/s, ratio {ratio:.3}; \
+         results written to {}",
+        path.display()
+    );
     Ok(())
 }
