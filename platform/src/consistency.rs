@@ -7,7 +7,7 @@
 use crate::identity::Caller;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use mongodb::Collection;
+use crate::readmodel::ActiveCollection;
 use mongodb::bson::{Bson, Document, doc};
 use sqlx::PgPool;
 use std::fmt;
@@ -107,9 +107,11 @@ pub async fn latest_version(pool: &PgPool, aggregate_type: &str, aggregate_id: &
 }
 
 /// `find_one` by `_id` that honours the request's token for this document, waiting at most
-/// `limit`.
+/// `limit`. The active collection is resolved on every try: a rebuild may switch the read
+/// model while a query waits, and the projector that applies the write may already write to
+/// the new collection while this service's pointer (cached) still names the old one.
 pub async fn find_one(
-    coll: &Collection<Document>,
+    coll: &ActiveCollection,
     id: &str,
     headers: &HeaderMap,
     limit: Duration,
@@ -117,12 +119,12 @@ pub async fn find_one(
     let filter = doc! { "_id": id };
     let token = Token::from_headers(headers).filter(|t| t.aggregate_id == id);
     let Some(token) = token else {
-        return Ok((coll.find_one(filter).await?, None));
+        return Ok((coll.get().await?.find_one(filter).await?, None));
     };
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(10);
     loop {
-        let found = coll.find_one(filter.clone()).await?;
+        let found = coll.get().await?.find_one(filter.clone()).await?;
         if token.reached_by(found.as_ref()) {
             return Ok((found, Some(Freshness::Fresh)));
         }
@@ -156,7 +158,7 @@ pub trait View: serde::de::DeserializeOwned + serde::Serialize {
 /// [`find_one`]), answers 404 with `what` when the document is missing or `caller` may not see
 /// it (so others' ids leak nothing), and marks freshness.
 pub async fn find_view<V: View>(
-    coll: &Collection<Document>,
+    coll: &ActiveCollection,
     id: &str,
     headers: &HeaderMap,
     caller: &Caller,

@@ -16,12 +16,13 @@
 //!
 //! Until the switch nobody else writes the shadow collections, so a batch (up to [`BATCH`]
 //! records, decoded in parallel) is folded per document and each touched document is written
-//! once ([`crate::fold`]); progress is saved after a flushed batch. From the switch on the
+//! once ([`crate::fold`]); progress is saved after a flushed batch. The next batch is received,
+//! decoded and planned while one is written. From the switch on the
 //! live projector writes the same collections, so the rebuild applies event by event with the
 //! guarded upserts: records are grouped by Kafka key (the aggregate id, which is also the id of
 //! every document its events touch) and groups are applied concurrently, each in order — two
 //! upserts of one new document must never race. The folded path falls back to this one for
-//! any batch it cannot write exactly (e.g. records re-read after a kill).
+//! any batch it cannot write exactly.
 
 use crate::fold::{self, Known};
 use crate::offsets::{self, Offsets, Tp};

@@ -91,8 +91,7 @@ async fn find(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, CustomerId::parse)?;
-    let customers = s.customers.get().await?;
-    consistency::find_view::<CustomerView>(&customers, &id.to_string(), &headers, &caller, "customer").await
+    consistency::find_view::<CustomerView>(&s.customers, &id.to_string(), &headers, &caller, "customer").await
 }
 
 /// Everyone's for admins; a user's own otherwise.

@@ -226,7 +226,7 @@ async fn find(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, OrderId::parse)?;
-    consistency::find_view::<OrderView>(&s.orders.get().await?, &id.to_string(), &headers, &caller, "order").await
+    consistency::find_view::<OrderView>(&s.orders, &id.to_string(), &headers, &caller, "order").await
 }
 
 /// Admins see every order; a user only theirs.

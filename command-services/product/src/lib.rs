@@ -150,7 +150,7 @@ async fn find(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, ProductId::parse)?;
-    consistency::find_view::<ProductView>(&s.catalog.get().await?, &id.to_string(), &headers, &caller, "product").await
+    consistency::find_view::<ProductView>(&s.catalog, &id.to_string(), &headers, &caller, "product").await
 }
 
 async fn list(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
