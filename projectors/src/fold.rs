@@ -523,3 +523,49 @@ async fn round(plans: &[Writes], i: usize) -> anyhow::Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(stream: &'static str, version: i64) -> Change {
+        Change { read_model: ReadModel::Customers, id: "c".into(), stream, version, update: doc! { "$set": { "x": version } } }
+    }
+
+    fn versions(changes: &[Change]) -> Vec<(&'static str, i64)> {
+        changes.iter().map(|c| (c.stream, c.version)).collect()
+    }
+
+    #[test]
+    fn repeats_within_a_batch_are_dropped() {
+        let batch = vec![change("a", 1), change("a", 2), change("a", 1), change("b", 1), change("a", 2), change("a", 3)];
+        let kept = without_repeats(batch, None);
+        assert_eq!(versions(&kept), [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
+        assert!(in_sequence(&kept));
+    }
+
+    #[test]
+    fn what_the_document_holds_is_a_repeat() {
+        let held: Versions = vec![("a".into(), 4), ("b".into(), 1)];
+        let batch = vec![change("a", 3), change("a", 4), change("a", 5), change("b", 1), change("b", 2), change("c", 1)];
+        let kept = without_repeats(batch, Some(&held));
+        assert_eq!(versions(&kept), [("a", 5), ("b", 2), ("c", 1)]);
+    }
+
+    #[test]
+    fn a_gap_stays_and_is_refused() {
+        let kept = without_repeats(vec![change("a", 1), change("a", 3)], None);
+        assert_eq!(versions(&kept), [("a", 1), ("a", 3)]);
+        assert!(!in_sequence(&kept));
+    }
+
+    #[test]
+    fn known_follows_the_last_version_of_each_stream() {
+        let mut known = Known::default();
+        known.note(ReadModel::Customers, "c".into(), &[change("a", 1), change("a", 2), change("b", 1)]);
+        known.note(ReadModel::Customers, "c".into(), &[change("a", 3)]);
+        let held = known.get(ReadModel::Customers, "c").expect("noted");
+        assert_eq!(held, &vec![("a".to_owned(), 3), ("b".to_owned(), 1)]);
+        assert!(known.get(ReadModel::Orders, "c").is_none());
+    }
+}
