@@ -29,6 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
 use platform::readmodel::ReadModel;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One collection's share of a batch: new documents, and update statements per round.
@@ -69,7 +70,7 @@ pub struct Known {
 }
 
 /// (stream, version) of each stream a document follows.
-type Versions = Vec<(String, i64)>;
+type Versions = Vec<(Cow<'static, str>, i64)>;
 
 impl Known {
     /// What `collections` hold (nothing for a fresh rebuild).
@@ -84,7 +85,7 @@ impl Known {
                     .iter()
                     .filter_map(|(field, v)| {
                         let stream = field.strip_prefix(VERSION_PREFIX)?;
-                        Some((stream.to_owned(), v.as_i64().or_else(|| v.as_i32().map(i64::from))?))
+                        Some((Cow::Owned(stream.to_owned()), v.as_i64().or_else(|| v.as_i32().map(i64::from))?))
                     })
                     .collect();
                 held.insert(id.to_owned(), versions);
@@ -98,17 +99,28 @@ impl Known {
         self.docs.get(&r)?.get(id)
     }
 
-    /// Note that document `id` holds (once the planned writes land) the last version of each
-    /// stream in `changes`.
-    fn note(&mut self, r: ReadModel, id: String, changes: &[Change]) {
+    /// Note that document `id` holds (once the planned writes land) these stream versions.
+    fn note(&mut self, r: ReadModel, id: String, reached: &[(&'static str, i64)]) {
         let versions = self.docs.entry(r).or_default().entry(id).or_default();
-        for c in changes {
-            match versions.iter_mut().find(|(s, _)| s == c.stream) {
-                Some((_, v)) => *v = (*v).max(c.version),
-                None => versions.push((c.stream.to_owned(), c.version)),
+        for (stream, version) in reached {
+            match versions.iter_mut().find(|(s, _)| s == stream) {
+                Some((_, v)) => *v = (*v).max(*version),
+                None => versions.push((Cow::Borrowed(stream), *version)),
             }
         }
     }
+}
+
+/// The last version of each stream in `changes`.
+fn reached(changes: &[Change]) -> Vec<(&'static str, i64)> {
+    let mut out: Vec<(&'static str, i64)> = Vec::new();
+    for c in changes {
+        match out.iter_mut().find(|(s, _)| *s == c.stream) {
+            Some((_, v)) => *v = (*v).max(c.version),
+            None => out.push((c.stream, c.version)),
+        }
+    }
+    out
 }
 
 /// `changes` without the repeats: changes at or below the version their stream holds in the
@@ -431,35 +443,39 @@ pub fn plan(
             if changes.is_empty() {
                 continue;
             }
+            let reached = reached(&changes);
+            exact = exact && plan_document(&d.id, exists, changes, &mut inserts, &mut rounds).is_some();
             // Noted whatever becomes of the plan: the batch is applied either way (see [`Known`]).
-            known.note(r, d.id.clone(), &changes);
-            if !exact {
-                continue;
-            }
-            if !in_sequence(&changes) {
-                exact = false;
-            } else if !exists && may_create(&changes) {
-                match materialize(&d.id, changes) {
-                    Some(doc) => inserts.push(doc),
-                    None => exact = false,
-                }
-            } else {
-                match combine(&changes) {
-                    Some(combined) => {
-                        for (i, c) in combined.iter().enumerate() {
-                            if rounds.len() <= i {
-                                rounds.push(Vec::new());
-                            }
-                            rounds[i].push(c.statement(&d.id));
-                        }
-                    }
-                    None => exact = false,
-                }
-            }
+            known.note(r, d.id, &reached);
         }
         writes.push((coll.clone(), inserts, rounds));
     }
     exact.then_some(Plan { writes })
+}
+
+/// Add one document's writes (its changes without repeats) to `inserts` and `rounds`; `None`
+/// when they cannot be folded exactly.
+fn plan_document(
+    id: &str,
+    exists: bool,
+    changes: Vec<Change>,
+    inserts: &mut Vec<Document>,
+    rounds: &mut Vec<Vec<Document>>,
+) -> Option<()> {
+    if !in_sequence(&changes) {
+        return None;
+    }
+    if !exists && may_create(&changes) {
+        inserts.push(materialize(id, changes)?);
+        return Some(());
+    }
+    for (i, c) in combine(&changes)?.iter().enumerate() {
+        if rounds.len() <= i {
+            rounds.push(Vec::new());
+        }
+        rounds[i].push(c.statement(id));
+    }
+    Some(())
 }
 
 /// Write a planned batch.
@@ -546,7 +562,7 @@ mod tests {
 
     #[test]
     fn what_the_document_holds_is_a_repeat() {
-        let held: Versions = vec![("a".into(), 4), ("b".into(), 1)];
+        let held: Versions = vec![(Cow::Borrowed("a"), 4), (Cow::Borrowed("b"), 1)];
         let batch = vec![change("a", 3), change("a", 4), change("a", 5), change("b", 1), change("b", 2), change("c", 1)];
         let kept = without_repeats(batch, Some(&held));
         assert_eq!(versions(&kept), [("a", 5), ("b", 2), ("c", 1)]);
@@ -562,10 +578,10 @@ mod tests {
     #[test]
     fn known_follows_the_last_version_of_each_stream() {
         let mut known = Known::default();
-        known.note(ReadModel::Customers, "c".into(), &[change("a", 1), change("a", 2), change("b", 1)]);
-        known.note(ReadModel::Customers, "c".into(), &[change("a", 3)]);
+        known.note(ReadModel::Customers, "c".into(), &reached(&[change("a", 1), change("a", 2), change("b", 1)]));
+        known.note(ReadModel::Customers, "c".into(), &reached(&[change("a", 3)]));
         let held = known.get(ReadModel::Customers, "c").expect("noted");
-        assert_eq!(held, &vec![("a".to_owned(), 3), ("b".to_owned(), 1)]);
+        assert_eq!(held, &vec![(Cow::Borrowed("a"), 3), (Cow::Borrowed("b"), 1)]);
         assert!(known.get(ReadModel::Orders, "c").is_none());
     }
 }
