@@ -5,9 +5,9 @@
 //! runs out, what it has with `X-Consistency: stale`. A token for another document is ignored.
 
 use crate::identity::Caller;
+use crate::readmodel::ActiveCollection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use crate::readmodel::ActiveCollection;
 use mongodb::bson::{Bson, Document, doc};
 use sqlx::PgPool;
 use std::fmt;

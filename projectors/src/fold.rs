@@ -130,22 +130,17 @@ fn without_repeats(changes: Vec<Change>, held: Option<&Versions>) -> Vec<Change>
     changes
         .into_iter()
         .filter(|c| {
-            let before = match reached.iter_mut().find(|(s, _)| *s == c.stream) {
-                Some((_, v)) => Some(v),
-                None => {
-                    let v = held.and_then(|h| h.iter().find(|(s, _)| s == c.stream)).map_or(i64::MIN, |(_, v)| *v);
-                    reached.push((c.stream, v));
-                    reached.last_mut().map(|(_, v)| v)
-                }
-            };
-            match before {
-                Some(v) if c.version <= *v => false,
-                Some(v) => {
-                    *v = c.version;
-                    true
-                }
-                None => true,
+            let i = reached.iter().position(|(s, _)| *s == c.stream).unwrap_or_else(|| {
+                let v = held.and_then(|h| h.iter().find(|(s, _)| s == c.stream)).map_or(i64::MIN, |(_, v)| *v);
+                reached.push((c.stream, v));
+                reached.len() - 1
+            });
+            let v = &mut reached[i].1;
+            if c.version <= *v {
+                return false;
             }
+            *v = c.version;
+            true
         })
         .collect()
 }
@@ -545,7 +540,13 @@ mod tests {
     use super::*;
 
     fn change(stream: &'static str, version: i64) -> Change {
-        Change { read_model: ReadModel::Customers, id: "c".into(), stream, version, update: doc! { "$set": { "x": version } } }
+        Change {
+            read_model: ReadModel::Customers,
+            id: "c".into(),
+            stream,
+            version,
+            update: doc! { "$set": { "x": version } },
+        }
     }
 
     fn versions(changes: &[Change]) -> Vec<(&'static str, i64)> {
@@ -554,7 +555,8 @@ mod tests {
 
     #[test]
     fn repeats_within_a_batch_are_dropped() {
-        let batch = vec![change("a", 1), change("a", 2), change("a", 1), change("b", 1), change("a", 2), change("a", 3)];
+        let batch =
+            vec![change("a", 1), change("a", 2), change("a", 1), change("b", 1), change("a", 2), change("a", 3)];
         let kept = without_repeats(batch, None);
         assert_eq!(versions(&kept), [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
         assert!(in_sequence(&kept));
@@ -563,7 +565,8 @@ mod tests {
     #[test]
     fn what_the_document_holds_is_a_repeat() {
         let held: Versions = vec![(Cow::Borrowed("a"), 4), (Cow::Borrowed("b"), 1)];
-        let batch = vec![change("a", 3), change("a", 4), change("a", 5), change("b", 1), change("b", 2), change("c", 1)];
+        let batch =
+            vec![change("a", 3), change("a", 4), change("a", 5), change("b", 1), change("b", 2), change("c", 1)];
         let kept = without_repeats(batch, Some(&held));
         assert_eq!(versions(&kept), [("a", 5), ("b", 2), ("c", 1)]);
     }

@@ -62,10 +62,8 @@ impl Offsets {
     pub fn watermarks(&self, tps: &[Tp]) -> anyhow::Result<BTreeMap<Tp, (i64, i64)>> {
         tps.iter()
             .map(|(t, p)| {
-                let w = self
-                    .consumer
-                    .fetch_watermarks(t, *p, TIMEOUT)
-                    .with_context(|| format!("watermarks of {t}/{p}"))?;
+                let w =
+                    self.consumer.fetch_watermarks(t, *p, TIMEOUT).with_context(|| format!("watermarks of {t}/{p}"))?;
                 Ok(((t.clone(), *p), w))
             })
             .collect()

@@ -753,10 +753,7 @@ pub async fn decode_all(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<(
 }
 
 /// [`decode_all`], keeping every record's partition and offset (`None`: not decodable).
-async fn decode_positioned(
-    codec: &Arc<Codec>,
-    records: Vec<OwnedMessage>,
-) -> Vec<Received> {
+async fn decode_positioned(codec: &Arc<Codec>, records: Vec<OwnedMessage>) -> Vec<Received> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let per = records.len().div_ceil(workers).max(256);
     let mut chunks = Vec::new();
@@ -784,12 +781,7 @@ async fn decode_positioned(
 }
 
 /// Up to `limit` records, waiting at most `wait` for the first, decoded.
-async fn receive(
-    consumer: &StreamConsumer,
-    codec: &Arc<Codec>,
-    limit: usize,
-    wait: Duration,
-) -> Vec<Received> {
+async fn receive(consumer: &StreamConsumer, codec: &Arc<Codec>, limit: usize, wait: Duration) -> Vec<Received> {
     let mut records: Vec<OwnedMessage> = Vec::new();
     let mut wait = wait;
     while records.len() < limit {
