@@ -62,8 +62,10 @@ const INSERTS_IN_FLIGHT: usize = 4;
 /// planned batch. The rebuild applies each batch completely before it writes the next (folded,
 /// or event by event, which ends at the same versions) and stops on any error, so these are
 /// the versions the documents hold once the planned writes land. They decide insert or update
-/// and which changes are repeats; the writes' guards still check every version against the
-/// server, so a wrong entry costs a fallback, not a wrong document.
+/// and which changes are repeats. An entry behind the document costs a fallback (the writes'
+/// guards check the versions on the server); one ahead of it would drop changes unseen, which
+/// is why a batch that fails to apply stops the rebuild (a resumed one reads the versions
+/// again).
 #[derive(Debug, Default)]
 pub struct Known {
     docs: HashMap<ReadModel, HashMap<String, Versions>>,
