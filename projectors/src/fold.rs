@@ -102,7 +102,7 @@ impl Known {
     }
 
     /// Note that document `id` holds (once the planned writes land) these stream versions.
-    fn note(&mut self, r: ReadModel, id: String, reached: &[(&'static str, i64)]) {
+    fn note(&mut self, r: ReadModel, id: String, reached: &Reached) {
         let versions = self.docs.entry(r).or_default().entry(id).or_default();
         for (stream, version) in reached {
             match versions.iter_mut().find(|(s, _)| s == stream) {
@@ -113,23 +113,15 @@ impl Known {
     }
 }
 
-/// The last version of each stream in `changes`.
-fn reached(changes: &[Change]) -> Vec<(&'static str, i64)> {
-    let mut out: Vec<(&'static str, i64)> = Vec::new();
-    for c in changes {
-        match out.iter_mut().find(|(s, _)| *s == c.stream) {
-            Some((_, v)) => *v = (*v).max(c.version),
-            None => out.push((c.stream, c.version)),
-        }
-    }
-    out
-}
+/// Versions reached per stream.
+type Reached = Vec<(&'static str, i64)>;
 
 /// `changes` without the repeats: changes at or below the version their stream holds in the
 /// document (`held`) or reaches earlier in the batch. The guarded upsert skips those too.
-fn without_repeats(changes: Vec<Change>, held: Option<&Versions>) -> Vec<Change> {
-    let mut reached: Vec<(&'static str, i64)> = Vec::new();
-    changes
+/// Also the version each of the batch's streams reaches in the document.
+fn without_repeats(changes: Vec<Change>, held: Option<&Versions>) -> (Vec<Change>, Reached) {
+    let mut reached: Reached = Vec::new();
+    let kept = changes
         .into_iter()
         .filter(|c| {
             let i = reached.iter().position(|(s, _)| *s == c.stream).unwrap_or_else(|| {
@@ -144,7 +136,8 @@ fn without_repeats(changes: Vec<Change>, held: Option<&Versions>) -> Vec<Change>
             *v = c.version;
             true
         })
-        .collect()
+        .collect();
+    (kept, reached)
 }
 
 /// The changes of one document, in order.
@@ -436,11 +429,10 @@ pub fn plan(
         for d in docs {
             let held = known.get(r, &d.id);
             let exists = held.is_some();
-            let changes = without_repeats(d.changes, held);
+            let (changes, reached) = without_repeats(d.changes, held);
             if changes.is_empty() {
                 continue;
             }
-            let reached = reached(&changes);
             exact = exact && plan_document(&d.id, exists, changes, &mut inserts, &mut rounds).is_some();
             // Noted whatever becomes of the plan: the batch is applied either way (see [`Known`]).
             known.note(r, d.id, &reached);
@@ -559,7 +551,7 @@ mod tests {
     fn repeats_within_a_batch_are_dropped() {
         let batch =
             vec![change("a", 1), change("a", 2), change("a", 1), change("b", 1), change("a", 2), change("a", 3)];
-        let kept = without_repeats(batch, None);
+        let (kept, _) = without_repeats(batch, None);
         assert_eq!(versions(&kept), [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
         assert!(in_sequence(&kept));
     }
@@ -569,13 +561,13 @@ mod tests {
         let held: Versions = vec![(Cow::Borrowed("a"), 4), (Cow::Borrowed("b"), 1)];
         let batch =
             vec![change("a", 3), change("a", 4), change("a", 5), change("b", 1), change("b", 2), change("c", 1)];
-        let kept = without_repeats(batch, Some(&held));
+        let (kept, _) = without_repeats(batch, Some(&held));
         assert_eq!(versions(&kept), [("a", 5), ("b", 2), ("c", 1)]);
     }
 
     #[test]
     fn a_gap_stays_and_is_refused() {
-        let kept = without_repeats(vec![change("a", 1), change("a", 3)], None);
+        let (kept, _) = without_repeats(vec![change("a", 1), change("a", 3)], None);
         assert_eq!(versions(&kept), [("a", 1), ("a", 3)]);
         assert!(!in_sequence(&kept));
     }
@@ -583,8 +575,10 @@ mod tests {
     #[test]
     fn known_follows_the_last_version_of_each_stream() {
         let mut known = Known::default();
-        known.note(ReadModel::Customers, "c".into(), &reached(&[change("a", 1), change("a", 2), change("b", 1)]));
-        known.note(ReadModel::Customers, "c".into(), &reached(&[change("a", 3)]));
+        let (_, reached) = without_repeats(vec![change("a", 1), change("a", 2), change("b", 1)], None);
+        known.note(ReadModel::Customers, "c".into(), &reached);
+        let (_, reached) = without_repeats(vec![change("a", 2), change("a", 3)], known.get(ReadModel::Customers, "c"));
+        known.note(ReadModel::Customers, "c".into(), &reached);
         let held = known.get(ReadModel::Customers, "c").expect("noted");
         assert_eq!(held, &vec![(Cow::Borrowed("a"), 3), (Cow::Borrowed("b"), 1)]);
         assert!(known.get(ReadModel::Orders, "c").is_none());

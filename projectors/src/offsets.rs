@@ -70,16 +70,6 @@ impl Offsets {
     }
 }
 
-/// Every partition of `topics`, asked once. Blocking.
-pub fn partitions(brokers: &str, topics: &[&str]) -> anyhow::Result<Vec<Tp>> {
-    Offsets::connect(brokers)?.partitions(topics)
-}
-
-/// (low, high) watermark of each partition, asked once. Blocking.
-pub fn watermarks(brokers: &str, tps: &[Tp]) -> anyhow::Result<BTreeMap<Tp, (i64, i64)>> {
-    Offsets::connect(brokers)?.watermarks(tps)
-}
-
 /// For each (partition, from, to): the committed records in `[from, to)`, read with a
 /// throwaway consumer; ranges over [`MAX_SCAN`] (or not read within the time limit) count
 /// their offsets instead. Blocking.

@@ -58,8 +58,9 @@ impl StatusSource {
         let brokers = self.brokers.clone();
         let cps = checkpoints.clone();
         let (marks, positions, lags) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let tps = offsets::partitions(&brokers, &topics)?;
-            let marks = offsets::watermarks(&brokers, &tps)?;
+            let kafka = offsets::Offsets::connect(&brokers)?;
+            let tps = kafka.partitions(&topics)?;
+            let marks = kafka.watermarks(&tps)?;
             // Partitions the projector has applied nothing of since its checkpoints began
             // stand where the consumer group committed.
             let committed = offsets::committed(&brokers, crate::CONSUMER_GROUP, &tps)?;

@@ -64,8 +64,9 @@ async fn stored(brokers: &str, topics: &[String]) -> anyhow::Result<(Vec<offsets
     let (b, t) = (brokers.to_owned(), topics.to_vec());
     blocking(move || {
         let names: Vec<&str> = t.iter().map(String::as_str).collect();
-        let tps = offsets::partitions(&b, &names)?;
-        let marks = offsets::watermarks(&b, &tps)?;
+        let kafka = offsets::Offsets::connect(&b)?;
+        let tps = kafka.partitions(&names)?;
+        let marks = kafka.watermarks(&tps)?;
         Ok((tps, marks.values().map(|(low, high)| high - low).sum()))
     })
     .await
@@ -115,7 +116,7 @@ async fn fill(settings: &platform::Settings, place: &Place, events: usize) -> an
 /// each in batches as the rebuild does; returns (records, seconds).
 async fn bare(settings: &platform::Settings, tps: &[offsets::Tp], total: i64) -> anyhow::Result<(u64, f64)> {
     let (b, t) = (settings.kafka_brokers.clone(), tps.to_vec());
-    let marks = blocking(move || offsets::watermarks(&b, &t)).await?;
+    let marks = blocking(move || offsets::Offsets::connect(&b)?.watermarks(&t)).await?;
     let start: BTreeMap<offsets::Tp, i64> = marks.iter().map(|(tp, (low, _))| (tp.clone(), *low)).collect();
     let codec = Arc::new(Codec::new(&settings.schema_registry_url)?);
     let began = Instant::now();
