@@ -1,5 +1,11 @@
 //! The one consumer loop: decode -> handle -> store offset (committed after the effect).
 //!
+//! - Under load the loop takes what is already waiting (up to [`ConsumerConfig::max_batch`]
+//!   messages, never waiting for more) and gives it to [`Handler::handle_batch`] at once, in
+//!   the order received, so a handler can apply it in one transaction. If the batch fails as a
+//!   whole, each of its messages is handled again on its own through [`Handler::handle`], with
+//!   the retries and the DLQ below (handlers are idempotent, so what the batch did is not done
+//!   twice).
 //! - Transient handler errors are retried with exponential backoff; after `max_attempts` the
 //!   message is parked on `<topic>.dlq` with the error, attempts and original coordinates.
 //! - Undecodable payloads (not Avro, unknown schema id, unknown record, invalid content) go to
@@ -10,6 +16,7 @@
 use crate::kafka;
 use crate::metrics::{self, Outcome};
 use async_trait::async_trait;
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::producer::FutureProducer;
@@ -96,9 +103,46 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// A decoded message of a batch, with the span it is handled in (a child of its producer's).
+pub struct Delivery {
+    pub envelope: Envelope,
+    pub span: tracing::Span,
+}
+
 #[async_trait]
 pub trait Handler: Send + Sync {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError>;
+
+    /// Handle what was waiting, in order (messages of one key keep their order). All or nothing
+    /// as far as the caller can tell: on an error the loop hands every message of the batch to
+    /// [`Handler::handle`] again, one by one. The default does just that in the first place.
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        for d in batch {
+            self.handle(&d.envelope).instrument(d.span.clone()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Handler::handle_batch`] for handlers whose keys are independent (one aggregate per key,
+/// as on the command topics): each key's messages in order, the keys at once. The event store
+/// settles any race between keys; the database commits them together.
+pub async fn per_key<H: Handler + ?Sized>(handler: &H, batch: &[Delivery]) -> Result<(), HandlerError> {
+    let mut keys: Vec<(&str, Vec<&Delivery>)> = Vec::new();
+    for d in batch {
+        let key = d.envelope.message.key();
+        match keys.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(d),
+            None => keys.push((key, vec![d])),
+        }
+    }
+    let runs = keys.into_iter().map(|(_, list)| async move {
+        for d in list {
+            handler.handle(&d.envelope).instrument(d.span.clone()).await?;
+        }
+        Ok::<(), HandlerError>(())
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
 }
 
 pub struct ConsumerConfig {
@@ -109,6 +153,9 @@ pub struct ConsumerConfig {
     pub initial_backoff: Duration,
     /// Put before every topic name, so tests can consume topics of their own.
     pub topic_prefix: String,
+    /// The most messages handed to [`Handler::handle_batch`] at once. Only what has already
+    /// been fetched is taken: a batch never waits to fill up.
+    pub max_batch: usize,
 }
 
 impl ConsumerConfig {
@@ -120,6 +167,7 @@ impl ConsumerConfig {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(100),
             topic_prefix: String::new(),
+            max_batch: 256,
         }
     }
 }
@@ -178,22 +226,34 @@ pub async fn run(
     tracing::info!(group = %config.group_id, topics = ?names, "consumer started");
     tokio::pin!(shutdown);
     loop {
-        let m = tokio::select! {
+        let first = tokio::select! {
             () = &mut shutdown => break,
             m = consumer.recv() => m,
         };
-        let m = match m {
-            Ok(m) => m,
+        let mut batch = match first {
+            Ok(m) => vec![m],
             Err(e) => {
                 tracing::warn!(error = %e, "kafka receive error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let span = consumer_span(&config.group_id, &m);
-        process(&config, &codec, &producer, handler.as_ref(), &m).instrument(span).await;
-        if let Err(e) = consumer.store_offset_from_message(&m) {
-            tracing::warn!(error = %e, "storing offset failed");
+        // Whatever librdkafka has already fetched joins the batch; nothing waits for more.
+        while batch.len() < config.max_batch {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka receive error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        process_batch(&config, &codec, &producer, handler.as_ref(), &batch).await;
+        for m in &batch {
+            if let Err(e) = consumer.store_offset_from_message(m) {
+                tracing::warn!(error = %e, "storing offset failed");
+            }
         }
     }
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
@@ -226,6 +286,50 @@ fn consumer_span(group: &str, m: &BorrowedMessage<'_>) -> tracing::Span {
     let parent = crate::telemetry::context_from_traceparent(header(m, h::TRACEPARENT).as_deref());
     crate::telemetry::adopt(&span, parent);
     span
+}
+
+/// A batch of one takes the per-message path; a longer one is decoded and given to the handler
+/// at once, and handled message by message if that fails.
+async fn process_batch(
+    config: &ConsumerConfig,
+    codec: &Codec,
+    producer: &FutureProducer,
+    handler: &dyn Handler,
+    batch: &[BorrowedMessage<'_>],
+) {
+    if let [m] = batch {
+        let span = consumer_span(&config.group_id, m);
+        process(config, codec, producer, handler, m).instrument(span).await;
+        return;
+    }
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for m in batch {
+        // An undecodable message (or an unreachable registry) sends the batch down the
+        // per-message path, which parks or retries it.
+        match codec.decode(m.payload().unwrap_or_default()).await {
+            Ok(message) => deliveries
+                .push(Delivery { envelope: Envelope::new(m, message), span: consumer_span(&config.group_id, m) }),
+            Err(_) => break,
+        }
+    }
+    if deliveries.len() == batch.len() {
+        match handler.handle_batch(&deliveries).await {
+            Ok(()) => {
+                for m in batch {
+                    metrics::consumed(&config.group_id, m.topic(), Outcome::Handled);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(group = %config.group_id, messages = batch.len(), error = %e, "batch failed; handling its messages one by one");
+            }
+        }
+    }
+    drop(deliveries);
+    for m in batch {
+        let span = consumer_span(&config.group_id, m);
+        process(config, codec, producer, handler, m).instrument(span).await;
+    }
 }
 
 async fn process(

@@ -64,6 +64,11 @@ const CHECKPOINT_PARTITION: i32 = 0;
 /// to `outbox_dead`.
 pub const DEAD_AFTER_ATTEMPTS: u32 = 3;
 
+/// After a wake-up, how long the relay lets rows gather before it reads a batch: commits that
+/// land together (a consumer batch, concurrent commands) then share one Kafka transaction
+/// instead of taking one each. A full batch goes on at once.
+const LINGER: Duration = Duration::from_millis(10);
+
 /// Session advisory lock: one relay per database.
 const LOCK_KEY: i64 = 7062;
 
@@ -131,6 +136,55 @@ pub async fn enqueue_versioned(
     .await?;
     sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;
     Ok(id)
+}
+
+/// A wire message for [`enqueue_many`].
+pub struct Queued {
+    pub message: Message,
+    pub metadata: HashMap<String, String>,
+    /// > 0: the message is the `version`-th state of its key (see [`enqueue_versioned`]).
+    pub version: i64,
+}
+
+/// Queue wire messages in the caller's transaction, in the given order, with one statement and
+/// one notification (a handler applying a batch queues all it sends at once). A message's
+/// metadata without a `traceparent` gets the current span's.
+pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued]) -> anyhow::Result<()> {
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let n = queued.len();
+    let (mut ids, mut keys, mut versions) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut records, mut payloads, mut metadata) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for q in queued {
+        let mut m = q.metadata.clone();
+        crate::telemetry::stamp(&mut m);
+        ids.push(Uuid::now_v7());
+        keys.push(q.message.key().to_owned());
+        versions.push(q.version);
+        records.push(q.message.full_name().to_owned());
+        payloads.push(q.message.to_json().to_string());
+        metadata.push(serde_json::to_string(&m)?);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata) \
+         SELECT m, $2, k, s, r, p::json, md::json \
+           FROM UNNEST($1::uuid[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[]) \
+                WITH ORDINALITY AS u (m, k, s, r, p, md, n) \
+          ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(DIRECT)
+    .bind(&keys)
+    .bind(&versions)
+    .bind(&records)
+    .bind(&payloads)
+    .bind(&metadata)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The rows of one committed Kafka transaction, recorded in that same transaction.
@@ -283,10 +337,16 @@ impl Relay {
                     }
                 }
             };
+            let lingered = async {
+                wait.await;
+                if !pause.is_zero() {
+                    tokio::time::sleep(LINGER).await;
+                }
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
-                () = wait => {}
+                () = lingered => {}
             }
         }
     }

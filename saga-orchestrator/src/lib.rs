@@ -4,6 +4,8 @@
 //! Each reply is handled in one transaction: inbox row (dedup by message id), saga row locked
 //! (`FOR UPDATE`, so one instance drives a saga at a time), new state, and the commands into
 //! the outbox. The relay sends them. Deadlines are rows too, so a restart forgets none.
+//! Under load the consumer hands over what is waiting at once: one transaction for the whole
+//! batch, each saga it touches stored once with one `SagaUpdated` ([`Orchestrator::handle_many`]).
 
 pub mod definition;
 pub mod saga;
@@ -16,7 +18,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::es::Metadata;
 use platform::http::ApiError;
 use platform::outbox::{self, event_mapper};
@@ -27,6 +29,7 @@ use saga::{Saga, Timeouts};
 use schemas::headers as h;
 use schemas::{Message, Topic};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -155,6 +158,181 @@ impl Handler for Orchestrator {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        self.handle_many(batch).await
+    }
+}
+
+/// A saga as one batch leaves it.
+struct Touched {
+    saga: Saga,
+    /// Not in the table before this batch.
+    new: bool,
+    /// The `traceparent` of the span of the last message that moved it.
+    traceparent: Option<String>,
+}
+
+impl Orchestrator {
+    /// A batch of replies in one transaction: the inbox rows at once, every saga they touch
+    /// locked at once (in id order, so two instances never deadlock), the replies applied in
+    /// the order received, then each touched saga stored once with one `SagaUpdated` (the
+    /// states in between are history entries, not events of their own) and every command
+    /// queued in one statement.
+    async fn handle_many(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        let replies: Vec<(&Delivery, &str)> =
+            batch.iter().filter_map(|d| order_of(&d.envelope.message).map(|o| (d, o))).collect();
+        if replies.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let (ids, topics): (Vec<&str>, Vec<&str>) =
+            replies.iter().map(|(d, _)| (d.envelope.message_id.as_str(), d.envelope.topic.as_str())).unzip();
+        let mut fresh: HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO inbox (message_id, topic) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(&ids)
+        .bind(&topics)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        if fresh.is_empty() {
+            return Ok(()); // all handled before
+        }
+        let mut orders: Vec<&str> = replies.iter().map(|(_, o)| *o).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        let rows: Vec<(String, serde_json::Value)> =
+            sqlx::query_as("SELECT order_id, state FROM sagas WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
+                .bind(&orders)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut sagas: HashMap<String, Touched> = HashMap::with_capacity(orders.len());
+        let mut untouched: HashMap<String, Saga> = HashMap::with_capacity(rows.len());
+        for (order_id, state) in rows {
+            let saga: Saga = serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            untouched.insert(order_id, saga);
+        }
+        let now = millis(Utc::now());
+        let mut commands: Vec<outbox::Queued> = Vec::new();
+        for (delivery, order_id) in replies {
+            // A message id twice in one batch (a redelivered record) counts once.
+            if !fresh.remove(&delivery.envelope.message_id) {
+                continue;
+            }
+            let _in_span = delivery.span.enter();
+            let envelope = &delivery.envelope;
+            let traceparent = platform::telemetry::current_traceparent();
+            let known = sagas.contains_key(order_id) || untouched.contains_key(order_id);
+            let sent = match (known, &envelope.message) {
+                (false, Message::OrderPlaced(placed)) => {
+                    let (saga, sent) = Saga::start(placed, now, self.timeouts);
+                    sagas.insert(order_id.to_owned(), Touched { saga, new: true, traceparent: None });
+                    tracing::info!(order_id, "saga started");
+                    sent
+                }
+                (false, _) => {
+                    tracing::warn!(order_id, record = envelope.message.full_name(), "reply for unknown saga ignored");
+                    continue;
+                }
+                (true, Message::OrderPlaced(_)) => continue,
+                (true, reply) => {
+                    let touched = match untouched.remove(order_id) {
+                        Some(saga) => {
+                            sagas.entry(order_id.to_owned()).or_insert(Touched { saga, new: false, traceparent: None })
+                        }
+                        None => sagas.get_mut(order_id).expect("known saga"),
+                    };
+                    let before = (touched.saga.status, touched.saga.step);
+                    let sent = touched.saga.on_reply(reply, now, self.timeouts);
+                    if before != (touched.saga.status, touched.saga.step) {
+                        metrics::counter!("shop_saga_transitions_total", "status" => touched.saga.status.as_str())
+                            .increment(1);
+                        tracing::info!(
+                            order_id,
+                            status = touched.saga.status.as_str(),
+                            step = touched.saga.step.as_str(),
+                            "saga moved"
+                        );
+                    }
+                    sent
+                }
+            };
+            let touched = sagas.get_mut(order_id).expect("touched saga");
+            touched.traceparent = traceparent.clone();
+            let mut metadata = Metadata::from([
+                (h::CORRELATION_ID.to_owned(), order_id.to_owned()),
+                (h::CAUSATION_ID.to_owned(), envelope.message_id.clone()),
+            ]);
+            if let Some(tp) = traceparent {
+                metadata.insert(h::TRACEPARENT.to_owned(), tp);
+            }
+            commands.extend(sent.into_iter().map(|message| outbox::Queued {
+                message,
+                metadata: metadata.clone(),
+                version: 0,
+            }));
+        }
+        store_all(&mut tx, &mut sagas).await?;
+        // The sagas' events after the commands: a reader of both sees a step's command no later
+        // than the state that says it was sent.
+        let updates = sagas.values().map(|t| {
+            let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), t.saga.order_id.clone())]);
+            if let Some(tp) = &t.traceparent {
+                metadata.insert(h::TRACEPARENT.to_owned(), tp.clone());
+            }
+            outbox::Queued { message: t.saga.view().into(), metadata, version: t.saga.version }
+        });
+        commands.extend(updates);
+        outbox::enqueue_many(&mut tx, &commands).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Store the sagas a batch touched: one new version each, inserts and updates one statement each.
+async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<String, Touched>) -> anyhow::Result<()> {
+    for (new, sql) in [
+        (
+            true,
+            "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[])",
+        ),
+        (
+            false,
+            "UPDATE sagas SET status = u.status, step = u.step, deadline = u.deadline, state = u.state, \
+                    traceparent = COALESCE(u.traceparent, sagas.traceparent), updated_at = now() \
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[]) \
+                    AS u (order_id, status, step, deadline, state, traceparent) \
+              WHERE sagas.order_id = u.order_id",
+        ),
+    ] {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for t in sagas.values_mut().filter(|t| t.new == new) {
+            t.saga.version += 1;
+            columns.0.push(t.saga.order_id.clone());
+            columns.1.push(t.saga.status.as_str());
+            columns.2.push(t.saga.step.as_str());
+            columns.3.push(deadline(&t.saga));
+            columns.4.push(serde_json::to_string(&t.saga)?);
+            columns.5.push(t.traceparent.clone());
+        }
+        if columns.0.is_empty() {
+            continue;
+        }
+        sqlx::query(sql)
+            .bind(&columns.0)
+            .bind(&columns.1)
+            .bind(&columns.2)
+            .bind(&columns.3)
+            .bind(&columns.4)
+            .bind(&columns.5)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 impl Orchestrator {

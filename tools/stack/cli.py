@@ -25,6 +25,8 @@ def parser() -> argparse.ArgumentParser:
                         help="install (first run), start, wait healthy, load demo data")
     up.add_argument("--infra-only", action="store_true", help="only the infrastructure, no Rust services")
     up.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    up.add_argument("--release", action="store_true",
+                    help="build and run the services optimised (cargo --release); the default is the dev build")
 
     down = sub.add_parser("down", parents=[common], help="stop everything the stack started")
     down.add_argument("--wipe", action="store_true", help="also delete the data folder")
@@ -42,6 +44,23 @@ def parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", parents=[common],
                           help="up --no-demo, cargo test (end-to-end included), launcher unit tests")
     test.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+
+    bench = sub.add_parser(
+        "bench", parents=[common],
+        help="the whole system under open-loop order load (release build): latency, CPU and memory per "
+             "process, Kafka records per order, an audit of the results; writes bench-results/orders.*")
+    bench.add_argument("--rate", type=float, action="append", metavar="R",
+                       help="offered orders/s (repeat for several runs; default 10, 50, 100)")
+    bench.add_argument("--duration", type=float, default=60.0, help="seconds of load per rate (default 60)")
+    bench.add_argument("--find-max", action="store_true",
+                       help="raise the rate from --start by --factor until p99 POST->final exceeds 500 ms")
+    bench.add_argument("--start", type=float, default=10.0, help="--find-max: first rate (default 10)")
+    bench.add_argument("--factor", type=float, default=1.5, help="--find-max: rate step factor (default 1.5)")
+    bench.add_argument("--limit", type=float, default=400.0, help="--find-max: highest rate tried (default 400)")
+    bench.add_argument("--results", type=Path, default=REPO / "bench-results",
+                       help="folder for orders.json and orders.svg (default bench-results/)")
+    bench.add_argument("extra", nargs="*", metavar="-- ARG",
+                       help="passed to orders-bench as is (see target/release/orders-bench --help)")
     return p
 
 
@@ -103,13 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOCK_OWNER_ENV] = str(os.getpid())  # for children of `test`, see above
         try:
             if args.command == "up":
-                launcher.up(infra_only=args.infra_only, demo_data=not args.no_demo)
+                launcher.up(infra_only=args.infra_only, demo_data=not args.no_demo, release=args.release)
             elif args.command == "down":
                 launcher.down(wipe=args.wipe)
             elif args.command == "restart":
                 launcher.restart(args.name)
             elif args.command == "test":
                 return launcher.test(keep=args.keep)
+            elif args.command == "bench":
+                from tools.stack import bench
+                return bench.main(launcher, rates=args.rate or [10.0, 50.0, 100.0], duration=args.duration,
+                                  find_max=args.find_max, start=args.start, factor=args.factor,
+                                  limit=args.limit, extra=args.extra, results_dir=args.results)
         finally:
             held.close()
         return 0

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tools.stack import apifuzz, browser, demo, procs
+from tools.stack import apifuzz, browser, demo, preflight, procs
 from tools.stack.components import load
 from tools.stack.components.base import Component, Context, StackError, merged_env, tail, tcp_ok, user_ids
 
@@ -56,12 +56,15 @@ class Launcher:
         return any(r.alive() for r in map(self.record, self.components) if r)
 
     # --- up -----------------------------------------------------------------------------------------
-    def up(self, infra_only: bool = False, demo_data: bool = True) -> None:
+    def up(self, infra_only: bool = False, demo_data: bool = True, release: bool = False,
+           tests: bool = False) -> None:
         self.ctx.data.mkdir(parents=True, exist_ok=True)
+        preflight.check(self.ctx, tests=tests, services=not infra_only)
         infra = self.enabled("infra")
         self.install(infra)
         self.start_all(infra)
         if not infra_only:
+            self.use_profile("release" if release else "debug")
             services = self.build_services()
             self.start_all(services)
             if demo_data and services:
@@ -99,14 +102,25 @@ class Launcher:
         if errors:
             raise StackError("\n".join(errors))
 
+    def use_profile(self, profile: str) -> None:
+        """Run the services from `profile`'s binaries; services running from the other profile's are
+        stopped first (they are started again after the build)."""
+        if profile != self.ctx.profile:
+            running = [c for c in self.enabled("service") if (r := self.record(c)) and r.alive()]
+            if running:
+                self.ctx.say(f"services run {self.ctx.profile} builds: stopping them to start {profile} ones")
+                self._stop(running, [])
+        self.ctx.set_profile(profile)
+
     def build_services(self) -> list[Component]:
         services = self.enabled("service")
         if not (self.ctx.repo / "Cargo.toml").exists():
             self.ctx.say("warning: no Cargo workspace yet (Cargo.toml): services skipped")
             return []
-        self.ctx.say("building services: cargo build --workspace --bins")
+        argv = ["cargo", "build", "--workspace", "--bins"] + (["--release"] if self.ctx.profile == "release" else [])
+        self.ctx.say(f"building services: {' '.join(argv)}")
         t0 = time.monotonic()
-        code = subprocess.run(["cargo", "build", "--workspace", "--bins"], cwd=self.ctx.repo).returncode
+        code = subprocess.run(argv, cwd=self.ctx.repo).returncode
         if code != 0:
             raise StackError(f"cargo build failed (exit {code})")
         self.ctx.say(f"  built in {time.monotonic() - t0:.0f}s")
@@ -348,7 +362,7 @@ class Launcher:
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
         def up() -> str:
-            self.up(demo_data=False)
+            self.up(demo_data=False, tests=True)
             return "ok"
 
         def schemas_check() -> str:

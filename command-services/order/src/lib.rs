@@ -16,7 +16,7 @@ use mongodb::bson::doc;
 use platform::Settings;
 use platform::client::{CallError, Downstream};
 use platform::consistency::{self, Token, View, Visibility};
-use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
 use platform::identity::Caller;
@@ -263,6 +263,10 @@ impl Handler for OrderCommands {
             _ => return Ok(()),
         };
         self.store.execute_for(envelope, &id.to_string(), command, envelope.caused_metadata()).await
+    }
+
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        platform::consumer::per_key(self, batch).await
     }
 }
 

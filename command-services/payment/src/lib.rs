@@ -10,7 +10,7 @@ use axum::routing::get;
 use domain::payment::{Account, AccountCommand};
 use domain::values::{Currency, CustomerId, Money};
 use platform::Settings;
-use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, path_id};
 use platform::outbox::event_mapper;
@@ -64,6 +64,10 @@ impl Handler for Payments {
             self.execute_with(envelope, id, self.open(id), metadata).await?;
         }
         self.execute(id, command, envelope).await
+    }
+
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        platform::consumer::per_key(self, batch).await
     }
 }
 

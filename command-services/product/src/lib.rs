@@ -12,7 +12,7 @@ use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use mongodb::bson::doc;
 use platform::consistency::{self, Token, View};
-use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::identity::Caller;
@@ -189,6 +189,10 @@ impl Handler for StockCommands {
             return Ok(());
         };
         self.store.execute_for(envelope, &id.to_string(), command, envelope.caused_metadata()).await
+    }
+
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        platform::consumer::per_key(self, batch).await
     }
 }
 

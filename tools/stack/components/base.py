@@ -62,6 +62,25 @@ class Context:
     cache: Path  # downloads and builds, shared across data dirs (~/.cache/shop-stack)
     verbose: bool = False
 
+    @property
+    def profile_file(self) -> Path:
+        return self.data / "run" / "build-profile"
+
+    @property
+    def profile(self) -> str:
+        """The cargo profile the services run from: `release` after `./stack up --release`, else
+        `debug`. Kept in the data folder, so `restart NAME` and the tests' restarts run the same
+        binaries as the `up` that started the stack."""
+        try:
+            value = self.profile_file.read_text().strip()
+        except FileNotFoundError:
+            return "debug"
+        return value if value in ("debug", "release") else "debug"
+
+    def set_profile(self, profile: str) -> None:
+        self.profile_file.parent.mkdir(parents=True, exist_ok=True)
+        self.profile_file.write_text(profile + "\n")
+
     def say(self, msg: str) -> None:
         print(msg, flush=True)
 

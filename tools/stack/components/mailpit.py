@@ -29,7 +29,10 @@ class Mailpit(Component):
     def command(self) -> list[str]:
         return [str(self.binary), "--smtp", f"127.0.0.1:{ports.MAILPIT_SMTP_PORT}",
                 "--listen", f"127.0.0.1:{self.port}", "--database", str(self.data_dir / "mail.db"),
-                "--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--disable-version-check"]
+                "--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--disable-version-check",
+                # Mailpit keeps 500 messages by default; a benchmark's audit counts every e-mail of
+                # tens of thousands of orders, so keep them all (`./stack down --wipe` clears them).
+                "--max", "0"]
 
     def env(self) -> dict[str, str | None]:
         return {key: None for key in ("MP_DATABASE", "MP_SMTP_BIND_ADDR", "MP_UI_BIND_ADDR")}

@@ -1,4 +1,5 @@
-"""One of this repository's Rust binaries (ports.SERVICES), run from the cargo dev build."""
+"""One of this repository's Rust binaries (ports.SERVICES), run from the cargo build of the stack's
+profile (`debug`, or `release` after `./stack up --release`)."""
 
 from __future__ import annotations
 
@@ -33,15 +34,16 @@ class Service(Component):
     @property
     def executable(self) -> Path:
         target = Path(os.environ.get("CARGO_TARGET_DIR") or self.ctx.repo / "target")
-        return target / "debug" / self.binary
+        return target / self.ctx.profile / self.binary
 
     def installed(self) -> bool:
         return self.executable.exists()
 
     def install(self) -> None:
         # `up` builds the whole workspace at once; a single service is not built on its own.
-        raise StackError(f"{self.name}: no binary {self.executable}: run `cargo build --workspace --bins`"
-                         " (or `./stack up`)")
+        release = " --release" if self.ctx.profile == "release" else ""
+        raise StackError(f"{self.name}: no binary {self.executable}: run `cargo build{release} --workspace "
+                         f"--bins` (or `./stack up{release}`)")
 
     def command(self) -> list[str]:
         return [str(self.executable)]

@@ -1,0 +1,153 @@
+"""`./stack bench`: the whole system under open-loop order load, measured end to end.
+
+The stack runs exactly as `./stack up --release` runs it (tracing to Zipkin, e-mail to Mailpit, every
+service on). For each offered rate, `orders-bench` (tools/bench, a release build) places orders through
+the gateway at that constant rate, waits until every order is final, checks the shop's invariants and
+measures every process of the stack from /proc. This module runs it once per rate (or searches for the
+highest rate that holds the latency goal), then writes `bench-results/orders.json` (every run, whole)
+and `bench-results/orders.svg` (latency against offered rate, CPU per order per component).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from tools.stack.components.base import StackError
+
+# --find-max: a rate holds when p99 POST->final-visible stays within this for the whole run, every
+# accepted order became final, nothing was refused and the audit passed.
+GOAL_P99_FINAL_MS = 500.0
+BINARY = "orders-bench"
+
+
+def build(repo: Path) -> Path:
+    argv = ["cargo", "build", "--release", "-p", "bench", "--bin", BINARY]
+    print(f"building the load generator: {' '.join(argv)}", flush=True)
+    if subprocess.run(argv, cwd=repo).returncode != 0:
+        raise StackError("building orders-bench failed")
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or repo / "target")
+    return target / "release" / BINARY
+
+
+def run_once(binary: Path, repo: Path, out: Path, rate: float, duration: float, procs: dict[str, int],
+             extra: list[str]) -> dict:
+    argv = [str(binary), "--rate", f"{rate:g}", "--duration", f"{duration:g}", "--out", str(out),
+            "--procs", ",".join(f"{name}={pid}" for name, pid in procs.items()), *extra]
+    print(f"\n== {rate:g} orders/s for {duration:g} s: {' '.join(argv[1:])}", flush=True)
+    code = subprocess.run(argv, cwd=repo).returncode
+    if not out.exists():
+        raise StackError(f"orders-bench wrote no result (exit {code})")
+    result = json.loads(out.read_text())
+    result["exit_code"] = code
+    return result
+
+
+def p99_final(run: dict) -> float | None:
+    return ((run.get("latency_ms") or {}).get("post_final") or {}).get("p99")
+
+
+def holds(run: dict) -> bool:
+    """The goal of --find-max: sustained, within the latency goal, nothing refused, audit clean."""
+    counts = run.get("counts") or {}
+    p99 = p99_final(run)
+    return (run.get("exit_code") == 0 and p99 is not None and p99 <= GOAL_P99_FINAL_MS
+            and not counts.get("not_final") and not counts.get("refused")
+            and (run.get("audit") or {}).get("ok", False))
+
+
+def rates_to_try(start: float, factor: float, limit: float):
+    rate = start
+    while rate <= limit:
+        yield round(rate, 1)
+        rate *= factor
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def git_commit(repo: Path) -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                           capture_output=True, text=True).stdout.strip()
+    return proc.stdout.strip() + ("+changes" if dirty else "")
+
+
+def main(launcher, rates: list[float], duration: float, find_max: bool, start: float, factor: float,
+         limit: float, extra: list[str], results_dir: Path) -> int:
+    ctx = launcher.ctx
+    launcher.up(demo_data=False, release=True)
+    binary = build(ctx.repo)
+    procs = {c.name: r.pid for c in launcher.components if c.enabled
+             and (r := launcher.record(c)) is not None and r.alive()}
+    work = ctx.data / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    runs: list[dict] = []
+    best = None
+    plan = rates_to_try(start, factor, limit) if find_max else iter(rates)
+    for rate in plan:
+        run = run_once(binary, ctx.repo, work / f"orders-{rate:g}.json", rate, duration, procs, extra)
+        run["holds_goal"] = holds(run)
+        runs.append(run)
+        print(summary_line(run), flush=True)
+        if find_max:
+            if not run["holds_goal"]:
+                break
+            best = rate
+    report = {
+        "bench": "orders (whole system, open loop through the gateway)",
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(ctx.repo),
+        "profile": "release",
+        "machine": machine(),
+        "goal": {"p99_post_final_ms": GOAL_P99_FINAL_MS},
+        "find_max": find_max,
+        "max_rate_holding_goal": best,
+        "runs": runs,
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "orders.json").write_text(json.dumps(report, indent=2) + "\n")
+    from tools.stack import benchplot
+    (results_dir / "orders.svg").write_text(benchplot.svg(report))
+    print(f"\nresults: {results_dir / 'orders.json'}, picture: {results_dir / 'orders.svg'}")
+    if find_max:
+        print(f"highest rate within p99 POST->final <= {GOAL_P99_FINAL_MS:.0f} ms: "
+              f"{best if best is not None else 'none of those tried'} orders/s")
+    failed = [r for r in runs if (r.get("audit") or {}).get("ok") is False]
+    if failed:
+        print(f"audit FAILED in {len(failed)} run(s): see the checks above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_line(run: dict) -> str:
+    lat = run.get("latency_ms") or {}
+    p = lambda name, q: (lat.get(name) or {}).get(q)  # noqa: E731
+    cpu = total_cpu_per_order(run)
+    return (f"rate {run.get('rate')}: final/s {(run.get('throughput') or {}).get('final_per_s')}, "
+            f"POST->202 p99 {p('post_202', 'p99')} ms, POST->final p50 {p('post_final', 'p50')} "
+            f"p99 {p('post_final', 'p99')} ms, CPU/order {cpu if cpu is None else round(cpu, 1)} ms, "
+            f"audit {'ok' if (run.get('audit') or {}).get('ok') else 'FAILED'}, "
+            f"{'holds' if run.get('holds_goal') else 'misses'} the goal")
+
+
+def total_cpu_per_order(run: dict) -> float | None:
+    procs = (run.get("processes") or {}).get("components")
+    if not procs:
+        return None
+    return sum(p.get("cpu_ms_per_order") or 0 for p in procs.values())
