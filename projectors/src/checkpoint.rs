@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection};
-use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::readmodel::META_DB;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,6 +98,16 @@ impl<H: Handler> Handler for Checkpointed<H> {
         self.inner.handle(e).await?;
         let at = Position { next: e.offset + 1, occurred_at: e.occurred_at };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert((e.topic.clone(), e.partition), at);
+        Ok(())
+    }
+
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        self.inner.handle_batch(batch).await?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // In order received: the last of each partition is its position.
+        for e in batch.iter().map(|d| &d.envelope) {
+            pending.insert((e.topic.clone(), e.partition), Position { next: e.offset + 1, occurred_at: e.occurred_at });
+        }
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use platform::Settings;
-use platform::consumer::{Envelope, Handler, HandlerError};
+use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
 use schemas::{Message, Topic};
@@ -343,7 +343,40 @@ impl Handler for Projections {
         }
         Ok(())
     }
+
+    /// A batch's changes per document, in event order; the documents written at once (up to
+    /// [`PARALLEL_DOCUMENTS`]), since no guard of one depends on another.
+    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut documents: Vec<Vec<Change>> = Vec::new();
+        let mut index: std::collections::HashMap<(ReadModel, String), usize> = std::collections::HashMap::new();
+        for d in batch {
+            for c in changes(&d.envelope)? {
+                let slot = *index.entry((c.read_model, c.id.clone())).or_insert_with(|| {
+                    documents.push(Vec::new());
+                    documents.len() - 1
+                });
+                documents[slot].push(c);
+            }
+        }
+        futures::stream::iter(documents)
+            .map(|list| async move {
+                for c in list {
+                    if let Some(coll) = self.target(c.read_model).await? {
+                        let order = c.order();
+                        guarded(&coll, &c.id, c.stream, c.version, c.update, order).await?;
+                    }
+                }
+                Ok::<(), HandlerError>(())
+            })
+            .buffer_unordered(PARALLEL_DOCUMENTS)
+            .try_collect::<()>()
+            .await
+    }
 }
+
+/// Documents a live batch writes at once.
+const PARALLEL_DOCUMENTS: usize = 16;
 
 pub const EVENT_TOPICS: [Topic; 5] =
     [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents, Topic::SagaEvents];
