@@ -20,6 +20,10 @@ from pathlib import Path
 
 from tools.stack.components.base import StackError
 
+# Past saturation the consumers (notification, projectors) trail the orders by tens of seconds:
+# the audit waits this long for mail and read models before it calls anything missing.
+SETTLE_TIMEOUT_S = 180
+
 # --find-max: a rate holds when p99 POST->final-visible stays within this for the whole run, every
 # accepted order became final, nothing was refused and the audit passed.
 GOAL_P99_FINAL_MS = 500.0
@@ -38,7 +42,10 @@ def build(repo: Path) -> Path:
 def run_once(binary: Path, repo: Path, out: Path, rate: float, duration: float, procs: dict[str, int],
              extra: list[str]) -> dict:
     argv = [str(binary), "--rate", f"{rate:g}", "--duration", f"{duration:g}", "--out", str(out),
-            "--procs", ",".join(f"{name}={pid}" for name, pid in procs.items()), *extra]
+            "--procs", ",".join(f"{name}={pid}" for name, pid in procs.items())]
+    if not any(a.startswith("--settle-timeout") for a in extra):
+        argv += ["--settle-timeout", str(SETTLE_TIMEOUT_S)]
+    argv += extra
     print(f"\n== {rate:g} orders/s for {duration:g} s: {' '.join(argv[1:])}", flush=True)
     code = subprocess.run(argv, cwd=repo).returncode
     if not out.exists():

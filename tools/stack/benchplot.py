@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from html import escape
 
-W, H = 1100, 460
-PAD = 60
+W, H = 1160, 480
+PAD = 80
 PANEL_W = 480
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
@@ -107,10 +107,10 @@ def cpu_panel(runs: list[dict], x0: float, y0: float) -> list[str]:
             x += v * scale
         out.append(text(x + 4, y + bar_h / 2 + 4, f"{total:.0f} ms", 11))
     ly = y0 + 8 + len(rows) * (bar_h + 6) + 14
-    col_w = 118
+    col_w = 125
     for i, n in enumerate(names):
-        lx = x0 + label_w + (i % 4) * col_w
-        yy = ly + (i // 4) * 15
+        lx = x0 + label_w + (i % 3) * col_w
+        yy = ly + (i // 3) * 15
         out.append(f'<rect x="{lx}" y="{yy - 9}" width="10" height="10" fill="{color[n]}"/>')
         out.append(text(lx + 14, yy, n, 11))
     return out
