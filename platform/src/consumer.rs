@@ -117,11 +117,19 @@ pub trait Handler: Send + Sync {
     /// as far as the caller can tell: on an error the loop hands every message of the batch to
     /// [`Handler::handle`] again, one by one. The default does just that in the first place.
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        for d in batch {
-            self.handle(&d.envelope).instrument(d.span.clone()).await?;
-        }
-        Ok(())
+        in_order(self, batch).await
     }
+}
+
+/// Each delivery through [`Handler::handle`], in its span, one after the other.
+async fn in_order<'a, H: Handler + ?Sized>(
+    handler: &H,
+    deliveries: impl IntoIterator<Item = &'a Delivery>,
+) -> Result<(), HandlerError> {
+    for d in deliveries {
+        handler.handle(&d.envelope).instrument(d.span.clone()).await?;
+    }
+    Ok(())
 }
 
 /// [`Handler::handle_batch`] for handlers whose keys are independent (one aggregate per key,
@@ -136,12 +144,7 @@ pub async fn per_key<H: Handler + ?Sized>(handler: &H, batch: &[Delivery]) -> Re
             None => keys.push((key, vec![d])),
         }
     }
-    let runs = keys.into_iter().map(|(_, list)| async move {
-        for d in list {
-            handler.handle(&d.envelope).instrument(d.span.clone()).await?;
-        }
-        Ok::<(), HandlerError>(())
-    });
+    let runs = keys.into_iter().map(|(_, list)| in_order(handler, list));
     futures::future::join_all(runs).await.into_iter().collect()
 }
 
@@ -288,8 +291,8 @@ fn consumer_span(group: &str, m: &BorrowedMessage<'_>) -> tracing::Span {
     span
 }
 
-/// A batch of one takes the per-message path; a longer one is decoded and given to the handler
-/// at once, and handled message by message if that fails.
+/// A batch of more than one is decoded and given to the handler at once; a batch of one, or
+/// one whose decoding or handling fails, goes message by message through [`process`].
 async fn process_batch(
     config: &ConsumerConfig,
     codec: &Codec,
@@ -297,39 +300,38 @@ async fn process_batch(
     handler: &dyn Handler,
     batch: &[BorrowedMessage<'_>],
 ) {
-    if let [m] = batch {
-        let span = consumer_span(&config.group_id, m);
-        process(config, codec, producer, handler, m).instrument(span).await;
+    if batch.len() > 1 && handled_at_once(config, codec, handler, batch).await {
         return;
     }
-    let mut deliveries = Vec::with_capacity(batch.len());
-    for m in batch {
-        // An undecodable message (or an unreachable registry) sends the batch down the
-        // per-message path, which parks or retries it.
-        match codec.decode(m.payload().unwrap_or_default()).await {
-            Ok(message) => deliveries
-                .push(Delivery { envelope: Envelope::new(m, message), span: consumer_span(&config.group_id, m) }),
-            Err(_) => break,
-        }
-    }
-    if deliveries.len() == batch.len() {
-        match handler.handle_batch(&deliveries).await {
-            Ok(()) => {
-                for m in batch {
-                    metrics::consumed(&config.group_id, m.topic(), Outcome::Handled);
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(group = %config.group_id, messages = batch.len(), error = %e, "batch failed; handling its messages one by one");
-            }
-        }
-    }
-    drop(deliveries);
     for m in batch {
         let span = consumer_span(&config.group_id, m);
         process(config, codec, producer, handler, m).instrument(span).await;
     }
+}
+
+/// Whether [`Handler::handle_batch`] took the whole batch. An undecodable message (or an
+/// unreachable registry) leaves it to the per-message path, which parks or retries it.
+async fn handled_at_once(
+    config: &ConsumerConfig,
+    codec: &Codec,
+    handler: &dyn Handler,
+    batch: &[BorrowedMessage<'_>],
+) -> bool {
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for m in batch {
+        let Ok(message) = codec.decode(m.payload().unwrap_or_default()).await else {
+            return false;
+        };
+        deliveries.push(Delivery { envelope: Envelope::new(m, message), span: consumer_span(&config.group_id, m) });
+    }
+    if let Err(e) = handler.handle_batch(&deliveries).await {
+        tracing::warn!(group = %config.group_id, messages = batch.len(), error = %e, "batch failed; handling its messages one by one");
+        return false;
+    }
+    for m in batch {
+        metrics::consumed(&config.group_id, m.topic(), Outcome::Handled);
+    }
+    true
 }
 
 async fn process(

@@ -87,15 +87,15 @@ const BURY: &str = "WITH dead AS (DELETE FROM outbox WHERE id = $1 RETURNING *) 
      SELECT id, message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata, created_at, $2, $3 \
      FROM dead";
 
-/// Queue a wire message in the caller's transaction (used where state is not event-sourced,
-/// e.g. the saga's commands). Without a `traceparent` in `metadata`, the current span's is
-/// stored, so the message continues the trace that queued it.
+/// Queue one wire message in the caller's transaction (see [`enqueue_many`]); its message id.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
     message: &Message,
     metadata: &HashMap<String, String>,
 ) -> anyhow::Result<Uuid> {
-    enqueue_versioned(tx, message, metadata, 0).await
+    let queued = Queued { message: message.clone(), metadata: metadata.clone(), version: 0 };
+    let ids = enqueue_many(tx, std::slice::from_ref(&queued)).await?;
+    Ok(ids[0])
 }
 
 /// Commits of this process that put rows in the outbox (see [`written`]).
@@ -110,48 +110,22 @@ pub fn written() {
     WRITTEN.notify_one();
 }
 
-/// Like [`enqueue`], for a message that is the `version`-th state of its key (> 0): it travels
-/// with an `aggregate-version` header, so projections can apply it idempotently.
-pub async fn enqueue_versioned(
-    tx: &mut Transaction<'_, Postgres>,
-    message: &Message,
-    metadata: &HashMap<String, String>,
-    version: i64,
-) -> anyhow::Result<Uuid> {
-    let id = Uuid::now_v7();
-    let mut metadata = metadata.clone();
-    crate::telemetry::stamp(&mut metadata);
-    sqlx::query(
-        "INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(DIRECT)
-    .bind(message.key())
-    .bind(version)
-    .bind(message.full_name())
-    .bind(message.to_json())
-    .bind(serde_json::to_value(&metadata)?)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;
-    Ok(id)
-}
-
 /// A wire message for [`enqueue_many`].
 pub struct Queued {
     pub message: Message,
     pub metadata: HashMap<String, String>,
-    /// > 0: the message is the `version`-th state of its key (see [`enqueue_versioned`]).
+    /// Above 0: the message is the `version`-th state of its key; it travels with an
+    /// `aggregate-version` header, so projections can apply it idempotently. 0: no version.
     pub version: i64,
 }
 
-/// Queue wire messages in the caller's transaction, in the given order, with one statement and
-/// one notification (a handler applying a batch queues all it sends at once). A message's
-/// metadata without a `traceparent` gets the current span's.
-pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued]) -> anyhow::Result<()> {
+/// Queue wire messages in the caller's transaction (used where state is not event-sourced, e.g.
+/// the saga's commands and states), in the given order, with one statement and one notification.
+/// A message's metadata without a `traceparent` gets the current span's, so the message continues
+/// the trace that queued it. Returns the messages' ids, in order.
+pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued]) -> anyhow::Result<Vec<Uuid>> {
     if queued.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let n = queued.len();
     let (mut ids, mut keys, mut versions) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -184,7 +158,7 @@ pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued])
     .execute(&mut **tx)
     .await?;
     sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;
-    Ok(())
+    Ok(ids)
 }
 
 /// The rows of one committed Kafka transaction, recorded in that same transaction.

@@ -90,24 +90,28 @@ impl<H: Handler> Checkpointed<H> {
         let pending = Pending::default();
         (Self { inner, pending: pending.clone() }, Flusher { store, pending })
     }
+
+    /// Note the positions after `applied` events (in the order received: the last of each
+    /// partition is its position).
+    fn applied<'a>(&self, applied: impl IntoIterator<Item = &'a Envelope>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for e in applied {
+            pending.insert((e.topic.clone(), e.partition), Position { next: e.offset + 1, occurred_at: e.occurred_at });
+        }
+    }
 }
 
 #[async_trait]
 impl<H: Handler> Handler for Checkpointed<H> {
     async fn handle(&self, e: &Envelope) -> Result<(), HandlerError> {
         self.inner.handle(e).await?;
-        let at = Position { next: e.offset + 1, occurred_at: e.occurred_at };
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert((e.topic.clone(), e.partition), at);
+        self.applied([e]);
         Ok(())
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
         self.inner.handle_batch(batch).await?;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        // In order received: the last of each partition is its position.
-        for e in batch.iter().map(|d| &d.envelope) {
-            pending.insert((e.topic.clone(), e.partition), Position { next: e.offset + 1, occurred_at: e.occurred_at });
-        }
+        self.applied(batch.iter().map(|d| &d.envelope));
         Ok(())
     }
 }

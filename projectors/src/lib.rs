@@ -71,6 +71,15 @@ impl Projections {
         }
     }
 
+    /// One change, guarded by its version, to its target collection (if this writer has one).
+    async fn apply(&self, c: Change) -> Result<(), HandlerError> {
+        if let Some(coll) = self.target(c.read_model).await? {
+            let order = c.order();
+            guarded(&coll, &c.id, c.stream, c.version, c.update, order).await?;
+        }
+        Ok(())
+    }
+
     /// Indexes for every query the services make, on each target collection.
     pub async fn create_indexes(&self) -> anyhow::Result<()> {
         let index = |keys: Document| IndexModel::builder().keys(keys).options(IndexOptions::default()).build();
@@ -336,10 +345,7 @@ pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
 impl Handler for Projections {
     async fn handle(&self, e: &Envelope) -> Result<(), HandlerError> {
         for c in changes(e)? {
-            if let Some(coll) = self.target(c.read_model).await? {
-                let order = c.order();
-                guarded(&coll, &c.id, c.stream, c.version, c.update, order).await?;
-            }
+            self.apply(c).await?;
         }
         Ok(())
     }
@@ -362,10 +368,7 @@ impl Handler for Projections {
         futures::stream::iter(documents)
             .map(|list| async move {
                 for c in list {
-                    if let Some(coll) = self.target(c.read_model).await? {
-                        let order = c.order();
-                        guarded(&coll, &c.id, c.stream, c.version, c.update, order).await?;
-                    }
+                    self.apply(c).await?;
                 }
                 Ok::<(), HandlerError>(())
             })

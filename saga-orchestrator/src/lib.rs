@@ -68,95 +68,24 @@ fn deadline(saga: &Saga) -> Option<DateTime<Utc>> {
     saga.deadline_ms.and_then(DateTime::from_timestamp_millis)
 }
 
-/// Store the saga's new state and queue its `SagaUpdated` event, in the caller's transaction.
-/// The current span becomes the saga's trace (for its deadline).
-async fn save(tx: &mut Transaction<'_, Postgres>, saga: &mut Saga, insert: bool) -> anyhow::Result<()> {
-    saga.version += 1;
-    let sql = if insert {
-        "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent) VALUES ($1, $2, $3, $4, $5, $6)"
-    } else {
-        "UPDATE sagas SET status = $2, step = $3, deadline = $4, state = $5, \
-         traceparent = COALESCE($6, traceparent), updated_at = now() WHERE order_id = $1"
-    };
-    sqlx::query(sql)
-        .bind(&saga.order_id)
-        .bind(saga.status.as_str())
-        .bind(saga.step.as_str())
-        .bind(deadline(saga))
-        .bind(serde_json::to_value(&*saga)?)
-        .bind(platform::telemetry::current_traceparent())
-        .execute(&mut **tx)
-        .await?;
-    let metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), saga.order_id.clone())]);
-    outbox::enqueue_versioned(tx, &saga.view().into(), &metadata, saga.version).await?;
-    Ok(())
-}
-
-async fn send_all(
-    tx: &mut Transaction<'_, Postgres>,
-    saga: &Saga,
-    commands: &[Message],
-    cause: Option<&str>,
-) -> anyhow::Result<()> {
-    let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), saga.order_id.clone())]);
+/// Metadata of what a saga sends: its order, the message that caused it (none for a deadline),
+/// and the trace of the span that moved the saga.
+fn sent_metadata(order_id: &str, cause: Option<&str>, traceparent: Option<&str>) -> Metadata {
+    let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), order_id.to_owned())]);
     if let Some(c) = cause {
         metadata.insert(h::CAUSATION_ID.to_owned(), c.to_owned());
     }
-    for command in commands {
-        outbox::enqueue(tx, command, &metadata).await?;
+    if let Some(tp) = traceparent {
+        metadata.insert(h::TRACEPARENT.to_owned(), tp.to_owned());
     }
-    Ok(())
+    metadata
 }
 
 #[async_trait]
 impl Handler for Orchestrator {
+    /// A batch of one: the same transaction as a longer batch.
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
-        let Some(order_id) = order_of(&envelope.message) else {
-            return Ok(());
-        };
-        let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query("INSERT INTO inbox (message_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&envelope.message_id)
-            .bind(&envelope.topic)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if fresh == 0 {
-            return Ok(()); // already handled
-        }
-        let now = millis(Utc::now());
-        let row: Option<(serde_json::Value,)> =
-            sqlx::query_as("SELECT state FROM sagas WHERE order_id = $1 FOR UPDATE")
-                .bind(order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match (row, &envelope.message) {
-            (None, Message::OrderPlaced(placed)) => {
-                let (mut saga, commands) = Saga::start(placed, now, self.timeouts);
-                save(&mut tx, &mut saga, true).await?;
-                send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
-                tracing::info!(order_id, "saga started");
-            }
-            (None, _) => {
-                // A reply for a saga this orchestrator never started: nothing to drive.
-                tracing::warn!(order_id, record = envelope.message.full_name(), "reply for unknown saga ignored");
-            }
-            (Some(_), Message::OrderPlaced(_)) => {}
-            (Some((state,)), reply) => {
-                let mut saga: Saga =
-                    serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-                let before = (saga.status, saga.step);
-                let commands = saga.on_reply(reply, now, self.timeouts);
-                save(&mut tx, &mut saga, false).await?;
-                send_all(&mut tx, &saga, &commands, Some(&envelope.message_id)).await?;
-                if before != (saga.status, saga.step) {
-                    metrics::counter!("shop_saga_transitions_total", "status" => saga.status.as_str()).increment(1);
-                    tracing::info!(order_id, status = saga.status.as_str(), step = saga.step.as_str(), "saga moved");
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        self.handle_many(&[Delivery { envelope: envelope.clone(), span: tracing::Span::current() }]).await
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
@@ -164,13 +93,21 @@ impl Handler for Orchestrator {
     }
 }
 
-/// A saga as one batch leaves it.
+/// A saga as one transaction leaves it.
 struct Touched {
     saga: Saga,
-    /// Not in the table before this batch.
+    /// Not in the table before this transaction.
     new: bool,
+    /// A message or deadline moved it: stored, with one `SagaUpdated`.
+    moved: bool,
     /// The `traceparent` of the span of the last message that moved it.
     traceparent: Option<String>,
+}
+
+impl Touched {
+    fn loaded(saga: Saga) -> Self {
+        Self { saga, new: false, moved: false, traceparent: None }
+    }
 }
 
 impl Orchestrator {
@@ -210,10 +147,9 @@ impl Orchestrator {
                 .fetch_all(&mut *tx)
                 .await?;
         let mut sagas: HashMap<String, Touched> = HashMap::with_capacity(orders.len());
-        let mut untouched: HashMap<String, Saga> = HashMap::with_capacity(rows.len());
         for (order_id, state) in rows {
             let saga: Saga = serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-            untouched.insert(order_id, saga);
+            sagas.insert(order_id, Touched::loaded(saga));
         }
         let now = millis(Utc::now());
         let mut commands: Vec<outbox::Queued> = Vec::new();
@@ -225,28 +161,22 @@ impl Orchestrator {
             let _in_span = delivery.span.enter();
             let envelope = &delivery.envelope;
             let traceparent = platform::telemetry::current_traceparent();
-            let known = sagas.contains_key(order_id) || untouched.contains_key(order_id);
-            let sent = match (known, &envelope.message) {
-                (false, Message::OrderPlaced(placed)) => {
+            let sent = match (sagas.get_mut(order_id), &envelope.message) {
+                (None, Message::OrderPlaced(placed)) => {
                     let (saga, sent) = Saga::start(placed, now, self.timeouts);
-                    sagas.insert(order_id.to_owned(), Touched { saga, new: true, traceparent: None });
+                    sagas.insert(order_id.to_owned(), Touched { saga, new: true, moved: true, traceparent: None });
                     tracing::info!(order_id, "saga started");
                     sent
                 }
-                (false, _) => {
+                (None, _) => {
                     tracing::warn!(order_id, record = envelope.message.full_name(), "reply for unknown saga ignored");
                     continue;
                 }
-                (true, Message::OrderPlaced(_)) => continue,
-                (true, reply) => {
-                    let touched = match untouched.remove(order_id) {
-                        Some(saga) => {
-                            sagas.entry(order_id.to_owned()).or_insert(Touched { saga, new: false, traceparent: None })
-                        }
-                        None => sagas.get_mut(order_id).expect("known saga"),
-                    };
+                (Some(_), Message::OrderPlaced(_)) => continue,
+                (Some(touched), reply) => {
                     let before = (touched.saga.status, touched.saga.step);
                     let sent = touched.saga.on_reply(reply, now, self.timeouts);
+                    touched.moved = true;
                     if before != (touched.saga.status, touched.saga.step) {
                         metrics::counter!("shop_saga_transitions_total", "status" => touched.saga.status.as_str())
                             .increment(1);
@@ -260,39 +190,40 @@ impl Orchestrator {
                     sent
                 }
             };
-            let touched = sagas.get_mut(order_id).expect("touched saga");
-            touched.traceparent = traceparent.clone();
-            let mut metadata = Metadata::from([
-                (h::CORRELATION_ID.to_owned(), order_id.to_owned()),
-                (h::CAUSATION_ID.to_owned(), envelope.message_id.clone()),
-            ]);
-            if let Some(tp) = traceparent {
-                metadata.insert(h::TRACEPARENT.to_owned(), tp);
-            }
+            let metadata = sent_metadata(order_id, Some(&envelope.message_id), traceparent.as_deref());
+            sagas.get_mut(order_id).expect("touched saga").traceparent = traceparent;
             commands.extend(sent.into_iter().map(|message| outbox::Queued {
                 message,
                 metadata: metadata.clone(),
                 version: 0,
             }));
         }
-        store_all(&mut tx, &mut sagas).await?;
-        // The sagas' events after the commands: a reader of both sees a step's command no later
-        // than the state that says it was sent.
-        let updates = sagas.values().map(|t| {
-            let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), t.saga.order_id.clone())]);
-            if let Some(tp) = &t.traceparent {
-                metadata.insert(h::TRACEPARENT.to_owned(), tp.clone());
-            }
-            outbox::Queued { message: t.saga.view().into(), metadata, version: t.saga.version }
-        });
-        commands.extend(updates);
-        outbox::enqueue_many(&mut tx, &commands).await?;
+        persist(&mut tx, &mut sagas, commands).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-/// Store the sagas a batch touched: one new version each, inserts and updates one statement each.
+/// Store the sagas a transaction touched (one new version each) and queue, after `commands`,
+/// one `SagaUpdated` per saga.
+async fn persist(
+    tx: &mut Transaction<'_, Postgres>,
+    sagas: &mut HashMap<String, Touched>,
+    mut commands: Vec<outbox::Queued>,
+) -> anyhow::Result<()> {
+    store_all(tx, sagas).await?;
+    // The sagas' events after the commands: a reader of both sees a step's command no later
+    // than the state that says it was sent.
+    commands.extend(sagas.values().filter(|t| t.moved).map(|t| outbox::Queued {
+        message: t.saga.view().into(),
+        metadata: sent_metadata(&t.saga.order_id, None, t.traceparent.as_deref()),
+        version: t.saga.version,
+    }));
+    outbox::enqueue_many(tx, &commands).await?;
+    Ok(())
+}
+
+/// Store the sagas that moved: one new version each, inserts and updates one statement each.
 async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<String, Touched>) -> anyhow::Result<()> {
     for (new, sql) in [
         (
@@ -310,7 +241,7 @@ async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<Strin
         ),
     ] {
         let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for t in sagas.values_mut().filter(|t| t.new == new) {
+        for t in sagas.values_mut().filter(|t| t.moved && t.new == new) {
             t.saga.version += 1;
             columns.0.push(t.saga.order_id.clone());
             columns.1.push(t.saga.status.as_str());
@@ -371,11 +302,19 @@ impl Orchestrator {
                 .await?;
         let Some((state,)) = row else { return Ok(false) };
         let mut saga: Saga = serde_json::from_value(state)?;
+        let traceparent = platform::telemetry::current_traceparent();
+        let metadata = sent_metadata(order_id, None, traceparent.as_deref());
         let commands = saga.on_timeout(millis(Utc::now()));
-        save(&mut tx, &mut saga, false).await?;
-        send_all(&mut tx, &saga, &commands, None).await?;
+        let commands = commands
+            .into_iter()
+            .map(|message| outbox::Queued { message, metadata: metadata.clone(), version: 0 })
+            .collect();
+        let reason = saga.reason.clone().unwrap_or_default();
+        let mut touched =
+            HashMap::from([(order_id.to_owned(), Touched { saga, new: false, moved: true, traceparent })]);
+        persist(&mut tx, &mut touched, commands).await?;
         tx.commit().await?;
-        tracing::warn!(order_id, reason = saga.reason.as_deref().unwrap_or_default(), "saga step timed out");
+        tracing::warn!(order_id, reason, "saga step timed out");
         Ok(true)
     }
 }

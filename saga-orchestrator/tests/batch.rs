@@ -1,4 +1,4 @@
-//! The saga's batch path on real PostgreSQL: the same replies handled one by one and in batches
+//! The saga on real PostgreSQL: the same replies handled one per transaction and in batches
 //! (with repeats inside and across batches) leave every saga in the same state and send the
 //! same commands in the same order; the batches store each saga once per batch, so they queue
 //! fewer `SagaUpdated` events, the last of which is the saga's final state.
