@@ -66,6 +66,7 @@ class Launcher:
         if not infra_only:
             self.use_profile("release" if release else "debug")
             services = self.build_services()
+            self.stop_stale(services)
             self.start_all(services)
             if demo_data and services:
                 gateway = self.by_name.get("gateway")
@@ -111,6 +112,18 @@ class Launcher:
                 self.ctx.say(f"services run {self.ctx.profile} builds: stopping them to start {profile} ones")
                 self._stop(running, [])
         self.ctx.set_profile(profile)
+
+    def stop_stale(self, services: list[Component]) -> None:
+        """Stop running services whose binary was rebuilt after they started, so the start that
+        follows runs the code just built (a benchmark or a test never measures a stale process)."""
+        stale = []
+        for s in services:
+            record = self.record(s)
+            if record and record.alive() and s.executable.stat().st_mtime > record.started_at:
+                stale.append(s)
+        if stale:
+            self.ctx.say(f"rebuilt since they started: {', '.join(s.name for s in stale)}; restarting them")
+            self._stop(stale, [])
 
     def build_services(self) -> list[Component]:
         services = self.enabled("service")
