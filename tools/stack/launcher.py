@@ -343,6 +343,8 @@ class Launcher:
     def test(self, keep: bool = False) -> int:
         started_here = not self.any_running()
         results: list[tuple[str, str, float]] = []
+        # The fault tests find the components' pid records here (tests/faults/stack.rs).
+        os.environ["SHOP_STACK_DATA"] = str(self.ctx.data)
 
         def step(label: str, fn) -> bool:
             t0 = time.monotonic()
