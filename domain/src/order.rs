@@ -145,6 +145,18 @@ pub fn total_of(lines: &[OrderLine]) -> Result<Money, OrderError> {
     Ok(Money::new(cents, currency))
 }
 
+impl Order {
+    /// The saga has had its say and nothing is under way: CONFIRMED (without a cancellation in
+    /// progress), REJECTED or CANCELLED. What a client waiting for the outcome waits for.
+    pub fn is_settled(&self) -> bool {
+        match self.status {
+            OrderStatus::Pending => false,
+            OrderStatus::Confirmed => !self.cancellation_requested,
+            OrderStatus::Rejected | OrderStatus::Cancelled => true,
+        }
+    }
+}
+
 impl Aggregate for Order {
     const TYPE: &'static str = "Order";
     type Command = OrderCommand;
@@ -281,7 +293,9 @@ mod tests {
 
     #[test]
     fn terminal_states_are_final_and_repeats_are_no_ops() {
+        assert!(!placed().is_settled());
         let (confirmed, _) = placed().execute(OrderCommand::Confirm).unwrap();
+        assert!(confirmed.is_settled());
         assert_eq!(confirmed.decide(OrderCommand::Confirm), Ok(vec![]));
         assert!(matches!(
             confirmed.decide(OrderCommand::Reject { reason: "late".into() }),
@@ -289,6 +303,7 @@ mod tests {
         ));
         let (rejected, _) = placed().execute(OrderCommand::Reject { reason: "no stock".into() }).unwrap();
         assert_eq!(rejected.reason.as_deref(), Some("no stock"));
+        assert!(rejected.is_settled());
         assert_eq!(rejected.decide(OrderCommand::Reject { reason: "again".into() }), Ok(vec![]));
         assert!(rejected.decide(OrderCommand::Confirm).is_err());
     }
@@ -297,10 +312,13 @@ mod tests {
     fn cancellation_is_requested_once_and_ends_cancelled() {
         let (o, ev) = placed().execute(OrderCommand::RequestCancellation { reason: "changed my mind".into() }).unwrap();
         assert_eq!(ev.len(), 1);
+        assert!(!o.is_settled());
         assert!(o.decide(OrderCommand::RequestCancellation { reason: "again".into() }).unwrap().is_empty());
         let (o, _) = o.execute(OrderCommand::Confirm).unwrap();
+        assert!(!o.is_settled(), "confirmed, but the cancellation is still under way");
         let (o, _) = o.execute(OrderCommand::Cancel { reason: "changed my mind".into() }).unwrap();
         assert_eq!(o.status, OrderStatus::Cancelled);
+        assert!(o.is_settled());
         assert!(o.decide(OrderCommand::Confirm).is_err());
         let (rejected, _) = placed().execute(OrderCommand::Reject { reason: "no stock".into() }).unwrap();
         assert!(rejected.decide(OrderCommand::RequestCancellation { reason: "x".into() }).is_err());

@@ -58,6 +58,22 @@ pub struct Incoming {
     /// Only [`FORWARDED_HEADERS`], and the caller's identity as the gateway checked it
     /// (`platform::identity`): identity headers a client sent are never passed on.
     pub headers: HeaderMap,
+    /// How long the service may hold the request on purpose (a long-poll) beyond the usual
+    /// timeout of a forwarded call.
+    pub patience: std::time::Duration,
+}
+
+impl Incoming {
+    /// The `wait=<seconds>` a long-poll asks for, capped at `max`: the forwarded call may take
+    /// that much longer. A value that is not a number is left for the service to refuse.
+    pub fn waiting_up_to(mut self, max: std::time::Duration) -> Self {
+        let asked = self
+            .query
+            .as_deref()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("wait=")).and_then(|v| v.parse::<u64>().ok()));
+        self.patience = asked.map_or(std::time::Duration::ZERO, |s| std::time::Duration::from_secs(s).min(max));
+        self
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Incoming {
@@ -76,7 +92,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
                 headers.insert(name, value);
             }
         }
-        Ok(Self { method: parts.method.clone(), query: parts.uri.query().map(str::to_owned), headers })
+        Ok(Self {
+            method: parts.method.clone(),
+            query: parts.uri.query().map(str::to_owned),
+            headers,
+            patience: std::time::Duration::ZERO,
+        })
     }
 }
 

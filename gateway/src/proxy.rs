@@ -43,7 +43,7 @@ impl AppState {
     ) -> Result<Response, ApiError> {
         let idempotent = matches!(incoming.method, Method::GET | Method::HEAD);
         let candidates = self.downstreams.candidates(service);
-        let timeout = self.request_timeout();
+        let timeout = self.request_timeout() + incoming.patience;
         let mut headers = incoming.headers.clone();
         platform::telemetry::inject_headers(&mut headers);
         let mut failure = None;

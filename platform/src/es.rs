@@ -213,11 +213,17 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
 
     /// The current state of an aggregate, or `None` if it has no events.
     pub async fn load(&self, id: &str) -> Result<Option<A>, CommandError<A::Error>> {
+        Ok(self.load_versioned(id).await?.map(|(aggregate, _)| aggregate))
+    }
+
+    /// The current state of an aggregate and the version (latest sequence) it is at, or `None`
+    /// if it has no events.
+    pub async fn load_versioned(&self, id: &str) -> Result<Option<(A, i64)>, CommandError<A::Error>> {
         // As stored: another instance of the service may have moved it on since this one's cache.
         let context = self.store.load_stored(id).await.map_err(CommandError::from)?;
         if context.current_sequence == 0 {
             return Ok(None);
         }
-        Ok(Some(context.aggregate.0))
+        Ok(Some((context.aggregate.0, i64::try_from(context.current_sequence).unwrap_or(i64::MAX))))
     }
 }

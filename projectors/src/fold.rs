@@ -352,6 +352,18 @@ impl Combined {
 
     /// The `update` statement: the guard of each stream's first event, and the operators.
     fn statement(&self, id: &str) -> Document {
+        let (filter, u) = self.guarded(id);
+        doc! { "q": filter, "u": u, "upsert": false, "multi": false }
+    }
+
+    /// Whether the update may create its document: only when a missing document is what every
+    /// strictly followed stream expects (its first event here is its first event at all).
+    fn may_upsert(&self) -> bool {
+        self.first.iter().all(|(_, first, order)| *order == Order::Loose || *first <= 1)
+    }
+
+    /// (filter, update): the guard of each stream's first event, and the operators.
+    fn guarded(&self, id: &str) -> (Document, Document) {
         let mut filter = doc! { "_id": id };
         let mut loose = Vec::new();
         for (stream, first, order) in &self.first {
@@ -377,7 +389,7 @@ impl Combined {
                 u.insert(op, fields.clone());
             }
         }
-        doc! { "q": filter, "u": u, "upsert": false, "multi": false }
+        (filter, u)
     }
 }
 
@@ -395,6 +407,39 @@ fn combine(changes: &[Change]) -> Option<Vec<Combined>> {
         }
     }
     Some(rounds)
+}
+
+/// One guarded update of a live document: it applies all of a run of changes or, when its guard
+/// does not match (the document holds another version than the run's first event expects, or
+/// does not exist yet), none of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folded {
+    pub filter: Document,
+    pub update: Document,
+    pub upsert: bool,
+}
+
+/// The live projector's fold of one document's changes in a batch (in event order): the
+/// updates that together do what the guarded per-event upserts would, to be applied in order,
+/// each all or nothing (see [`Folded`]). Repeats within the batch are dropped first. `None`
+/// when the changes cannot be folded exactly (a gap or an operator outside `$set`, `$inc` and
+/// `$push`); so is a rejected update: the caller then applies the changes event by event, and
+/// the per-event guards skip whatever the folded updates already applied.
+pub fn fold_live(id: &str, changes: Vec<Change>) -> Option<Vec<Folded>> {
+    let (changes, _) = without_repeats(changes, None);
+    if !in_sequence(&changes) {
+        return None;
+    }
+    let rounds = combine(&changes)?;
+    Some(
+        rounds
+            .iter()
+            .map(|c| {
+                let (filter, update) = c.guarded(id);
+                Folded { filter, update, upsert: c.may_upsert() }
+            })
+            .collect(),
+    )
 }
 
 /// The writes of one batch, planned: per collection, new documents and update statements per

@@ -80,6 +80,25 @@ impl Projections {
         Ok(())
     }
 
+    /// One document's changes (same read model and id, in event order) as folded updates;
+    /// whether all of them applied. `false` leaves the rest to the per-event path.
+    async fn apply_folded(&self, list: &[Change]) -> Result<bool, HandlerError> {
+        let Some(first) = list.first() else { return Ok(true) };
+        let Some(coll) = self.target(first.read_model).await? else { return Ok(true) };
+        let Some(updates) = fold::fold_live(&first.id, list.to_vec()) else { return Ok(false) };
+        for u in updates {
+            let applied = match coll.update_one(u.filter, u.update).upsert(u.upsert).await {
+                Ok(r) => r.matched_count > 0 || r.upserted_id.is_some(),
+                Err(e) if is_duplicate_key(&e) => false,
+                Err(e) => return Err(HandlerError::Transient(e.into())),
+            };
+            if !applied {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Indexes for every query the services make, on each target collection.
     pub async fn create_indexes(&self) -> anyhow::Result<()> {
         let index = |keys: Document| IndexModel::builder().keys(keys).options(IndexOptions::default()).build();
@@ -350,7 +369,8 @@ impl Handler for Projections {
         Ok(())
     }
 
-    /// A batch's changes per document, in event order; the documents written at once (up to
+    /// A batch's changes per document, in event order, folded into as few guarded updates as
+    /// they allow (usually one: see [`fold::fold_live`]); the documents written at once (up to
     /// [`PARALLEL_DOCUMENTS`]), since no guard of one depends on another.
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
         use futures::{StreamExt, TryStreamExt};
@@ -367,6 +387,9 @@ impl Handler for Projections {
         }
         futures::stream::iter(documents)
             .map(|list| async move {
+                if list.len() > 1 && self.apply_folded(&list).await? {
+                    return Ok(());
+                }
                 for c in list {
                     self.apply(c).await?;
                 }

@@ -1,7 +1,9 @@
 //! The CreateOrder saga end to end: confirmed, rejected for credit, rejected for stock.
 
 use crate::harness::*;
-use serde_json::Value;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 fn stock(p: &Value) -> (i64, i64, i64) {
     (p["available"].as_i64().unwrap_or(-1), p["reserved"].as_i64().unwrap_or(-1), p["sold"].as_i64().unwrap_or(-1))
@@ -74,4 +76,38 @@ async fn orders_are_listed_by_customer() {
     .await;
     let ids: Vec<&str> = list.as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&a.as_str()) && ids.contains(&b.as_str()));
+}
+
+/// `GET /api/orders/{id}?wait=` is a long-poll: one request right after the 202 answers with
+/// the settled order, as the read model shows it; a cancelled order is waited for until the
+/// cancellation is through; a `wait` that is not a number is refused; someone else's order is
+/// not waited for (404 at once).
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn a_long_poll_answers_when_the_order_settles() {
+    let customer = new_customer().await;
+    let product = new_product(700, 10).await;
+    let id = place_order(&customer, &[(&product, 1)]).await;
+    let began = Instant::now();
+    let (status, order) = get(&format!("/api/orders/{id}?wait=20")).await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    assert_eq!(order["status"], "CONFIRMED", "one request, settled: {order}");
+    assert!(began.elapsed() < Duration::from_secs(20), "answered when settled, not at the end of the wait");
+    let statuses: Vec<&str> =
+        order["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["PENDING", "CONFIRMED"], "the read model shows the outcome");
+
+    let cancelled = place_order(&customer, &[(&product, 1)]).await;
+    let (status, _) = post(&format!("/api/orders/{cancelled}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, order) = get(&format!("/api/orders/{cancelled}?wait=20")).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+
+    let (status, body) = get(&format!("/api/orders/{id}?wait=soon")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let began = Instant::now();
+    let r = http_as(Some("bob")).get(format!("{}/api/orders/{id}?wait=20", gateway())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(began.elapsed() < Duration::from_secs(10), "no wait for an order one may not see");
 }

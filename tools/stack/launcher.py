@@ -16,6 +16,9 @@ from tools.stack.components import load
 from tools.stack.components.base import Component, Context, StackError, merged_env, tail, tcp_ok, user_ids
 
 POLL = 0.5
+# What the launcher and the stack's own tools (bench, browser and API tests) keep in the data
+# folder besides the components' folders: a wipe removes these and nothing it does not know.
+OWN_ENTRIES = {"run", "logs", ".lock", "bench", "browser", "schemathesis", ".schemathesis", ".hypothesis"}
 
 
 class Launcher:
@@ -280,7 +283,7 @@ class Launcher:
             return
         if self.any_running():
             raise StackError("not wiping: some components are still running")
-        looks_ours = {p.name for p in data.iterdir()} <= ({"run", "logs", ".lock"} | set(self.by_name))
+        looks_ours = {p.name for p in data.iterdir()} <= (OWN_ENTRIES | set(self.by_name))
         if data in (Path("/"), Path.home().resolve(), self.ctx.repo.resolve()) or not looks_ours:
             raise StackError(f"not wiping {data}: it holds files the stack did not make")
         shutil.rmtree(data)

@@ -3,6 +3,7 @@
 //! `order.commands`. Queries come from the `orders` read model.
 
 pub mod idempotency;
+pub mod outcome;
 
 use async_trait::async_trait;
 use axum::Router;
@@ -26,6 +27,7 @@ use platform::service::Wiring;
 use schemas::{Message, Topic, convert};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +37,8 @@ pub struct AppState {
     pub orders: readmodel::ActiveCollection,
     /// `Idempotency-Key`s of placed orders and their answers.
     pub idempotency: idempotency::Keys,
+    /// Requests waiting for an order's outcome.
+    pub outcomes: outcome::Outcomes,
 }
 
 /// `Serialize`: its canonical JSON is what an `Idempotency-Key` is checked against.
@@ -102,6 +106,13 @@ pub struct ItemView {
 pub struct HistoryView {
     pub status: String,
     pub at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindQuery {
+    /// Seconds to wait for the order to settle (at most [`outcome::MAX_WAIT`]).
+    pub wait: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,14 +230,44 @@ async fn cancel(State(s): State<AppState>, Path(raw): Path<String>, caller: Call
         .into_response())
 }
 
+/// One order. With `?wait=<seconds>`, the answer waits until the order is settled and the read
+/// model shows it (see [`outcome`]), at most that long.
 async fn find(
     State(s): State<AppState>,
     Path(raw): Path<String>,
-    headers: HeaderMap,
+    Query(q): Query<FindQuery>,
+    mut headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let id = path_id(&raw, OrderId::parse)?;
-    consistency::find_view::<OrderView>(&s.orders, &id.to_string(), &headers, &caller, "order").await
+    let id = path_id(&raw, OrderId::parse)?.to_string();
+    let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(outcome::MAX_WAIT);
+    if !wait.is_zero()
+        && let Some(settled) = until_settled(&s, &id, &caller, wait).await?
+    {
+        let (name, value) = settled.header();
+        headers.insert(name, value);
+    }
+    consistency::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await
+}
+
+/// Wait at most `wait` for order `id` to settle; the version that settled it, if it did. An
+/// order the caller may not see (or none at all) is not waited for: the read answers 404.
+async fn until_settled(s: &AppState, id: &str, caller: &Caller, wait: Duration) -> Result<Option<Token>, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let Some(mut watch) = s.outcomes.watch(id) else { return Ok(None) };
+    loop {
+        match s.store.load_versioned(id).await? {
+            None => return Ok(None),
+            Some((order, _)) if !caller.may_access(order.owner.as_deref()) => return Ok(None),
+            Some((order, version)) if order.is_settled() => return Ok(Some(Token::new("order", id, version))),
+            Some(_) => {}
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        watch.woken(left.min(outcome::RECHECK)).await;
+    }
 }
 
 /// Admins see every order; a user only theirs.
@@ -246,6 +287,7 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>, caller: Cal
 /// refused by the aggregate and parked.
 pub struct OrderCommands {
     pub store: Arc<EventStoreOf<Order>>,
+    pub outcomes: outcome::Outcomes,
 }
 
 #[async_trait]
@@ -262,7 +304,11 @@ impl Handler for OrderCommands {
             }
             _ => return Ok(()),
         };
-        self.store.execute_for(envelope, &id.to_string(), command, envelope.caused_metadata()).await
+        let id = id.to_string();
+        self.store.execute_for(envelope, &id, command, envelope.caused_metadata()).await?;
+        // Each of these commands may settle the order.
+        self.outcomes.settled(&id);
+        Ok(())
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
@@ -275,7 +321,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = wiring.database(true).await?;
     wiring.spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))));
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
-    wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(OrderCommands { store: store.clone() }));
+    let outcomes = outcome::Outcomes::default();
+    let commands = OrderCommands { store: store.clone(), outcomes: outcomes.clone() };
+    wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(commands));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
     let downstream = |name: &'static str, url: &str| {
@@ -290,6 +338,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         products: downstream("product", &wiring.settings.product_url),
         orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),
         idempotency,
+        outcomes,
     };
     wiring.serve(app(state)).await
 }

@@ -59,12 +59,19 @@ pub(crate) async fn list(State(s): State<AppState>, _: User, incoming: Incoming)
     s.forward(Service::Order, "/orders", incoming, None).await
 }
 
-/// One order with its status history.
+/// The longest `GET /api/orders/{id}?wait=` may hold a request (the order service's limit).
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// One order with its status history. With `wait`, a long-poll: the answer comes once the
+/// order is settled (CONFIRMED, REJECTED or CANCELLED, with no cancellation under way) and this
+/// read shows it, or after `wait` seconds with the order as it is then; no polling loop needed.
 #[utoipa::path(security(("bearer" = [])), get, path = "/api/orders/{id}", tag = "orders",
-    params(("id" = Uuid, Path, description = "Order id")),
+    params(("id" = Uuid, Path, description = "Order id"),
+           ("wait" = Option<u64>, Query, description = "Seconds (at most 25) to wait for the order to settle")),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID, `wait` not a number, or an unknown query parameter",
+         body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
@@ -74,7 +81,7 @@ pub(crate) async fn find(
     id: ResourceId,
     incoming: Incoming,
 ) -> Result<Response, ApiError> {
-    s.forward(Service::Order, &format!("/orders/{id}"), incoming, None).await
+    s.forward(Service::Order, &format!("/orders/{id}"), incoming.waiting_up_to(MAX_WAIT), None).await
 }
 
 /// Cancel an order (owner). The body is optional: a cancel needs nothing but the id.

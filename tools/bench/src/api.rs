@@ -204,9 +204,17 @@ impl Api {
     }
 
     /// `GET /api/orders/{id}`, waiting for `token` (the read model's copy of the placement)
-    /// when one is given.
-    pub async fn order(&self, user: User, id: Uuid, token: Option<&str>) -> Result<OrderAnswer, reqwest::Error> {
-        let mut req = self.get(user, &format!("/api/orders/{id}"));
+    /// when one is given, and with `wait_s` > 0 a long-poll: up to that many seconds for the
+    /// order to settle.
+    pub async fn order(
+        &self,
+        user: User,
+        id: Uuid,
+        token: Option<&str>,
+        wait_s: u64,
+    ) -> Result<OrderAnswer, reqwest::Error> {
+        let path = if wait_s > 0 { format!("/api/orders/{id}?wait={wait_s}") } else { format!("/api/orders/{id}") };
+        let mut req = self.get(user, &path);
         if let Some(t) = token {
             req = req.header(CONSISTENCY_TOKEN, t);
         }

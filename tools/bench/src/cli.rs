@@ -71,7 +71,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 20_000)]
     pub max_in_flight: usize,
 
-    /// First poll of an order this long after its 202 (ms); then ×1.5 per poll.
+    /// Ask the gateway to hold each GET of an order up to this many seconds until the order
+    /// settles (a long-poll, `?wait=`); 0 polls with backoff instead (`--poll-first-ms`).
+    #[arg(long, default_value_t = 20)]
+    pub wait_s: u64,
+
+    /// First poll of an order this long after its 202 (ms); then ×1.5 per poll. With
+    /// `--wait-s`, the pause after a GET that came back at once without the outcome.
     #[arg(long, default_value_t = 50)]
     pub poll_first_ms: u64,
 

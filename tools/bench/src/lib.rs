@@ -115,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         max_in_flight: cli.max_in_flight,
         poll_first: Duration::from_millis(cli.poll_first_ms),
         poll_max: Duration::from_millis(cli.poll_max_ms),
+        wait_s: cli.wait_s,
     };
     let result = load::run(api.clone(), setup.clone(), plans.clone(), params, live.clone(), t0, window).await;
     let _ = stop_tx.send(true);
@@ -200,6 +201,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             max_in_flight: cli.max_in_flight,
             poll_first_ms: cli.poll_first_ms,
             poll_max_ms: cli.poll_max_ms,
+            wait_s: cli.wait_s,
             projection_lag_sampled: !cli.no_projection_lag,
         },
         customers: report::CustomersReport::new(&setup, &worst),

@@ -6,8 +6,9 @@
 //! not from when the request left: when the system (or the client) queues, the wait counts,
 //! which is what a user arriving at that instant would see.
 //!
-//! A task places its order, cancels it if it is a cancel order, then polls it to a final
-//! status with backoff, and hands its [`OrderRecord`] to the collector. Everything a task does
+//! A task places its order, cancels it if it is a cancel order, then follows it to a final
+//! status: long-polls (`?wait=`, the gateway answers when the order settles) or polls with
+//! backoff, and hands its [`OrderRecord`] to the collector. Everything a task does
 //! stops at the drain deadline; what it had seen by then is kept.
 
 use crate::api::{Api, OrderStatus, OrderView};
@@ -32,6 +33,8 @@ pub struct LoadParams {
     pub max_in_flight: usize,
     pub poll_first: Duration,
     pub poll_max: Duration,
+    /// Long-poll seconds per GET; 0 polls with backoff.
+    pub wait_s: u64,
 }
 
 /// How the order's `POST` went.
@@ -298,13 +301,22 @@ async fn lifecycle(ctx: &Ctx, plan: &PlannedOrder, due: Instant, rec: &mut Order
 
     let mut pause = ctx.params.poll_first;
     let mut token = answer.consistency_token;
+    let long_poll = ctx.params.wait_s > 0;
+    // A long-poll asks at once; a GET that came back without the outcome at once (404, shed)
+    // pauses before the next, as polling does.
+    let mut pause_first = !long_poll;
     loop {
-        tokio::time::sleep(pause).await;
-        pause = next_pause(pause, ctx.params.poll_max);
+        if pause_first {
+            tokio::time::sleep(pause).await;
+            pause = next_pause(pause, ctx.params.poll_max);
+        }
         rec.polls += 1;
+        let asked = Instant::now();
         // The token makes the first GET wait (up to 5 s) for the read model to hold the
         // order, instead of answering 404 right after the 202.
-        let answer = match ctx.api.order(customer.owner, order_id, token.take().as_deref()).await {
+        let answer = ctx.api.order(customer.owner, order_id, token.take().as_deref(), ctx.params.wait_s).await;
+        pause_first = !long_poll || asked.elapsed() < ctx.params.poll_first;
+        let answer = match answer {
             Ok(a) => a,
             Err(_) => {
                 rec.polls_failed += 1;

@@ -58,6 +58,8 @@ pub struct ConfigReport {
     pub max_in_flight: usize,
     pub poll_first_ms: u64,
     pub poll_max_ms: u64,
+    /// Long-poll seconds per GET (0: polled with backoff).
+    pub wait_s: u64,
     pub projection_lag_sampled: bool,
 }
 
