@@ -1,6 +1,8 @@
 //! The tower layer stack in front of every `/api` route, in one place. Request-wide policies
 //! are added here, outermost last: the body cap, then the per-client rate limit (so a throttled
-//! client costs nothing more), then JWT authentication (Keycloak realm `shop`, see
+//! client costs nothing more), then JWT authentication, then the bound on requests in flight
+//! ([`MAX_IN_FLIGHT`]: past it, 503 with `Retry-After` at once, before any work, so a flood
+//! cannot make the gateway hold ever more requests and memory) (Keycloak realm `shop`, see
 //! [`crate::auth`]), outside the rate limit so limits can count users. Idempotency keys are kept by the owning
 //! service (the order service), which the gateway passes the header to. `/health`, `/docs` and
 //! the spec stay outside (see [`crate::app`]); request tracing, metrics and the outer body cap
@@ -8,7 +10,12 @@
 
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use platform::http::ApiError;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// Largest request body the API accepts. Applied as a layer (not inside one extractor) so
 /// every body reader behind it, present or future, has the same limit.
@@ -18,5 +25,67 @@ pub fn api(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     // The innermost `DefaultBodyLimit` wins, so this one overrides the server-wide cap.
     let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = state.rate_limit.clone().apply(router);
-    router.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+    let router = router.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+    router.layer(axum::middleware::from_fn_with_state(InFlight::new(MAX_IN_FLIGHT), bounded))
+}
+
+/// Requests the API handles at once (long-polls included); more are refused, not queued.
+pub const MAX_IN_FLIGHT: usize = 2048;
+
+/// The permits of requests in flight.
+#[derive(Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(max)))
+    }
+}
+
+/// Hold a permit for the request's whole life, or answer 503 with `Retry-After` when none is left.
+pub async fn bounded(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
+    match in_flight.0.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::busy("the gateway is busy, try again shortly", 1)
+            .with_detail(serde_json::json!({ "in_flight": "limit reached" }))
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// Two requests may be in flight: a third at the same time is refused with `Retry-After`,
+    /// and once one finishes the next goes through.
+    #[tokio::test]
+    async fn requests_past_the_bound_are_refused_at_once() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = release.clone();
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    held.notified().await;
+                    "done"
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }))
+            .layer(axum::middleware::from_fn_with_state(InFlight::new(2), bounded));
+        let call = |path: &'static str| app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap());
+        let slow = [tokio::spawn(call("/slow")), tokio::spawn(call("/slow"))];
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let refused = call("/fast").await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        release.notify_waiters();
+        for s in slow {
+            assert_eq!(s.await.unwrap().unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(call("/fast").await.unwrap().status(), StatusCode::OK);
+    }
 }

@@ -83,7 +83,11 @@ impl Modify for ApiWideErrors {
             ("401", "The `Authorization` header holds no valid bearer token (public routes work without one)"),
             ("429", "Too many requests from this client; `Retry-After` says when to try again"),
             ("502", "The owning service failed (the cause is logged, not shown)"),
-            ("503", "The owning service is unavailable or too slow; try again later"),
+            (
+                "503",
+                "The owning service is unavailable or too slow, or the gateway is at its bound of requests \
+                     in flight (then with `Retry-After`); try again later",
+            ),
         ];
         for (_, item) in spec.paths.paths.iter_mut().filter(|(path, _)| path.starts_with("/api/")) {
             let operations =

@@ -1,12 +1,14 @@
 //! One forwarding call: the checked request goes to its service and the answer comes back with
 //! the headers clients need. Failures are mapped here, once: unreachable or too slow → 503; a
-//! service's 5xx → opaque 502 with the cause logged; its 4xx → passed on, always as JSON.
+//! service's 5xx → opaque 502 with the cause logged, except a 503 with `Retry-After` (a service
+//! shedding load: passed on, so the client knows when to come back); its 4xx → passed on,
+//! always as JSON.
 
 use crate::downstream::Service;
 use crate::extract::{CONSISTENCY, CONSISTENCY_TOKEN, Incoming, JsonObject, is_json};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
-use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use platform::http::ApiError;
@@ -72,7 +74,8 @@ impl AppState {
             let status = answer.status();
             let headers = answer.headers().clone();
             let bytes = answer.bytes().await.map_err(|e| call_failed(service, &e))?;
-            if status.is_server_error() {
+            let shedding = status == StatusCode::SERVICE_UNAVAILABLE && headers.contains_key(RETRY_AFTER);
+            if status.is_server_error() && !shedding {
                 tracing::error!(%status, body = %snippet(&bytes), "downstream failed");
                 return Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{} failed to answer", service.name())));
             }
@@ -124,7 +127,7 @@ fn client_answer(base_url: &str, status: StatusCode, headers: &HeaderMap, bytes:
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     let out = response.headers_mut();
-    for name in [CONTENT_TYPE, CONSISTENCY_TOKEN, CONSISTENCY] {
+    for name in [CONTENT_TYPE, CONSISTENCY_TOKEN, CONSISTENCY, RETRY_AFTER] {
         if let Some(value) = headers.get(&name) {
             out.insert(name, value.clone());
         }

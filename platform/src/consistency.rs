@@ -137,6 +137,39 @@ pub async fn find_one(
     }
 }
 
+/// Wait until the document `token` names has reached its version: first look after `first`,
+/// then after `pace`, each pause half as long again as the one before up to [`SLOWEST_PACE`]
+/// (a read model far behind is not asked ever faster by ever more waiters), for at most
+/// `limit`. Whether it got there. For a write that is known to
+/// take a while to show (the wait of a long-poll); [`find_one`] starts looking at once.
+pub async fn until_shown(
+    coll: &ActiveCollection,
+    token: &Token,
+    first: Duration,
+    mut pace: Duration,
+    limit: Duration,
+) -> mongodb::error::Result<bool> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut next = tokio::time::Instant::now() + first;
+    let projection = doc! { token.field(): 1 };
+    loop {
+        tokio::time::sleep_until(next.min(deadline)).await;
+        let found =
+            coll.get().await?.find_one(doc! { "_id": &token.aggregate_id }).projection(projection.clone()).await?;
+        if token.reached_by(found.as_ref()) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        next += pace;
+        pace = pace.mul_f64(1.5).min(SLOWEST_PACE);
+    }
+}
+
+/// The longest pause of [`until_shown`].
+pub const SLOWEST_PACE: Duration = Duration::from_millis(500);
+
 /// Who may read a read-model document.
 pub enum Visibility<'a> {
     Everyone,

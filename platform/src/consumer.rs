@@ -1,8 +1,9 @@
 //! The one consumer loop: decode -> handle -> store offset (committed after the effect).
 //!
 //! - Under load the loop takes what is already waiting (up to [`ConsumerConfig::max_batch`]
-//!   messages, never waiting for more) and gives it to [`Handler::handle_batch`] at once, in
-//!   the order received, so a handler can apply it in one transaction. If the batch fails as a
+//!   messages; by default never waiting for more, or for up to [`ConsumerConfig::linger`] where
+//!   a consumer trades that much latency for larger batches) and gives it to
+//!   [`Handler::handle_batch`] at once, in the order received, so a handler can apply it in one transaction. If the batch fails as a
 //!   whole, each of its messages is handled again on its own through [`Handler::handle`], with
 //!   the retries and the DLQ below (handlers are idempotent, so what the batch did is not done
 //!   twice).
@@ -156,9 +157,11 @@ pub struct ConsumerConfig {
     pub initial_backoff: Duration,
     /// Put before every topic name, so tests can consume topics of their own.
     pub topic_prefix: String,
-    /// The most messages handed to [`Handler::handle_batch`] at once. Only what has already
-    /// been fetched is taken: a batch never waits to fill up.
+    /// The most messages handed to [`Handler::handle_batch`] at once.
     pub max_batch: usize,
+    /// How long a batch may wait for more messages after its first. Zero (the default): only
+    /// what has already been fetched is taken, a batch never waits to fill up.
+    pub linger: Duration,
 }
 
 impl ConsumerConfig {
@@ -171,6 +174,7 @@ impl ConsumerConfig {
             initial_backoff: Duration::from_millis(100),
             topic_prefix: String::new(),
             max_batch: 256,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -205,6 +209,9 @@ fn header<M: rdkafka::Message>(m: &M, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// See `queued.max.messages.kbytes` in [`run`].
+const PREFETCH_KIB: &str = "8192";
+
 /// Run the loop until `shutdown` resolves; commits the stored offsets on the way out.
 pub async fn run(
     config: ConsumerConfig,
@@ -223,6 +230,9 @@ pub async fn run(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("statistics.interval.ms", LAG_SAMPLE_MS)
+        // Prefetched records held per consumer (librdkafka's default is 64 MiB): a consumer far
+        // behind keeps this much in memory, not more; a batch is at most `max_batch` records anyway.
+        .set("queued.max.messages.kbytes", PREFETCH_KIB)
         .create_with_context(LagReporter { group: config.group_id.clone() })?;
     let names: Vec<String> = config.topics.iter().map(|t| format!("{}{}", config.topic_prefix, t.name())).collect();
     consumer.subscribe(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -241,9 +251,16 @@ pub async fn run(
                 continue;
             }
         };
-        // Whatever librdkafka has already fetched joins the batch; nothing waits for more.
+        // Whatever librdkafka has already fetched joins the batch, and what arrives while the
+        // batch lingers.
+        let until = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.max_batch {
-            match consumer.recv().now_or_never() {
+            let next = match consumer.recv().now_or_never() {
+                Some(m) => Some(m),
+                None if config.linger.is_zero() => None,
+                None => tokio::time::timeout_at(until, consumer.recv()).await.ok(),
+            };
+            match next {
                 Some(Ok(m)) => batch.push(m),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "kafka receive error");

@@ -19,11 +19,17 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: String,
     pub detail: serde_json::Value,
+    /// Seconds after which the client may try again (`Retry-After`), for a refusal under load.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self { status, error: error.into(), detail: serde_json::Value::Null }
+        Self { status, error: error.into(), detail: serde_json::Value::Null, retry_after: None }
+    }
+    /// 503 with `Retry-After`: too busy now, come back in `seconds`.
+    pub fn busy(msg: impl Into<String>, seconds: u64) -> Self {
+        Self { retry_after: Some(seconds), ..Self::unavailable(msg) }
     }
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
@@ -54,7 +60,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = axum::Json(json!({ "error": self.error, "detail": self.detail }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

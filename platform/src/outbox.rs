@@ -375,6 +375,11 @@ impl Relay {
         if !locked {
             return Ok(Err(conn));
         }
+        // The outbox is a queue: its statistics, taken whenever it happened to be empty, make
+        // the planner scan and sort the whole table (dead rows included) for every batch and
+        // every delete. Its rows are always wanted by id, so this session always uses the
+        // primary key.
+        sqlx::query("SET enable_seqscan = off").execute(&mut conn).await?;
         let instance: Uuid = sqlx::query_scalar("SELECT instance FROM outbox_relay")
             .fetch_one(&mut conn)
             .await

@@ -401,6 +401,11 @@ impl Handler for Projections {
     }
 }
 
+/// How long a live batch waits for more events after its first: the read models show a change
+/// at most this much later, and a document changed several times meanwhile (a saga's steps, a
+/// product's stock, a customer's credit) is written once.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Documents a live batch writes at once.
 const PARALLEL_DOCUMENTS: usize = 16;
 
@@ -422,6 +427,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut config =
         platform::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &EVENT_TOPICS);
     config.max_attempts = 14;
+    config.linger = LINGER;
     wiring.spawn_consumer_with(config, Arc::new(handler));
     let router = status::router(status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone() });
     wiring.serve(router).await

@@ -94,9 +94,29 @@ pub async fn post(path: &str, body: Value) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// How long a client tries again while the shop refuses new work with 503 and `Retry-After`.
+pub const BUSY_RETRIES_FOR: Duration = Duration::from_secs(120);
+
+/// Send `request`; while the answer is 503 with `Retry-After` (the shop shedding load), wait as
+/// told and send it again, as a client should, for up to [`BUSY_RETRIES_FOR`].
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    let give_up = Instant::now() + BUSY_RETRIES_FOR;
+    loop {
+        let attempt = request.try_clone().expect("a request with a cloneable body");
+        let r = attempt.send().await.expect("request");
+        let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        match retry_after {
+            Some(seconds) if r.status() == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            }
+            _ => return r,
+        }
+    }
+}
+
 /// Like [`post`], with the answer's headers.
 pub async fn post_with_headers(path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let r = http().post(format!("{}{path}", gateway())).json(&body).send().await.expect("POST");
+    let r = send(http().post(format!("{}{path}", gateway())).json(&body)).await;
     let status = r.status();
     let headers = r.headers().clone();
     (status, headers, r.json().await.unwrap_or(Value::Null))
@@ -178,7 +198,8 @@ pub async fn place_order(customer: &str, items: &[(&str, i64)]) -> String {
     place_order_traced(customer, items).await.0
 }
 
-/// Place an order; its id and the trace id the gateway answered with (`X-Trace-Id`).
+/// Place an order; its id and the trace id the gateway answered with (`X-Trace-Id`). While the
+/// shop is behind and says so, it tries again when told (see [`send`]).
 pub async fn place_order_traced(customer: &str, items: &[(&str, i64)]) -> (String, String) {
     let items: Vec<Value> = items.iter().map(|(p, q)| json!({ "product_id": p, "quantity": q })).collect();
     let (status, headers, body) =

@@ -1,7 +1,7 @@
 //! Tokens from the real Keycloak against the running gateway: every bad token is 401, a
 //! customer on an admin route is 403, and one customer cannot see another's data (404).
 
-use crate::harness::{gateway, http, http_as, keycloak, new_product, password_grant, token_for, unique};
+use crate::harness::{gateway, http, http_as, keycloak, new_product, password_grant, send, token_for, unique};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
@@ -24,7 +24,7 @@ async fn as_user(user: &str, method: reqwest::Method, path: &str, body: Option<V
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let r = request.send().await.expect("request");
+    let r = send(request).await;
     (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 

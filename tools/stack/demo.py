@@ -8,6 +8,7 @@ user it belongs to (alice, bob), so they see it when they sign in."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -52,7 +53,26 @@ def token(user: str) -> str:
 
 def request(method: str, url: str, body: dict | None = None, timeout: float = 10.0,
             accept: tuple[int, ...] = (), bearer: str | None = None):
-    """(status, decoded JSON body); an error status not in `accept` raises StackError."""
+    """(status, decoded JSON body); an error status not in `accept` raises StackError. A 503 with
+    `Retry-After` (the shop shedding load) is sent again when told, for up to a minute."""
+    give_up = time.monotonic() + 60
+    while True:
+        try:
+            return _request_once(method, url, body, timeout, accept, bearer)
+        except _Busy as busy:
+            if time.monotonic() + busy.seconds > give_up:
+                raise StackError(f"demo data: {method} {url} answered 503 (busy) for a minute") from None
+            time.sleep(busy.seconds)
+
+
+class _Busy(Exception):
+    def __init__(self, seconds: float):
+        super().__init__(f"busy for {seconds} s")
+        self.seconds = seconds
+
+
+def _request_once(method: str, url: str, body: dict | None, timeout: float, accept: tuple[int, ...],
+                  bearer: str | None):
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if bearer:
@@ -64,6 +84,9 @@ def request(method: str, url: str, body: dict | None = None, timeout: float = 10
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
+        retry_after = e.headers.get("Retry-After", "") if e.headers else ""
+        if e.code == 503 and retry_after.strip().isdigit():
+            raise _Busy(float(retry_after.strip())) from None
         if e.code in accept:
             return e.code, None
         raise StackError(f"demo data: {method} {url} answered {e.code}: "

@@ -2,6 +2,7 @@
 //! with their services over HTTP; confirms or rejects them on the saga's commands from
 //! `order.commands`. Queries come from the `orders` read model.
 
+pub mod admission;
 pub mod idempotency;
 pub mod outcome;
 
@@ -39,6 +40,10 @@ pub struct AppState {
     pub idempotency: idempotency::Keys,
     /// Requests waiting for an order's outcome.
     pub outcomes: outcome::Outcomes,
+    /// Whether the saga keeps up (see [`admission`]).
+    pub admission: Arc<admission::Admission>,
+    /// Whether the read model keeps up (see [`admission`]).
+    pub visible: Arc<admission::Admission>,
 }
 
 /// `Serialize`: its canonical JSON is what an `Idempotency-Key` is checked against.
@@ -147,36 +152,56 @@ fn downstream_error(e: CallError) -> ApiError {
 }
 
 /// With an `Idempotency-Key`, a repeat of the same request gets the first answer again.
-/// Keys are per user: one user's key never answers another's request.
+/// Keys are per user: one user's key never answers another's request. While the shop is behind
+/// (see [`admission`]), a well-formed order is refused at once with 503 and `Retry-After` (a
+/// key is not taken by a refusal).
 async fn place(
     State(s): State<AppState>,
     headers: HeaderMap,
     caller: Caller,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, ApiError> {
+    let order = Checked::parse(&body)?;
+    if !(s.admission.admits() && s.visible.admits()) {
+        return Err(ApiError::busy("the shop is busy: orders take too long to complete now, try again shortly", 1)
+            .with_detail(serde_json::json!({ "admission": "closed" })));
+    }
     match idempotency::Keys::from_headers(&headers)? {
         Some(key) => {
             let scoped = format!("{}:{key}", caller.user_id().unwrap_or_default());
-            s.idempotency.once(&scoped, &body, || place_new(&s, &body, &caller)).await
+            s.idempotency.once(&scoped, &body, || place_new(&s, order, &caller)).await
         }
-        None => place_new(&s, &body, &caller).await,
+        None => place_new(&s, order, &caller).await,
+    }
+}
+
+/// A [`PlaceOrder`] whose ids and quantities are valid (what can be checked without asking).
+struct Checked {
+    customer_id: CustomerId,
+    lines: Vec<(ProductId, Quantity)>,
+}
+
+impl Checked {
+    fn parse(body: &PlaceOrder) -> Result<Self, ApiError> {
+        let customer_id = CustomerId::parse(&body.customer_id)?;
+        if body.items.is_empty() {
+            return Err(ApiError::unprocessable(OrderError::NoLines.to_string()));
+        }
+        let mut lines = Vec::with_capacity(body.items.len());
+        for (i, item) in body.items.iter().enumerate() {
+            let product_id = ProductId::parse(&item.product_id)
+                .map_err(|e| ApiError::unprocessable(format!("items[{i}].product_id: {}", e.message)))?;
+            let quantity = Quantity::new(item.quantity)
+                .map_err(|e| ApiError::unprocessable(format!("items[{i}].quantity: {}", e.message)))?;
+            lines.push((product_id, quantity));
+        }
+        Ok(Self { customer_id, lines })
     }
 }
 
 /// A customer profile the caller may not use is reported like a missing one.
-async fn place_new(s: &AppState, body: &PlaceOrder, caller: &Caller) -> Result<Response, ApiError> {
-    let customer_id = CustomerId::parse(&body.customer_id)?;
-    if body.items.is_empty() {
-        return Err(ApiError::unprocessable(OrderError::NoLines.to_string()));
-    }
-    let mut parsed = Vec::with_capacity(body.items.len());
-    for (i, item) in body.items.iter().enumerate() {
-        let product_id = ProductId::parse(&item.product_id)
-            .map_err(|e| ApiError::unprocessable(format!("items[{i}].product_id: {}", e.message)))?;
-        let quantity = Quantity::new(item.quantity)
-            .map_err(|e| ApiError::unprocessable(format!("items[{i}].quantity: {}", e.message)))?;
-        parsed.push((product_id, quantity));
-    }
+async fn place_new(s: &AppState, order: Checked, caller: &Caller) -> Result<Response, ApiError> {
+    let Checked { customer_id, lines: parsed } = order;
     let customer: Option<CustomerFacts> =
         s.customers.get_json(&format!("/internal/customers/{customer_id}")).await.map_err(downstream_error)?;
     let Some(CustomerFacts { owner }) = customer.filter(|c| caller.may_access(c.owner.as_deref())) else {
@@ -239,16 +264,36 @@ async fn find(
     mut headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let id = path_id(&raw, OrderId::parse)?.to_string();
+    let order_id = path_id(&raw, OrderId::parse)?;
+    let id = order_id.to_string();
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(outcome::MAX_WAIT);
-    if !wait.is_zero()
-        && let Some(settled) = until_settled(&s, &id, &caller, wait).await?
-    {
-        let (name, value) = settled.header();
+    let until = tokio::time::Instant::now() + wait;
+    let settled = if wait.is_zero() { None } else { until_settled(&s, &id, &caller, wait).await? };
+    if let Some(token) = &settled {
+        // The read model shows it a moment later: look then, and at a steady pace after that
+        // (one look usually does; the token makes the read below wait no longer).
+        let left = until.saturating_duration_since(tokio::time::Instant::now()).max(SHOWN_AT_LEAST);
+        consistency::until_shown(&s.orders, token, SHOWN_FIRST_LOOK, SHOWN_PACE, left).await?;
+        let (name, value) = token.header();
         headers.insert(name, value);
     }
-    consistency::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await
+    let answer = consistency::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await?;
+    let shown = answer.headers().get(consistency::STATE_HEADER).is_some_and(|v| v == "fresh");
+    // How long the order took to be shown settled: the read side's pace.
+    if let Some(placed) = admission::placed_ms(&order_id.0).filter(|_| settled.is_some() && shown) {
+        s.visible.passed(placed);
+    }
+    Ok(answer)
 }
+
+/// After an order settled, a long-poll waits this long for the read model to show it even when
+/// the wait asked for is over (the read itself then waits no longer).
+const SHOWN_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// When a long-poll first looks whether the read model shows an order that just settled (about
+/// what the relay and the projector take), and how often after that.
+const SHOWN_FIRST_LOOK: Duration = Duration::from_millis(60);
+const SHOWN_PACE: Duration = Duration::from_millis(40);
 
 /// Wait at most `wait` for order `id` to settle; the version that settled it, if it did. An
 /// order the caller may not see (or none at all) is not waited for: the read answers 404.
@@ -288,22 +333,31 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>, caller: Cal
 pub struct OrderCommands {
     pub store: Arc<EventStoreOf<Order>>,
     pub outcomes: outcome::Outcomes,
+    pub admission: Arc<admission::Admission>,
 }
 
 #[async_trait]
 impl Handler for OrderCommands {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
         let permanent = |e: schemas::DecodeError| HandlerError::Permanent(e.to_string());
-        let (id, command) = match &envelope.message {
-            Message::ConfirmOrder(c) => (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Confirm),
-            Message::RejectOrder(c) => {
-                (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Reject { reason: c.reason.clone() })
+        let (id, command, outcome) = match &envelope.message {
+            Message::ConfirmOrder(c) => {
+                (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Confirm, true)
             }
+            Message::RejectOrder(c) => {
+                let reject = OrderCommand::Reject { reason: c.reason.clone() };
+                (convert::order_id(&c.order_id).map_err(permanent)?, reject, true)
+            }
+            // A cancellation's time is the customer's, not the pipeline's.
             Message::CancelOrder(c) => {
-                (convert::order_id(&c.order_id).map_err(permanent)?, OrderCommand::Cancel { reason: c.reason.clone() })
+                let cancel = OrderCommand::Cancel { reason: c.reason.clone() };
+                (convert::order_id(&c.order_id).map_err(permanent)?, cancel, false)
             }
             _ => return Ok(()),
         };
+        if let Some(placed) = admission::placed_ms(&id.0).filter(|_| outcome) {
+            self.admission.passed(placed);
+        }
         let id = id.to_string();
         self.store.execute_for(envelope, &id, command, envelope.caused_metadata()).await?;
         // Each of these commands may settle the order.
@@ -322,7 +376,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     wiring.spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))));
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     let outcomes = outcome::Outcomes::default();
-    let commands = OrderCommands { store: store.clone(), outcomes: outcomes.clone() };
+    let admission = Arc::new(admission::Admission::default());
+    let commands = OrderCommands { store: store.clone(), outcomes: outcomes.clone(), admission: admission.clone() };
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(commands));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
@@ -339,6 +394,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),
         idempotency,
         outcomes,
+        admission,
+        visible: Arc::new(admission::Admission::default()),
     };
     wiring.serve(app(state)).await
 }

@@ -35,6 +35,9 @@ pub fn router() -> Router<AppState> {
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 422, description = "Unknown field, no lines, a bad quantity, an unknown customer or \
                                       product, or an `Idempotency-Key` reused with another body", body = ErrorBody),
+        (status = 503, description = "The shop is behind (orders take too long to complete now) and takes no new \
+                                      orders for a moment, or a service is unavailable; `Retry-After` says when \
+                                      to try again", body = ErrorBody),
         (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
     ))]
 pub(crate) async fn place(

@@ -62,6 +62,10 @@ class Postgres(Component):
             "password_encryption": "scram-sha-256",
             "logging_collector": "off",  # log to stderr, which the launcher keeps
         }
+        # Statement statistics for whoever measures (`CREATE EXTENSION pg_stat_statements` in a
+        # database, then query the view); the server ships the module.
+        if (BIN.parent / "lib" / "pg_stat_statements.so").exists():
+            settings["shared_preload_libraries"] = "pg_stat_statements"
         cmd = [str(BIN / "postgres"), "-D", str(self.pgdata)]
         for key, value in settings.items():
             cmd += ["-c", f"{key}={value}"]
