@@ -7,7 +7,9 @@
 //! Like CoDel, the decision looks at the *shortest* settle time seen in each interval: a burst
 //! that drains quickly leaves some orders fast and is let in; a standing queue makes even the
 //! fastest order of an interval slow. While the shortest time of the last interval exceeds the
-//! target, new orders are refused; the next interval decides again. An interval in which no
+//! target, and that interval saw at least [`MIN_SAMPLES`] orders (a queue, not one straggler
+//! such as an order finished by a step timeout), new orders are refused; the next interval
+//! decides again. An interval in which no
 //! order settles opens the door: the shop is idle, or has drained what it was behind on (or is
 //! stuck, which refusing would not mend).
 //!
@@ -21,10 +23,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Longest tolerated settle time of the fastest order in an interval (well below the saga's
-/// step timeout, so what is admitted finishes).
+/// step timeout, so what is admitted finishes); [`TARGET_VAR`] overrides it.
 pub const TARGET: Duration = Duration::from_secs(2);
+pub const TARGET_VAR: &str = "SHOP_ADMISSION_TARGET_MS";
 /// How long each decision holds.
 pub const INTERVAL: Duration = Duration::from_secs(1);
+/// Orders an interval must see to close the door.
+pub const MIN_SAMPLES: u32 = 5;
 
 #[derive(Debug)]
 pub struct Admission {
@@ -36,21 +41,34 @@ pub struct Admission {
 #[derive(Debug)]
 struct State {
     started: Instant,
-    /// Shortest settle time seen in the current interval.
+    /// Shortest settle time seen in the current interval, and how many were seen.
     shortest: Option<Duration>,
+    samples: u32,
     /// The last interval's decision.
     behind: bool,
 }
 
-impl Default for Admission {
-    fn default() -> Self {
-        Self::new(TARGET, INTERVAL)
+impl Admission {
+    /// [`TARGET`], or the milliseconds in [`TARGET_VAR`].
+    pub fn from_env() -> anyhow::Result<Self> {
+        let target = match std::env::var(TARGET_VAR).ok().filter(|v| !v.trim().is_empty()) {
+            None => TARGET,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => anyhow::bail!("{TARGET_VAR} must be a whole number of milliseconds above 0, not {raw:?}"),
+            },
+        };
+        Ok(Self::new(target, INTERVAL))
     }
 }
 
 impl Admission {
     pub fn new(target: Duration, interval: Duration) -> Self {
-        Self { target, interval, state: Mutex::new(State { started: Instant::now(), shortest: None, behind: false }) }
+        Self {
+            target,
+            interval,
+            state: Mutex::new(State { started: Instant::now(), shortest: None, samples: 0, behind: false }),
+        }
     }
 
     /// An order placed at `placed` (ms since the epoch) got through this stage now.
@@ -69,6 +87,7 @@ impl Admission {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.roll(&mut s, now);
         s.shortest = Some(s.shortest.map_or(took, |t| t.min(took)));
+        s.samples += 1;
     }
 
     fn behind_at(&self, now: Instant) -> bool {
@@ -82,8 +101,8 @@ impl Admission {
         if now.duration_since(s.started) < self.interval {
             return;
         }
-        s.behind = s.shortest.take().is_some_and(|shortest| shortest > self.target);
-        s.started = now;
+        s.behind = s.samples >= MIN_SAMPLES && s.shortest.take().is_some_and(|shortest| shortest > self.target);
+        (s.shortest, s.samples, s.started) = (None, 0, now);
     }
 }
 
@@ -104,18 +123,28 @@ mod tests {
         let a = Admission::new(Duration::from_secs(2), T);
         let t0 = Instant::now();
         assert!(!a.behind_at(t0), "open at the start");
+        // One straggler is no queue.
+        a.observe(Duration::from_secs(9), t0);
+        assert!(!a.behind_at(t0 + T));
+        let t0 = t0 + T;
         // Every order of an interval slow: closed for the next one.
-        a.observe(Duration::from_secs(3), t0);
+        for i in 0..MIN_SAMPLES {
+            a.observe(Duration::from_secs(3 + u64::from(i)), t0 + T / 4);
+        }
         a.observe(Duration::from_secs(5), t0 + T / 2);
         assert!(!a.behind_at(t0 + T / 2), "the interval is not over yet");
         assert!(a.behind_at(t0 + T), "refusing");
         // The backlog drains: still slow, still closed.
-        a.observe(Duration::from_secs(4), t0 + T + T / 2);
+        for _ in 0..MIN_SAMPLES {
+            a.observe(Duration::from_secs(4), t0 + T + T / 2);
+        }
         assert!(a.behind_at(t0 + T * 2));
         // Then nothing settles (drained, or idle): open.
         assert!(!a.behind_at(t0 + T * 3));
         // One fast order among slow ones keeps it open.
-        a.observe(Duration::from_secs(4), t0 + T * 3);
+        for _ in 0..MIN_SAMPLES {
+            a.observe(Duration::from_secs(4), t0 + T * 3);
+        }
         a.observe(Duration::from_millis(300), t0 + T * 3);
         assert!(!a.behind_at(t0 + T * 4));
     }

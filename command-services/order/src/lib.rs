@@ -270,8 +270,8 @@ async fn find(
     let until = tokio::time::Instant::now() + wait;
     let settled = if wait.is_zero() { None } else { until_settled(&s, &id, &caller, wait).await? };
     if let Some(token) = &settled {
-        // The read model shows it a moment later: look then, and at a steady pace after that
-        // (one look usually does; the token makes the read below wait no longer).
+        // The read model shows it a moment later: look then, and less and less often after
+        // that (one look usually does; the token makes the read below wait no longer).
         let left = until.saturating_duration_since(tokio::time::Instant::now()).max(SHOWN_AT_LEAST);
         consistency::until_shown(&s.orders, token, SHOWN_FIRST_LOOK, SHOWN_PACE, left).await?;
         let (name, value) = token.header();
@@ -376,7 +376,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     wiring.spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::order_event(convert::order_id(id)?, e))));
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     let outcomes = outcome::Outcomes::default();
-    let admission = Arc::new(admission::Admission::default());
+    let admission = Arc::new(admission::Admission::from_env()?);
     let commands = OrderCommands { store: store.clone(), outcomes: outcomes.clone(), admission: admission.clone() };
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(commands));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
@@ -395,7 +395,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         idempotency,
         outcomes,
         admission,
-        visible: Arc::new(admission::Admission::default()),
+        visible: Arc::new(admission::Admission::from_env()?),
     };
     wiring.serve(app(state)).await
 }

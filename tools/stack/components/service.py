@@ -12,6 +12,7 @@ from tools.stack.components.base import Component, Context, StackError, http_ok
 
 # The saga's step timeout on the local stack (milliseconds).
 SAGA_STEP_TIMEOUT_MS = 8000
+DEBUG_ADMISSION_TARGET_MS = 6000
 
 
 class Service(Component):
@@ -57,6 +58,11 @@ class Service(Component):
             # A short step timeout locally, so the fault tests (tests/faults) see a step time out
             # within seconds; the code's default (30 s) is for real deployments.
             env["SHOP_SAGA_STEP_TIMEOUT_MS"] = os.environ.get("SHOP_SAGA_STEP_TIMEOUT_MS", str(SAGA_STEP_TIMEOUT_MS))
+        if self.name == "order" and self.ctx.profile != "release":
+            # Debug builds take several times longer per order: the order service's admission
+            # target (2 s, for release builds) would turn orders away from a debug stack that is
+            # merely slow. Still below the local step timeout.
+            env["SHOP_ADMISSION_TARGET_MS"] = os.environ.get("SHOP_ADMISSION_TARGET_MS", str(DEBUG_ADMISSION_TARGET_MS))
         return env
 
     def health(self) -> bool:
