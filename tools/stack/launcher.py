@@ -18,7 +18,8 @@ from tools.stack.components.base import Component, Context, StackError, merged_e
 POLL = 0.5
 # What the launcher and the stack's own tools (bench, browser and API tests) keep in the data
 # folder besides the components' folders: a wipe removes these and nothing it does not know.
-OWN_ENTRIES = {"run", "logs", ".lock", "bench", "browser", "schemathesis", ".schemathesis", ".hypothesis"}
+OWN_ENTRIES = {"run", "logs", ".lock", "bench", "browser", "schemathesis", "schemathesis.toml", ".schemathesis",
+               ".hypothesis"}
 
 
 class Launcher:
