@@ -37,11 +37,13 @@ async fn one_order_is_one_trace_across_every_service() {
     let (order, trace_id) = place_order_traced(&customer, &[(&product, 1)]).await;
     assert_eq!(trace_id.len(), 32, "a W3C trace id: {trace_id}");
     // Only Zipkin is asked from here on: the trace itself shows the saga's way to the e-mails.
-    // Spans reach Zipkin in batches, each service on its own: wait until the trace is whole.
+    // Spans reach Zipkin in batches, each service on its own: wait until the trace is whole. The
+    // e-mail comes last, and the notification service may trail by a minute while other tests
+    // flood the stack with orders: what is checked here is the trace, not the pace.
     let start = Instant::now();
     let mut spans = trace_spans(&trace_id).await;
     let whole = |spans: &[Value]| has_every_service(spans) && orphans(spans).is_empty() && mailed(spans);
-    while start.elapsed() < Duration::from_secs(30) && !whole(&spans) {
+    while start.elapsed() < Duration::from_secs(120) && !whole(&spans) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         spans = trace_spans(&trace_id).await;
     }
