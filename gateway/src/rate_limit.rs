@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -201,9 +201,8 @@ impl KeyExtractor for ClientKeyExtractor {
 fn too_many_requests(wait_seconds: u64) -> Response {
     // The wait is rounded down; a client must not come back too early.
     let retry_after = wait_seconds + 1;
-    let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests")
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests")
         .with_detail(json!({ "retry_after_seconds": retry_after }))
-        .into_response();
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
-    response
+        .with_retry_after(retry_after)
+        .into_response()
 }

@@ -137,11 +137,15 @@ pub async fn find_one(
     }
 }
 
+/// The longest a long-poll may hold a request (`GET /api/orders/{id}?wait=`): the service's
+/// limit, and what the gateway adds to a forwarded call's timeout.
+pub const LONG_POLL_MAX: Duration = Duration::from_secs(25);
+
 /// Wait until the document `token` names has reached its version: first look after `first`,
 /// then after `pace`, each pause half as long again as the one before up to [`SLOWEST_PACE`]
 /// (a read model far behind is not asked ever faster by ever more waiters), for at most
-/// `limit`. Whether it got there. For a write that is known to
-/// take a while to show (the wait of a long-poll); [`find_one`] starts looking at once.
+/// `limit`. Whether it got there. For a write that is known to take a while to show (the wait
+/// of a long-poll); [`find_one`] starts looking at once.
 pub async fn until_shown(
     coll: &ActiveCollection,
     token: &Token,

@@ -3,8 +3,8 @@
 //! - Under load the loop takes what is already waiting (up to [`ConsumerConfig::max_batch`]
 //!   messages; by default never waiting for more, or for up to [`ConsumerConfig::linger`] where
 //!   a consumer trades that much latency for larger batches) and gives it to
-//!   [`Handler::handle_batch`] at once, in the order received, so a handler can apply it in one transaction. If the batch fails as a
-//!   whole, each of its messages is handled again on its own through [`Handler::handle`], with
+//!   [`Handler::handle_batch`] at once, in the order received, so a handler can apply it in one
+//!   transaction. If the batch fails as a whole, each of its messages is handled again on its own through [`Handler::handle`], with
 //!   the retries and the DLQ below (handlers are idempotent, so what the batch did is not done
 //!   twice).
 //! - Transient handler errors are retried with exponential backoff; after `max_attempts` the

@@ -29,7 +29,12 @@ impl ApiError {
     }
     /// 503 with `Retry-After`: too busy now, come back in `seconds`.
     pub fn busy(msg: impl Into<String>, seconds: u64) -> Self {
-        Self { retry_after: Some(seconds), ..Self::unavailable(msg) }
+        Self::unavailable(msg).with_retry_after(seconds)
+    }
+    /// Answer with `Retry-After: <seconds>`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;

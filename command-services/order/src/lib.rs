@@ -116,7 +116,8 @@ pub struct HistoryView {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FindQuery {
-    /// Seconds to wait for the order to settle (at most [`outcome::MAX_WAIT`]).
+    /// Seconds to wait for the order to settle (longer asks are cut to
+    /// [`consistency::LONG_POLL_MAX`]).
     pub wait: Option<u64>,
 }
 
@@ -266,7 +267,7 @@ async fn find(
 ) -> Result<Response, ApiError> {
     let order_id = path_id(&raw, OrderId::parse)?;
     let id = order_id.to_string();
-    let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(outcome::MAX_WAIT);
+    let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(consistency::LONG_POLL_MAX);
     let until = tokio::time::Instant::now() + wait;
     let settled = if wait.is_zero() { None } else { until_settled(&s, &id, &caller, wait).await? };
     if let Some(token) = &settled {

@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// The longest a request may wait (longer asks are cut to this).
-pub const MAX_WAIT: Duration = Duration::from_secs(25);
 /// How often a waiter looks at the event store without being woken.
 pub const RECHECK: Duration = Duration::from_secs(1);
 /// Requests waiting at once.

@@ -62,9 +62,6 @@ pub(crate) async fn list(State(s): State<AppState>, _: User, incoming: Incoming)
     s.forward(Service::Order, "/orders", incoming, None).await
 }
 
-/// The longest `GET /api/orders/{id}?wait=` may hold a request (the order service's limit).
-const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
-
 /// One order with its status history. With `wait`, a long-poll: the answer comes once the
 /// order is settled (CONFIRMED, REJECTED or CANCELLED, with no cancellation under way) and this
 /// read shows it, or after `wait` seconds with the order as it is then; no polling loop needed.
@@ -84,7 +81,13 @@ pub(crate) async fn find(
     id: ResourceId,
     incoming: Incoming,
 ) -> Result<Response, ApiError> {
-    s.forward(Service::Order, &format!("/orders/{id}"), incoming.waiting_up_to(MAX_WAIT), None).await
+    s.forward(
+        Service::Order,
+        &format!("/orders/{id}"),
+        incoming.waiting_up_to(platform::consistency::LONG_POLL_MAX),
+        None,
+    )
+    .await
 }
 
 /// Cancel an order (owner). The body is optional: a cancel needs nothing but the id.
