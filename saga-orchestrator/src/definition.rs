@@ -1,183 +1,255 @@
 //! The CreateOrder saga, declared once: each step names its command, the replies that advance
-//! it, its compensation and its timeout. The state machine ([`crate::saga`]), the dashboard and
-//! the docs all read this declaration.
+//! it, its compensation, what it sends on success and on a later cancellation, and its
+//! timeout. The engine ([`crate::engine`]) runs this declaration; the dashboard, the API's
+//! `GET /sagas/definition` and the README's diagram are drawn from it.
 //!
-//! A step must say how it is undone: [`Step::Compensation`] has no default, so a step that
-//! leaves it out does not compile. Steps that need none say so with [`NoCompensationNeeded`].
+//! A step must say how it is undone: `compensation` has no default, so a step that leaves it
+//! out does not compile; a step with nothing to undo says `None` (and is the point of no
+//! return: a cancellation while it runs waits for it to succeed, then reverses the saga).
 //!
 //! ```compile_fail
-//! use saga_orchestrator::definition::{Step, Timeout};
-//! struct Forgetful;
-//! impl Step for Forgetful {
-//!     const NAME: &'static str = "forgetful";
-//!     const COMMAND: &'static str = "shop.order.ConfirmOrder";
-//!     const REPLIES: &'static [&'static str] = &["shop.order.OrderConfirmed"];
-//!     const TIMEOUT: Timeout = Timeout::None;
-//!     // no `type Compensation`: error[E0046]: not all trait items implemented
-//! }
+//! use saga_orchestrator::engine::{Command, Step, Timeout};
+//! use saga_orchestrator::saga::OrderData;
+//! use schemas::Message;
+//! const FORGETFUL: Step<OrderData, Message> = Step {
+//!     name: "forgetful",
+//!     parts: |_| vec![],
+//!     command: Command { name: "x", make: |_, _| unreachable!() },
+//!     replies: &[],
+//!     read: |_| None,
+//!     on_success: None,
+//!     on_cancel: None,
+//!     timeout: Timeout::None,
+//!     // no `compensation`: error[E0063]: missing field `compensation`
+//! };
 //! ```
 
-use schemas::Record;
+use crate::engine::{Command, Ending, Reply, Saga, Signal, Status, Step, Timeout, short};
+use crate::saga::OrderData;
 use schemas::records as r;
+use schemas::{Message, Record};
 use std::fmt::Write as _;
-use std::marker::PhantomData;
 
-/// How long a step may wait for its replies before the saga compensates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    /// The configured step timeout (`SHOP_SAGA_STEP_TIMEOUT_MS`).
-    Configured,
-    /// Never: the step is ours to finish (e.g. a command to the order service, which cannot
-    /// refuse a pending order).
-    None,
+/// The single part of a step that sends one command per order.
+pub const WHOLE: &str = "order";
+
+fn one(_: &OrderData) -> Vec<String> {
+    vec![WHOLE.to_owned()]
 }
 
-/// What undoes a step.
-pub trait Compensation {
-    /// The compensating command's Avro full name, or `None` when nothing needs undoing.
-    const COMMAND: Option<&'static str>;
+fn lines(o: &OrderData) -> Vec<String> {
+    o.lines.iter().map(|l| l.product_id.clone()).collect()
 }
 
-/// Undo the step by sending this command.
-pub struct Compensate<R>(PhantomData<R>);
+pub const RESERVE_STOCK: Step<OrderData, Message> = Step {
+    name: "reserve_stock",
+    parts: lines,
+    command: Command {
+        name: r::ReserveStock::FULL_NAME,
+        make: |o, product_id| {
+            let quantity = o.lines.iter().find(|l| l.product_id == product_id).map_or(0, |l| l.quantity);
+            r::ReserveStock { order_id: o.order_id.clone(), product_id: product_id.to_owned(), quantity }.into()
+        },
+    },
+    replies: &[r::StockReserved::FULL_NAME, r::StockReservationFailed::FULL_NAME],
+    read: |m| match m {
+        Message::StockReserved(e) => {
+            Some((e.product_id.clone(), Reply::Done(format!("stock reserved: {} x {}", e.quantity, e.product_id))))
+        }
+        Message::StockReservationFailed(e) => Some((
+            e.product_id.clone(),
+            Reply::Failed(format!(
+                "insufficient stock for product {}: requested {}, available {}",
+                e.product_id, e.requested, e.available
+            )),
+        )),
+        Message::StockReleased(e) => Some((e.product_id.clone(), Reply::Undone)),
+        Message::StockReturned(e) => Some((e.product_id.clone(), Reply::Undone)),
+        Message::StockCommitted(e) => Some((e.product_id.clone(), Reply::Finished)),
+        _ => None,
+    },
+    compensation: Some(Command {
+        name: r::ReleaseStock::FULL_NAME,
+        make: |o, product_id| {
+            r::ReleaseStock { order_id: o.order_id.clone(), product_id: product_id.to_owned() }.into()
+        },
+    }),
+    on_success: Some(Command {
+        name: r::CommitStock::FULL_NAME,
+        make: |o, product_id| r::CommitStock { order_id: o.order_id.clone(), product_id: product_id.to_owned() }.into(),
+    }),
+    on_cancel: Some(Command {
+        name: r::ReturnStock::FULL_NAME,
+        make: |o, product_id| r::ReturnStock { order_id: o.order_id.clone(), product_id: product_id.to_owned() }.into(),
+    }),
+    timeout: Timeout::Configured,
+};
 
-impl<R: Record> Compensation for Compensate<R> {
-    const COMMAND: Option<&'static str> = Some(R::FULL_NAME);
-}
+/// A refund undoes an authorization before confirmation and a payment after it.
+const REFUND: Command<OrderData, Message> = Command {
+    name: r::RefundPayment::FULL_NAME,
+    make: |o, _| r::RefundPayment { order_id: o.order_id.clone(), customer_id: o.customer_id.clone() }.into(),
+};
 
-/// The explicit marker for a step with nothing to undo.
-pub struct NoCompensationNeeded;
+pub const AUTHORIZE_PAYMENT: Step<OrderData, Message> = Step {
+    name: "authorize_payment",
+    parts: one,
+    command: Command {
+        name: r::AuthorizePayment::FULL_NAME,
+        make: |o, _| {
+            r::AuthorizePayment {
+                order_id: o.order_id.clone(),
+                customer_id: o.customer_id.clone(),
+                amount_cents: o.total_cents,
+                currency: o.currency.clone(),
+            }
+            .into()
+        },
+    },
+    replies: &[r::PaymentAuthorized::FULL_NAME, r::PaymentDeclined::FULL_NAME],
+    read: |m| match m {
+        Message::PaymentAuthorized(e) => {
+            Some((WHOLE.to_owned(), Reply::Done(format!("payment authorized: {} cents", e.amount_cents))))
+        }
+        Message::PaymentDeclined(e) => {
+            Some((WHOLE.to_owned(), Reply::Failed(format!("payment declined: {}", e.reason))))
+        }
+        Message::PaymentRefunded(_) => Some((WHOLE.to_owned(), Reply::Undone)),
+        Message::PaymentConfirmed(_) => Some((WHOLE.to_owned(), Reply::Finished)),
+        _ => None,
+    },
+    compensation: Some(REFUND),
+    on_success: Some(Command {
+        name: r::ConfirmPayment::FULL_NAME,
+        make: |o, _| r::ConfirmPayment { order_id: o.order_id.clone(), customer_id: o.customer_id.clone() }.into(),
+    }),
+    on_cancel: Some(REFUND),
+    timeout: Timeout::Configured,
+};
 
-impl Compensation for NoCompensationNeeded {
-    const COMMAND: Option<&'static str> = None;
-}
+/// The order service cannot refuse a pending order: no timeout, nothing to undo.
+pub const CONFIRM_ORDER: Step<OrderData, Message> = Step {
+    name: "confirm_order",
+    parts: one,
+    command: Command {
+        name: r::ConfirmOrder::FULL_NAME,
+        make: |o, _| r::ConfirmOrder { order_id: o.order_id.clone() }.into(),
+    },
+    replies: &[r::OrderConfirmed::FULL_NAME],
+    read: |m| match m {
+        Message::OrderConfirmed(_) => Some((WHOLE.to_owned(), Reply::Done("order confirmed".to_owned()))),
+        _ => None,
+    },
+    compensation: None,
+    on_success: None,
+    on_cancel: None,
+    timeout: Timeout::None,
+};
 
-/// One step of a saga.
-pub trait Step {
-    const NAME: &'static str;
-    /// Avro full name of the command that runs the step.
-    const COMMAND: &'static str;
-    /// Avro full names of the replies that end the step (success first).
-    const REPLIES: &'static [&'static str];
-    /// How the step is undone; no default on purpose.
-    type Compensation: Compensation;
-    const TIMEOUT: Timeout;
-}
+pub const STEPS: [Step<OrderData, Message>; 3] = [RESERVE_STOCK, AUTHORIZE_PAYMENT, CONFIRM_ORDER];
 
-/// A step as data, for the state machine, the dashboard and the docs.
+/// The CreateOrder saga: reserve, authorize, confirm; then commit the stock and the payment.
+/// Failed: release, refund, reject. Cancelled before confirmation: the same, ending in
+/// CancelOrder; after it: refund, return the stock, cancel.
+pub const CREATE_ORDER: Saga<OrderData, Message> = Saga {
+    name: "CreateOrder",
+    steps: &STEPS,
+    ending: Ending {
+        reject_step: "reject_order",
+        reject: Command {
+            name: r::RejectOrder::FULL_NAME,
+            make: |o, reason| r::RejectOrder { order_id: o.order_id.clone(), reason: reason.to_owned() }.into(),
+        },
+        cancel_step: "cancel_order",
+        cancel: Command {
+            name: r::CancelOrder::FULL_NAME,
+            make: |o, reason| r::CancelOrder { order_id: o.order_id.clone(), reason: reason.to_owned() }.into(),
+        },
+        read: |m| match m {
+            Message::OrderRejected(e) => Some(Signal::Ended(Status::Rejected, format!("order rejected: {}", e.reason))),
+            Message::OrderCancelled(e) => {
+                Some(Signal::Ended(Status::Cancelled, format!("order cancelled: {}", e.reason)))
+            }
+            Message::OrderCancellationRequested(e) => Some(Signal::CancelRequested(e.reason.clone())),
+            _ => None,
+        },
+    },
+};
+
+/// A step as data, for the dashboard and the docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StepSpec {
     pub name: &'static str,
     pub command: &'static str,
     pub replies: &'static [&'static str],
     pub compensation: Option<&'static str>,
-    #[serde(serialize_with = "ser_timeout")]
-    pub timeout: Timeout,
+    /// `configured` or `none`.
+    pub timeout: &'static str,
 }
-
-fn ser_timeout<S: serde::Serializer>(t: &Timeout, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match t {
-        Timeout::Configured => "configured",
-        Timeout::None => "none",
-    })
-}
-
-pub const fn spec<S: Step>() -> StepSpec {
-    StepSpec {
-        name: S::NAME,
-        command: S::COMMAND,
-        replies: S::REPLIES,
-        compensation: <S::Compensation as Compensation>::COMMAND,
-        timeout: S::TIMEOUT,
-    }
-}
-
-pub struct ReserveStock;
-impl Step for ReserveStock {
-    const NAME: &'static str = "reserve_stock";
-    const COMMAND: &'static str = r::ReserveStock::FULL_NAME;
-    const REPLIES: &'static [&'static str] = &[r::StockReserved::FULL_NAME, r::StockReservationFailed::FULL_NAME];
-    type Compensation = Compensate<r::ReleaseStock>;
-    const TIMEOUT: Timeout = Timeout::Configured;
-}
-
-pub struct AuthorizePayment;
-impl Step for AuthorizePayment {
-    const NAME: &'static str = "authorize_payment";
-    const COMMAND: &'static str = r::AuthorizePayment::FULL_NAME;
-    const REPLIES: &'static [&'static str] = &[r::PaymentAuthorized::FULL_NAME, r::PaymentDeclined::FULL_NAME];
-    type Compensation = Compensate<r::RefundPayment>;
-    const TIMEOUT: Timeout = Timeout::Configured;
-}
-
-pub struct ConfirmOrder;
-impl Step for ConfirmOrder {
-    const NAME: &'static str = "confirm_order";
-    const COMMAND: &'static str = r::ConfirmOrder::FULL_NAME;
-    const REPLIES: &'static [&'static str] = &[r::OrderConfirmed::FULL_NAME];
-    type Compensation = NoCompensationNeeded;
-    const TIMEOUT: Timeout = Timeout::None;
-}
-
-/// The CreateOrder saga, in order.
-pub const CREATE_ORDER: [StepSpec; 3] = [spec::<ReserveStock>(), spec::<AuthorizePayment>(), spec::<ConfirmOrder>()];
-
-/// What happens after the last step succeeds, and how a failed saga ends.
-pub const ON_SUCCESS: [&str; 2] = [r::CommitStock::FULL_NAME, r::ConfirmPayment::FULL_NAME];
-pub const ON_FAILURE: &str = r::RejectOrder::FULL_NAME;
-
-/// Cancellation by the customer. Before confirmation it is the failure path ending in
-/// CancelOrder instead of RejectOrder; after confirmation a second saga on the same machinery
-/// returns the sold stock and refunds, then cancels.
-pub const CANCEL_AFTER_CONFIRMATION: [&str; 3] =
-    [r::RefundPayment::FULL_NAME, r::ReturnStock::FULL_NAME, r::CancelOrder::FULL_NAME];
 
 /// The whole saga as data: what the dashboard draws and `GET /sagas/definition` answers.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Definition {
     pub name: &'static str,
-    pub steps: &'static [StepSpec],
+    pub steps: Vec<StepSpec>,
     /// Commands sent once the last step has succeeded.
-    pub on_success: &'static [&'static str],
+    pub on_success: Vec<&'static str>,
     /// The command that ends a failed saga (after the compensations).
     pub on_failure: &'static str,
-    /// The commands of a cancellation after confirmation, in order.
-    pub cancel_after_confirmation: &'static [&'static str],
+    /// The commands of a cancellation after success, in order.
+    pub cancel_after_confirmation: Vec<&'static str>,
     /// The same as a Mermaid flowchart.
     pub mermaid: String,
 }
 
-pub fn create_order() -> Definition {
+/// A declaration as data.
+pub fn describe<D, M>(saga: &Saga<D, M>) -> Definition {
     Definition {
-        name: "CreateOrder",
-        steps: &CREATE_ORDER,
-        on_success: &ON_SUCCESS,
-        on_failure: ON_FAILURE,
-        cancel_after_confirmation: &CANCEL_AFTER_CONFIRMATION,
-        mermaid: mermaid(&CREATE_ORDER),
+        name: saga.name,
+        steps: saga
+            .steps
+            .iter()
+            .map(|s| StepSpec {
+                name: s.name,
+                command: s.command.name,
+                replies: s.replies,
+                compensation: s.compensation.as_ref().map(|c| c.name),
+                timeout: match s.timeout {
+                    Timeout::Configured => "configured",
+                    Timeout::None => "none",
+                },
+            })
+            .collect(),
+        on_success: saga.steps.iter().filter_map(|s| s.on_success.as_ref().map(|c| c.name)).collect(),
+        on_failure: saga.ending.reject.name,
+        cancel_after_confirmation: saga
+            .steps
+            .iter()
+            .rev()
+            .filter_map(|s| s.on_cancel.as_ref().map(|c| c.name))
+            .chain([saga.ending.cancel.name])
+            .collect(),
+        mermaid: mermaid(saga),
     }
 }
 
-pub fn find(name: &str) -> Option<&'static StepSpec> {
-    CREATE_ORDER.iter().find(|s| s.name == name)
-}
-
-fn short(full_name: &str) -> &str {
-    full_name.rsplit('.').next().unwrap_or(full_name)
+pub fn create_order() -> Definition {
+    describe(&CREATE_ORDER)
 }
 
 /// The saga as a Mermaid flowchart: steps left to right, failures down to the compensations
 /// of the steps already done, in reverse.
-pub fn mermaid(steps: &[StepSpec]) -> String {
+pub fn mermaid<D, M>(saga: &Saga<D, M>) -> String {
+    let steps = saga.steps;
     let mut out = String::from("flowchart LR\n    start([OrderPlaced]) --> s0\n");
     for (i, s) in steps.iter().enumerate() {
         let timeout = if s.timeout == Timeout::Configured { "<br/>timeout" } else { "" };
-        let _ = writeln!(out, "    s{i}[\"{}<br/>{}{timeout}\"]", s.name, short(s.command));
+        let _ = writeln!(out, "    s{i}[\"{}<br/>{}{timeout}\"]", s.name, short(s.command.name));
         let ok = s.replies.first().map_or("ok", |r| short(r));
         if i + 1 < steps.len() {
             let _ = writeln!(out, "    s{i} -->|{ok}| s{}", i + 1);
         } else {
-            let done: Vec<&str> = ON_SUCCESS.iter().map(|c| short(c)).collect();
+            let done: Vec<&str> = steps.iter().filter_map(|s| s.on_success.as_ref().map(|c| short(c.name))).collect();
             let _ = writeln!(out, "    s{i} -->|{ok}| done([CONFIRMED<br/>{}])", done.join(" + "));
         }
         // A failure at step i compensates steps i-1 .. 0 (and step i itself if it may have
@@ -188,8 +260,7 @@ pub fn mermaid(steps: &[StepSpec]) -> String {
             (None, Timeout::Configured) => "timeout".to_owned(),
             (None, Timeout::None) => continue,
         };
-        let first_undo = (0..=i).rev().find(|&j| steps[j].compensation.is_some());
-        match first_undo {
+        match (0..=i).rev().find(|&j| steps[j].compensation.is_some()) {
             Some(j) => {
                 let _ = writeln!(out, "    s{i} -.->|{failure}| c{j}");
             }
@@ -200,7 +271,7 @@ pub fn mermaid(steps: &[StepSpec]) -> String {
     }
     let compensated: Vec<usize> = (0..steps.len()).filter(|&j| steps[j].compensation.is_some()).collect();
     for (k, &j) in compensated.iter().enumerate().rev() {
-        let c = steps[j].compensation.map(short).unwrap_or_default();
+        let c = steps[j].compensation.as_ref().map(|c| short(c.name)).unwrap_or_default();
         let _ = writeln!(out, "    c{j}[/\"{c}\"/]");
         match k.checked_sub(1).map(|p| compensated[p]) {
             Some(prev) => {
@@ -211,20 +282,48 @@ pub fn mermaid(steps: &[StepSpec]) -> String {
             }
         }
     }
-    let _ = writeln!(out, "    rejected([REJECTED<br/>{}])", short(ON_FAILURE));
+    let _ = writeln!(out, "    rejected([REJECTED<br/>{}])", short(saga.ending.reject.name));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::Line;
 
     #[test]
     fn every_step_declares_its_compensation_or_none() {
+        let d = create_order();
         assert_eq!(
-            CREATE_ORDER.map(|s| s.compensation),
+            d.steps.iter().map(|s| s.compensation).collect::<Vec<_>>(),
             [Some("shop.product.ReleaseStock"), Some("shop.payment.RefundPayment"), None]
         );
+        assert_eq!(d.on_success, ["shop.product.CommitStock", "shop.payment.ConfirmPayment"]);
+        assert_eq!(
+            d.cancel_after_confirmation,
+            ["shop.payment.RefundPayment", "shop.product.ReturnStock", "shop.order.CancelOrder"]
+        );
+    }
+
+    /// Each declared name is the name of what the declaration builds.
+    #[test]
+    fn declared_names_match_the_commands_built() {
+        let order = OrderData {
+            order_id: "o1".into(),
+            customer_id: "c1".into(),
+            total_cents: 100,
+            currency: "EUR".into(),
+            lines: vec![Line { product_id: "p1".into(), quantity: 1 }],
+        };
+        let built = |c: &Command<OrderData, Message>| {
+            assert_eq!((c.make)(&order, "p1").full_name(), c.name);
+        };
+        for step in CREATE_ORDER.steps {
+            built(&step.command);
+            [&step.compensation, &step.on_success, &step.on_cancel].into_iter().flatten().for_each(built);
+        }
+        built(&CREATE_ORDER.ending.reject);
+        built(&CREATE_ORDER.ending.cancel);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! batch, each saga it touches stored once with one `SagaUpdated` ([`Orchestrator::handle_many`]).
 
 pub mod definition;
+pub mod engine;
 pub mod saga;
 
 use async_trait::async_trait;
@@ -148,7 +149,7 @@ impl Orchestrator {
                 .await?;
         let mut sagas: HashMap<String, Touched> = HashMap::with_capacity(orders.len());
         for (order_id, state) in rows {
-            let saga: Saga = serde_json::from_value(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            let saga = Saga::from_stored(state).map_err(|e| HandlerError::Permanent(e.to_string()))?;
             sagas.insert(order_id, Touched::loaded(saga));
         }
         let now = millis(Utc::now());
@@ -174,10 +175,10 @@ impl Orchestrator {
                 }
                 (Some(_), Message::OrderPlaced(_)) => continue,
                 (Some(touched), reply) => {
-                    let before = (touched.saga.status, touched.saga.step);
+                    let before = (touched.saga.status, touched.saga.step.clone());
                     let sent = touched.saga.on_reply(reply, now, self.timeouts);
                     touched.moved = true;
-                    if before != (touched.saga.status, touched.saga.step) {
+                    if (before.0, before.1.as_str()) != (touched.saga.status, touched.saga.step.as_str()) {
                         metrics::counter!("shop_saga_transitions_total", "status" => touched.saga.status.as_str())
                             .increment(1);
                         tracing::info!(
@@ -216,7 +217,7 @@ async fn persist(
     // than the state that says it was sent.
     commands.extend(sagas.values().filter(|t| t.moved).map(|t| outbox::Queued {
         message: t.saga.view().into(),
-        metadata: sent_metadata(&t.saga.order_id, None, t.traceparent.as_deref()),
+        metadata: sent_metadata(t.saga.order_id(), None, t.traceparent.as_deref()),
         version: t.saga.version,
     }));
     outbox::enqueue_many(tx, &commands).await?;
@@ -243,7 +244,7 @@ async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<Strin
         let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for t in sagas.values_mut().filter(|t| t.moved && t.new == new) {
             t.saga.version += 1;
-            columns.0.push(t.saga.order_id.clone());
+            columns.0.push(t.saga.order_id().to_owned());
             columns.1.push(t.saga.status.as_str());
             columns.2.push(t.saga.step.as_str());
             columns.3.push(deadline(&t.saga));
@@ -301,7 +302,7 @@ impl Orchestrator {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((state,)) = row else { return Ok(false) };
-        let mut saga: Saga = serde_json::from_value(state)?;
+        let mut saga = Saga::from_stored(state)?;
         let traceparent = platform::telemetry::current_traceparent();
         let metadata = sent_metadata(order_id, None, traceparent.as_deref());
         let commands = saga.on_timeout(millis(Utc::now()));

@@ -1,141 +1,38 @@
-//! The CreateOrder saga as a pure state machine: replies (events) in, commands out.
-//!
-//! The steps (command, replies, compensation, timeout) are declared in [`crate::definition`].
+//! The CreateOrder saga of one order: the engine ([`crate::engine`]) running the declaration
+//! ([`crate::definition::CREATE_ORDER`]) over the order's data, and the saga as the
+//! `SagaUpdated` event the dashboard's read model is built from.
 //!
 //! On success: CommitStock per line and ConfirmPayment. On failure or timeout: the
-//! compensations of what was done, then RejectOrder with the reason. A reply that arrives after
-//! compensation (e.g. a reservation or payment that lands late) is compensated on its own.
+//! compensations of what was done or may be under way, then RejectOrder with the reason. A
+//! reply that arrives after compensation (a reservation or payment that lands late) finds its
+//! compensation already queued behind it on the same partition.
 
-use crate::definition as d;
+use crate::definition::{AUTHORIZE_PAYMENT, CREATE_ORDER, RESERVE_STOCK};
+use crate::engine::{self, Instance, PartState};
 use schemas::Message;
 use schemas::records as r;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
-    Running,
-    Compensating,
-    Confirmed,
-    Rejected,
-    Cancelled,
-}
+pub use crate::engine::Status;
 
-impl Status {
-    pub const ALL: [Status; 5] =
-        [Status::Running, Status::Compensating, Status::Confirmed, Status::Rejected, Status::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "RUNNING",
-            Status::Compensating => "COMPENSATING",
-            Status::Confirmed => "CONFIRMED",
-            Status::Rejected => "REJECTED",
-            Status::Cancelled => "CANCELLED",
-        }
-    }
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Confirmed | Status::Rejected | Status::Cancelled)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    ReserveStock,
-    AuthorizePayment,
-    ConfirmOrder,
-    /// Compensations sent, waiting for the order to be rejected.
-    RejectOrder,
-    /// Cancellation: stock and payment undone, waiting for the order to be cancelled.
-    CancelOrder,
-    Done,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::ReserveStock => <d::ReserveStock as d::Step>::NAME,
-            Step::AuthorizePayment => <d::AuthorizePayment as d::Step>::NAME,
-            Step::ConfirmOrder => <d::ConfirmOrder as d::Step>::NAME,
-            Step::RejectOrder => "reject_order",
-            Step::CancelOrder => "cancel_order",
-            Step::Done => "done",
-        }
-    }
-    /// Whether a step gives up after the configured timeout, as its definition says.
-    pub fn times_out(self) -> bool {
-        d::find(self.as_str()).is_some_and(|s| s.timeout == d::Timeout::Configured)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LineState {
-    Pending,
-    Reserved,
-    Failed,
-    ReleaseRequested,
-    Released,
-    CommitRequested,
-    Committed,
-    ReturnRequested,
-    Returned,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentState {
-    None,
-    Requested,
-    Authorized,
-    Declined,
-    RefundRequested,
-    Refunded,
-    Confirmed,
+/// What the saga knows of its order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderData {
+    pub order_id: String,
+    pub customer_id: String,
+    pub total_cents: i64,
+    pub currency: String,
+    pub lines: Vec<Line>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     pub product_id: String,
     pub quantity: i32,
-    pub state: LineState,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    pub at_ms: i64,
-    pub step: String,
-    pub what: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Saga {
-    pub order_id: String,
-    pub customer_id: String,
-    pub total_cents: i64,
-    pub currency: String,
-    pub lines: Vec<Line>,
-    pub status: Status,
-    pub step: Step,
-    pub payment: PaymentState,
-    pub reason: Option<String>,
-    pub deadline_ms: Option<i64>,
-    pub history: Vec<Entry>,
-    /// The customer asked to cancel while the order was being confirmed: undo once confirmed.
-    #[serde(default)]
-    pub cancel_requested: bool,
-    /// How many times the saga's state was stored; orders its `SagaUpdated` events.
-    #[serde(default)]
-    pub version: i64,
-}
-
-/// How a compensated saga ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    Reject,
-    Cancel,
-}
+/// One order's saga, as stored.
+pub type Saga = Instance<OrderData>;
 
 /// Settings of the saga that are not per order.
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +43,7 @@ pub struct Timeouts {
 impl Saga {
     /// Start on `OrderPlaced`: reserve every line.
     pub fn start(placed: &r::OrderPlaced, now_ms: i64, t: Timeouts) -> (Saga, Vec<Message>) {
-        let mut saga = Saga {
+        let data = OrderData {
             order_id: placed.order_id.clone(),
             customer_id: placed.customer_id.clone(),
             total_cents: placed.total_cents,
@@ -154,52 +51,61 @@ impl Saga {
             lines: placed
                 .lines
                 .iter()
-                .map(|l| Line { product_id: l.product_id.clone(), quantity: l.quantity, state: LineState::Pending })
+                .map(|l| Line { product_id: l.product_id.clone(), quantity: l.quantity })
                 .collect(),
-            status: Status::Running,
-            step: Step::ReserveStock,
-            payment: PaymentState::None,
-            reason: None,
-            deadline_ms: Some(now_ms + t.step_ms),
-            history: vec![],
-            cancel_requested: false,
-            version: 0,
         };
-        saga.note(now_ms, "saga started: reserving stock");
-        let commands = saga
-            .lines
-            .iter()
-            .map(|l| {
-                r::ReserveStock {
-                    order_id: saga.order_id.clone(),
-                    product_id: l.product_id.clone(),
-                    quantity: l.quantity,
-                }
-                .into()
-            })
-            .collect();
-        (saga, commands)
+        CREATE_ORDER.start(data, now_ms, t.step_ms)
+    }
+
+    /// Handle a reply. Returns the commands to send (possibly none).
+    pub fn on_reply(&mut self, reply: &Message, now_ms: i64, t: Timeouts) -> Vec<Message> {
+        CREATE_ORDER.on_message(self, reply, now_ms, t.step_ms)
+    }
+
+    /// The deadline passed: give up on the current step.
+    pub fn on_timeout(&mut self, now_ms: i64) -> Vec<Message> {
+        CREATE_ORDER.on_timeout(self, now_ms)
+    }
+
+    pub fn order_id(&self) -> &str {
+        &self.data.order_id
+    }
+
+    /// A stored saga: this shape, or the one before the engine ran the declaration.
+    pub fn from_stored(state: serde_json::Value) -> Result<Saga, serde_json::Error> {
+        match serde_json::from_value::<Saga>(state.clone()) {
+            Ok(saga) => Ok(saga),
+            Err(e) => serde_json::from_value::<legacy::Saga>(state).map(legacy::Saga::upgrade).map_err(|_| e),
+        }
     }
 
     /// The saga as the `SagaUpdated` event the dashboard's read model is built from.
     pub fn view(&self) -> r::SagaUpdated {
-        fn name<T: Serialize>(v: &T) -> String {
-            serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-        }
+        let part = |step: &engine::Step<OrderData, Message>, key: &str| {
+            let i = CREATE_ORDER.steps.iter().position(|s| s.name == step.name)?;
+            self.parts[i].iter().find(|p| p.key == key).map(|p| p.state)
+        };
+        let payment = CREATE_ORDER.steps.iter().position(|s| s.name == AUTHORIZE_PAYMENT.name);
+        let payment = payment.and_then(|i| self.parts[i].first()).map_or("NONE", |p| payment_word(p.state));
         r::SagaUpdated {
-            order_id: self.order_id.clone(),
-            customer_id: self.customer_id.clone(),
+            order_id: self.data.order_id.clone(),
+            customer_id: self.data.customer_id.clone(),
             version: self.version,
             status: self.status.as_str().to_owned(),
-            step: self.step.as_str().to_owned(),
+            step: self.step.clone(),
             reason: self.reason.clone(),
-            payment: name(&self.payment),
-            total_cents: self.total_cents,
-            currency: self.currency.clone(),
+            payment: payment.to_owned(),
+            total_cents: self.data.total_cents,
+            currency: self.data.currency.clone(),
             lines: self
+                .data
                 .lines
                 .iter()
-                .map(|l| r::SagaLine { product_id: l.product_id.clone(), quantity: l.quantity, state: name(&l.state) })
+                .map(|l| r::SagaLine {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    state: line_word(part(&RESERVE_STOCK, &l.product_id).unwrap_or(PartState::Pending)).to_owned(),
+                })
                 .collect(),
             history: self
                 .history
@@ -208,250 +114,132 @@ impl Saga {
                 .collect(),
         }
     }
+}
 
-    fn note(&mut self, at_ms: i64, what: impl Into<String>) {
-        self.history.push(Entry { at_ms, step: self.step.as_str().to_owned(), what: what.into() });
+/// An order line's state in the business's words.
+fn line_word(state: PartState) -> &'static str {
+    match state {
+        PartState::Pending => "PENDING",
+        PartState::Done => "RESERVED",
+        PartState::Failed => "FAILED",
+        PartState::UndoRequested => "RELEASE_REQUESTED",
+        PartState::Undone => "RELEASED",
+        PartState::FinishRequested => "COMMIT_REQUESTED",
+        PartState::Finished => "COMMITTED",
+        PartState::ReverseRequested => "RETURN_REQUESTED",
+        PartState::Reversed => "RETURNED",
+    }
+}
+
+/// The payment's state in the business's words.
+fn payment_word(state: PartState) -> &'static str {
+    match state {
+        PartState::Pending => "REQUESTED",
+        PartState::Done | PartState::FinishRequested => "AUTHORIZED",
+        PartState::Failed => "DECLINED",
+        PartState::UndoRequested | PartState::ReverseRequested => "REFUND_REQUESTED",
+        PartState::Undone | PartState::Reversed => "REFUNDED",
+        PartState::Finished => "CONFIRMED",
+    }
+}
+
+/// The stored shape before the engine ran the declaration (sagas running across the upgrade).
+mod legacy {
+    use super::{Line, OrderData};
+    use crate::engine::{Entry, Instance, Part, PartState, Status};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Saga {
+        order_id: String,
+        customer_id: String,
+        total_cents: i64,
+        currency: String,
+        lines: Vec<OldLine>,
+        status: Status,
+        step: String,
+        payment: String,
+        reason: Option<String>,
+        deadline_ms: Option<i64>,
+        history: Vec<Entry>,
+        #[serde(default)]
+        cancel_requested: bool,
+        #[serde(default)]
+        version: i64,
     }
 
-    fn line_mut(&mut self, product_id: &str) -> Option<&mut Line> {
-        self.lines.iter_mut().find(|l| l.product_id == product_id)
+    #[derive(Deserialize)]
+    struct OldLine {
+        product_id: String,
+        quantity: i32,
+        state: String,
     }
 
-    /// Handle a reply. Returns the commands to send (possibly none).
-    pub fn on_reply(&mut self, reply: &Message, now_ms: i64, t: Timeouts) -> Vec<Message> {
-        let mut out = Vec::new();
-        match reply {
-            Message::StockReserved(e) => {
-                let running = self.step == Step::ReserveStock && self.status == Status::Running;
-                let Some(line) = self.line_mut(&e.product_id) else {
-                    return out;
-                };
-                if line.state != LineState::Pending {
-                    return out;
-                }
-                if running {
-                    line.state = LineState::Reserved;
-                    self.note(now_ms, format!("stock reserved: {} x {}", e.quantity, e.product_id));
-                    self.after_reservation_reply(now_ms, t, &mut out);
-                } else {
-                    // Late: the saga already gave up on this step. Give the stock back.
-                    line.state = LineState::ReleaseRequested;
-                    self.note(now_ms, format!("late reservation of {} released", e.product_id));
-                    out.push(self.release(&e.product_id));
-                }
-            }
-            Message::StockReservationFailed(e) => {
-                let Some(line) = self.line_mut(&e.product_id) else {
-                    return out;
-                };
-                if line.state != LineState::Pending {
-                    return out;
-                }
-                line.state = LineState::Failed;
-                let why = format!(
-                    "insufficient stock for product {}: requested {}, available {}",
-                    e.product_id, e.requested, e.available
-                );
-                self.note(now_ms, why.clone());
-                if self.reason.is_none() {
-                    self.reason = Some(why);
-                }
-                if self.step == Step::ReserveStock && self.status == Status::Running {
-                    self.after_reservation_reply(now_ms, t, &mut out);
-                }
-            }
-            Message::StockReleased(e) => {
-                if let Some(line) = self.line_mut(&e.product_id) {
-                    line.state = LineState::Released;
-                    self.note(now_ms, format!("stock released: {}", e.product_id));
-                }
-            }
-            Message::StockCommitted(e) => {
-                if let Some(line) = self.line_mut(&e.product_id) {
-                    line.state = LineState::Committed;
-                    self.note(now_ms, format!("stock committed: {}", e.product_id));
-                }
-            }
-            Message::PaymentAuthorized(e) => {
-                if self.payment != PaymentState::Requested {
-                    return out;
-                }
-                if self.step == Step::AuthorizePayment && self.status == Status::Running {
-                    self.payment = PaymentState::Authorized;
-                    self.note(now_ms, format!("payment authorized: {} cents", e.amount_cents));
-                    self.step = Step::ConfirmOrder;
-                    self.deadline_ms = None;
-                    self.note(now_ms, "confirming order");
-                    out.push(r::ConfirmOrder { order_id: self.order_id.clone() }.into());
-                } else {
-                    self.payment = PaymentState::RefundRequested;
-                    self.note(now_ms, "late payment authorization refunded");
-                    out.push(self.refund());
-                }
-            }
-            Message::PaymentDeclined(e) => {
-                if self.payment != PaymentState::Requested {
-                    return out;
-                }
-                self.payment = PaymentState::Declined;
-                self.note(now_ms, format!("payment declined: {}", e.reason));
-                if self.step == Step::AuthorizePayment && self.status == Status::Running {
-                    self.compensate(format!("payment declined: {}", e.reason), now_ms, &mut out, End::Reject);
-                }
-            }
-            Message::PaymentRefunded(_) => {
-                self.payment = PaymentState::Refunded;
-                self.note(now_ms, "payment refunded");
-            }
-            Message::PaymentConfirmed(_) => {
-                self.payment = PaymentState::Confirmed;
-                self.note(now_ms, "payment confirmed");
-            }
-            Message::OrderConfirmed(_) if self.status == Status::Running && self.step == Step::ConfirmOrder => {
-                self.status = Status::Confirmed;
-                self.step = Step::Done;
-                self.note(now_ms, "order confirmed: committing stock and payment");
-                for i in 0..self.lines.len() {
-                    self.lines[i].state = LineState::CommitRequested;
-                    let product_id = self.lines[i].product_id.clone();
-                    out.push(r::CommitStock { order_id: self.order_id.clone(), product_id }.into());
-                }
-                out.push(
-                    r::ConfirmPayment { order_id: self.order_id.clone(), customer_id: self.customer_id.clone() }.into(),
-                );
-                if self.cancel_requested {
-                    self.undo_confirmed("cancelled by the customer".into(), now_ms, &mut out);
-                }
-            }
-            Message::OrderCancellationRequested(e) => self.on_cancellation(e.reason.clone(), now_ms, &mut out),
-            Message::OrderCancelled(e) if !self.status.is_terminal() => {
-                self.status = Status::Cancelled;
-                self.step = Step::Done;
-                self.deadline_ms = None;
-                self.note(now_ms, format!("order cancelled: {}", e.reason));
-            }
-            Message::StockReturned(e) => {
-                if let Some(line) = self.line_mut(&e.product_id) {
-                    line.state = LineState::Returned;
-                    self.note(now_ms, format!("stock returned: {}", e.product_id));
-                }
-            }
-            Message::OrderRejected(e) if !self.status.is_terminal() => {
-                self.status = Status::Rejected;
-                self.step = Step::Done;
-                self.deadline_ms = None;
-                self.note(now_ms, format!("order rejected: {}", e.reason));
-            }
-            _ => {}
-        }
-        out
-    }
-
-    fn on_cancellation(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>) {
-        match (self.status, self.step) {
-            (Status::Running, Step::ReserveStock | Step::AuthorizePayment) => {
-                self.compensate(reason, now_ms, out, End::Cancel);
-            }
-            (Status::Running, Step::ConfirmOrder) => {
-                // ConfirmOrder is on its way: undo once the confirmation lands.
-                self.cancel_requested = true;
-                self.note(now_ms, "cancellation requested while confirming");
-            }
-            (Status::Confirmed, _) => self.undo_confirmed(reason, now_ms, out),
-            // Already being rejected or cancelled, or finished that way: nothing more to do.
-            _ => {}
-        }
-    }
-
-    fn after_reservation_reply(&mut self, now_ms: i64, t: Timeouts, out: &mut Vec<Message>) {
-        if self.lines.iter().any(|l| l.state == LineState::Pending) {
-            return;
-        }
-        if self.lines.iter().any(|l| l.state == LineState::Failed) {
-            let reason = self.reason.clone().unwrap_or_else(|| "insufficient stock".into());
-            self.compensate(reason, now_ms, out, End::Reject);
-            return;
-        }
-        self.step = Step::AuthorizePayment;
-        self.payment = PaymentState::Requested;
-        self.deadline_ms = Some(now_ms + t.step_ms);
-        self.note(now_ms, "all stock reserved: authorizing payment");
-        out.push(
-            r::AuthorizePayment {
-                order_id: self.order_id.clone(),
-                customer_id: self.customer_id.clone(),
-                amount_cents: self.total_cents,
-                currency: self.currency.clone(),
-            }
-            .into(),
-        );
-    }
-
-    fn release(&self, product_id: &str) -> Message {
-        r::ReleaseStock { order_id: self.order_id.clone(), product_id: product_id.to_owned() }.into()
-    }
-
-    fn refund(&self) -> Message {
-        r::RefundPayment { order_id: self.order_id.clone(), customer_id: self.customer_id.clone() }.into()
-    }
-
-    /// Undo what was done, in reverse order, then reject (or cancel) the order.
-    fn compensate(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>, end: End) {
-        self.status = Status::Compensating;
-        self.reason = Some(reason.clone());
-        self.note(now_ms, format!("compensating: {reason}"));
-        if matches!(self.payment, PaymentState::Requested | PaymentState::Authorized) {
-            // A requested payment may still be authorized: the refund is queued behind it.
-            self.payment = PaymentState::RefundRequested;
-            out.push(self.refund());
-        }
-        for i in (0..self.lines.len()).rev() {
-            if matches!(self.lines[i].state, LineState::Reserved | LineState::Pending) {
-                self.lines[i].state = LineState::ReleaseRequested;
-                out.push(self.release(&self.lines[i].product_id));
+    impl Saga {
+        pub fn upgrade(self) -> super::Saga {
+            let cancelled_after_confirmation = self.lines.iter().any(|l| l.state.starts_with("RETURN"));
+            let line = |s: &str| match s {
+                "RESERVED" => PartState::Done,
+                "FAILED" => PartState::Failed,
+                "RELEASE_REQUESTED" => PartState::UndoRequested,
+                "RELEASED" => PartState::Undone,
+                "COMMIT_REQUESTED" => PartState::FinishRequested,
+                "COMMITTED" => PartState::Finished,
+                "RETURN_REQUESTED" => PartState::ReverseRequested,
+                "RETURNED" => PartState::Reversed,
+                _ => PartState::Pending,
+            };
+            let confirmed = self.status == Status::Confirmed || cancelled_after_confirmation;
+            let payment = match self.payment.as_str() {
+                "NONE" => None,
+                "REQUESTED" => Some(PartState::Pending),
+                "AUTHORIZED" if confirmed => Some(PartState::FinishRequested),
+                "AUTHORIZED" => Some(PartState::Done),
+                "DECLINED" => Some(PartState::Failed),
+                "REFUND_REQUESTED" if cancelled_after_confirmation => Some(PartState::ReverseRequested),
+                "REFUND_REQUESTED" => Some(PartState::UndoRequested),
+                "REFUNDED" if cancelled_after_confirmation => Some(PartState::Reversed),
+                "REFUNDED" => Some(PartState::Undone),
+                _ => Some(PartState::Finished),
+            };
+            let confirming = match self.step.as_str() {
+                "confirm_order" => Some(PartState::Pending),
+                _ if confirmed => Some(PartState::Done),
+                _ => None,
+            };
+            let part = |state: Option<PartState>| {
+                state
+                    .map(|state| Part { key: crate::definition::WHOLE.to_owned(), state })
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            };
+            let parts = vec![
+                self.lines.iter().map(|l| Part { key: l.product_id.clone(), state: line(&l.state) }).collect(),
+                part(payment),
+                part(confirming),
+            ];
+            Instance {
+                data: OrderData {
+                    order_id: self.order_id,
+                    customer_id: self.customer_id,
+                    total_cents: self.total_cents,
+                    currency: self.currency,
+                    lines: self
+                        .lines
+                        .into_iter()
+                        .map(|l| Line { product_id: l.product_id, quantity: l.quantity })
+                        .collect(),
+                },
+                status: self.status,
+                step: self.step,
+                parts,
+                reason: self.reason,
+                deadline_ms: self.deadline_ms,
+                history: self.history,
+                cancel_requested: self.cancel_requested,
+                version: self.version,
             }
         }
-        self.deadline_ms = None;
-        match end {
-            End::Reject => {
-                self.step = Step::RejectOrder;
-                out.push(r::RejectOrder { order_id: self.order_id.clone(), reason }.into());
-            }
-            End::Cancel => {
-                self.step = Step::CancelOrder;
-                out.push(r::CancelOrder { order_id: self.order_id.clone(), reason }.into());
-            }
-        }
-    }
-
-    /// Cancellation after confirmation, the second saga: return the sold stock, refund the
-    /// payment, then cancel the order. Queued behind the commits on the same partitions.
-    fn undo_confirmed(&mut self, reason: String, now_ms: i64, out: &mut Vec<Message>) {
-        self.status = Status::Compensating;
-        self.reason = Some(reason.clone());
-        self.note(now_ms, format!("cancelling a confirmed order: {reason}"));
-        self.payment = PaymentState::RefundRequested;
-        out.push(self.refund());
-        for i in (0..self.lines.len()).rev() {
-            self.lines[i].state = LineState::ReturnRequested;
-            let product_id = self.lines[i].product_id.clone();
-            out.push(r::ReturnStock { order_id: self.order_id.clone(), product_id }.into());
-        }
-        self.step = Step::CancelOrder;
-        self.deadline_ms = None;
-        out.push(r::CancelOrder { order_id: self.order_id.clone(), reason }.into());
-    }
-
-    /// The deadline passed: give up on the current step.
-    pub fn on_timeout(&mut self, now_ms: i64) -> Vec<Message> {
-        let mut out = Vec::new();
-        if self.status != Status::Running || !self.step.times_out() {
-            self.deadline_ms = None;
-            return out;
-        }
-        let reason = format!("timed out waiting for {}", self.step.as_str());
-        self.compensate(reason, now_ms, &mut out, End::Reject);
-        out
     }
 }
 
@@ -618,5 +406,37 @@ mod tests {
         let out = s.on_timeout(5000);
         assert_eq!(names(&out), ["ReleaseStock", "ReleaseStock", "RejectOrder"]);
         assert!(s.on_reply(&reserved("p2"), 5001, T).is_empty(), "release already queued behind the reservation");
+    }
+    /// A saga stored before the engine ran the declaration goes on where it stood.
+    #[test]
+    fn sagas_stored_in_the_previous_shape_go_on() {
+        let old = |step: &str, status: &str, payment: &str, line: &str| {
+            serde_json::json!({
+                "order_id": "o1", "customer_id": "c1", "total_cents": 100, "currency": "EUR",
+                "lines": [{ "product_id": "p1", "quantity": 1, "state": line }],
+                "status": status, "step": step, "payment": payment, "reason": null,
+                "deadline_ms": 1000, "history": [{ "at_ms": 0, "step": "reserve_stock", "what": "saga started" }],
+                "cancel_requested": false, "version": 3
+            })
+        };
+        let mut s = Saga::from_stored(old("authorize_payment", "RUNNING", "REQUESTED", "RESERVED")).expect("old shape");
+        assert_eq!((s.version, s.history.len()), (3, 1));
+        let auth = r::PaymentAuthorized {
+            customer_id: "c1".into(),
+            order_id: "o1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+        };
+        assert_eq!(names(&s.on_reply(&auth.into(), 1, T)), ["ConfirmOrder"]);
+        let out = s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 2, T);
+        assert_eq!(names(&out), ["CommitStock", "ConfirmPayment"]);
+
+        let mut s = Saga::from_stored(old("done", "CONFIRMED", "CONFIRMED", "COMMITTED")).expect("old shape");
+        assert_eq!(names(&s.on_reply(&cancel(), 3, T)), ["RefundPayment", "ReturnStock", "CancelOrder"]);
+
+        let mut s = Saga::from_stored(old("reserve_stock", "RUNNING", "NONE", "PENDING")).expect("old shape");
+        assert_eq!(names(&s.on_timeout(2000)), ["ReleaseStock", "RejectOrder"]);
+        let v = Saga::from_stored(serde_json::to_value(&s).expect("json")).expect("new shape").view();
+        assert_eq!((v.status.as_str(), v.lines[0].state.as_str()), ("COMPENSATING", "RELEASE_REQUESTED"));
     }
 }
