@@ -63,9 +63,15 @@ pub const RESERVE_STOCK: Step<OrderData, Message> = Step {
                 e.product_id, e.requested, e.available
             )),
         )),
-        Message::StockReleased(e) => Some((e.product_id.clone(), Reply::Undone)),
-        Message::StockReturned(e) => Some((e.product_id.clone(), Reply::Undone)),
-        Message::StockCommitted(e) => Some((e.product_id.clone(), Reply::Finished)),
+        Message::StockReleased(e) => {
+            Some((e.product_id.clone(), Reply::Undone(format!("stock released: {}", e.product_id))))
+        }
+        Message::StockReturned(e) => {
+            Some((e.product_id.clone(), Reply::Undone(format!("stock returned: {}", e.product_id))))
+        }
+        Message::StockCommitted(e) => {
+            Some((e.product_id.clone(), Reply::Finished(format!("stock committed: {}", e.product_id))))
+        }
         _ => None,
     },
     compensation: Some(Command {
@@ -114,8 +120,12 @@ pub const AUTHORIZE_PAYMENT: Step<OrderData, Message> = Step {
         Message::PaymentDeclined(e) => {
             Some((WHOLE.to_owned(), Reply::Failed(format!("payment declined: {}", e.reason))))
         }
-        Message::PaymentRefunded(_) => Some((WHOLE.to_owned(), Reply::Undone)),
-        Message::PaymentConfirmed(_) => Some((WHOLE.to_owned(), Reply::Finished)),
+        Message::PaymentRefunded(e) => {
+            Some((WHOLE.to_owned(), Reply::Undone(format!("payment refunded: {} cents", e.amount_cents))))
+        }
+        Message::PaymentConfirmed(e) => {
+            Some((WHOLE.to_owned(), Reply::Finished(format!("payment confirmed: {} cents", e.amount_cents))))
+        }
         _ => None,
     },
     compensation: Some(REFUND),

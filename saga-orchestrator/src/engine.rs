@@ -46,10 +46,10 @@ pub enum Reply {
     Done(String),
     /// The step's command was refused for this part (with the reason).
     Failed(String),
-    /// The compensation or the reversal landed.
-    Undone,
-    /// The success command landed.
-    Finished,
+    /// The compensation or the reversal landed (with a line for the history).
+    Undone(String),
+    /// The success command landed (with a line for the history).
+    Finished(String),
 }
 
 /// What a message says about the saga as a whole.
@@ -288,14 +288,14 @@ impl<D: Clone, M> Saga<D, M> {
                     self.after_reply(saga, i, now_ms, timeout_ms, out);
                 }
             }
-            Reply::Undone if matches!(state, PartState::UndoRequested | PartState::ReverseRequested) => {
+            Reply::Undone(what) if matches!(state, PartState::UndoRequested | PartState::ReverseRequested) => {
                 saga.parts[i][j].state =
                     if state == PartState::UndoRequested { PartState::Undone } else { PartState::Reversed };
-                note(saga, now_ms, format!("{} undone: {key}", step.name));
+                note(saga, now_ms, what);
             }
-            Reply::Finished if state == PartState::FinishRequested => {
+            Reply::Finished(what) if state == PartState::FinishRequested => {
                 saga.parts[i][j].state = PartState::Finished;
-                note(saga, now_ms, format!("{} finished: {key}", step.name));
+                note(saga, now_ms, what);
             }
             // Duplicates, and acknowledgements of what the saga did not ask for.
             _ => {}

@@ -37,8 +37,8 @@ fn read(what: &'static str, m: &Msg) -> Option<(String, Reply)> {
     match m {
         Msg::Booked(w, k) if *w == what => Some((k.clone(), Reply::Done(format!("{what} booked: {k}")))),
         Msg::Refused(w, k) if *w == what => Some((k.clone(), Reply::Failed(format!("no {what} for {k}")))),
-        Msg::Cancelled(w, k) if *w == what => Some((k.clone(), Reply::Undone)),
-        Msg::Kept(w, k) if *w == what => Some((k.clone(), Reply::Finished)),
+        Msg::Cancelled(w, k) if *w == what => Some((k.clone(), Reply::Undone(format!("{what} cancelled: {k}")))),
+        Msg::Kept(w, k) if *w == what => Some((k.clone(), Reply::Finished(format!("{what} kept: {k}")))),
         _ => None,
     }
 }
