@@ -11,10 +11,9 @@
 //! - [`rate_limit`]: requests per client, 429 with `Retry-After`.
 //! - [`routes`]: one file per resource, plus `/health`, the JSON 404/405 fallbacks and the UI
 //!   (`/` and the saga dashboard at `/dashboard/`).
-//! - [`contract`] and [`openapi`]: the public contract as OpenAPI (`/api/openapi.json`, `/docs`).
+//! - [`openapi`]: the public contract (the `contract` crate's types) as OpenAPI (`/api/openapi.json`, `/docs`).
 
 pub mod auth;
-pub mod contract;
 pub mod downstream;
 pub mod extract;
 pub mod layers;

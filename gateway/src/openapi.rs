@@ -1,15 +1,15 @@
 //! The public contract as OpenAPI 3.1, generated from the route annotations and the
-//! [`crate::contract`] schemas: `GET /api/openapi.json`, and Swagger UI at `/docs`. The Swagger
+//! [`contract`] schemas: `GET /api/openapi.json`, and Swagger UI at `/docs`. The Swagger
 //! UI assets are compiled into the binary (`utoipa-swagger-ui`'s `vendored` feature), so the
 //! page loads nothing from elsewhere.
 
-use crate::contract::{
+use crate::routes;
+use axum::Router;
+use contract::{
     AddStock, CreateProduct, Created, Customer, ErrorBody, Health, Order, OrderAccepted, OrderItem, OrderLine,
     OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaDefinition, SagaEvent, SagaStepSpec, SagaSummary,
     StatusChange, StockAdded,
 };
-use crate::routes;
-use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};

@@ -191,6 +191,22 @@ pub trait View: serde::de::DeserializeOwned + serde::Serialize {
     fn redact(&mut self, _caller: &Caller) {}
 }
 
+/// A read-model document as the API shows it (`T`, one of the `contract` types), with the
+/// owner that decides who may read it; the owner is never shown.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+pub struct Owned<T> {
+    #[serde(flatten)]
+    pub view: T,
+    #[serde(default, skip_serializing)]
+    pub owner: Option<String>,
+}
+
+impl<T: serde::de::DeserializeOwned + serde::Serialize> View for Owned<T> {
+    fn visibility(&self) -> Visibility<'_> {
+        Visibility::OwnedBy(self.owner.as_deref())
+    }
+}
+
 /// `GET` of one read-model document as `V`: honours the request's consistency token (see
 /// [`find_one`]), answers 404 with `what` when the document is missing or `caller` may not see
 /// it (so others' ids leak nothing), and marks freshness.

@@ -26,6 +26,7 @@
 
 use crate::engine::{Command, Ending, Reply, Saga, Signal, Status, Step, Timeout, short};
 use crate::saga::OrderData;
+use contract::{SagaDefinition, SagaStepSpec};
 use schemas::records as r;
 use schemas::{Message, Record};
 use std::fmt::Write as _;
@@ -186,64 +187,41 @@ pub const CREATE_ORDER: Saga<OrderData, Message> = Saga {
     },
 };
 
-/// A step as data, for the dashboard and the docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct StepSpec {
-    pub name: &'static str,
-    pub command: &'static str,
-    pub replies: &'static [&'static str],
-    pub compensation: Option<&'static str>,
-    /// `configured` or `none`.
-    pub timeout: &'static str,
-}
-
-/// The whole saga as data: what the dashboard draws and `GET /sagas/definition` answers.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Definition {
-    pub name: &'static str,
-    pub steps: Vec<StepSpec>,
-    /// Commands sent once the last step has succeeded.
-    pub on_success: Vec<&'static str>,
-    /// The command that ends a failed saga (after the compensations).
-    pub on_failure: &'static str,
-    /// The commands of a cancellation after success, in order.
-    pub cancel_after_confirmation: Vec<&'static str>,
-    /// The same as a Mermaid flowchart.
-    pub mermaid: String,
-}
-
-/// A declaration as data.
-pub fn describe<D, M>(saga: &Saga<D, M>) -> Definition {
-    Definition {
-        name: saga.name,
+/// A declaration as data: what the dashboard draws and `GET /sagas/definition` answers.
+pub fn describe<D, M>(saga: &Saga<D, M>) -> SagaDefinition {
+    let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    SagaDefinition {
+        name: saga.name.to_owned(),
         steps: saga
             .steps
             .iter()
-            .map(|s| StepSpec {
-                name: s.name,
-                command: s.command.name,
-                replies: s.replies,
-                compensation: s.compensation.as_ref().map(|c| c.name),
+            .map(|s| SagaStepSpec {
+                name: s.name.to_owned(),
+                command: s.command.name.to_owned(),
+                replies: names(s.replies),
+                compensation: s.compensation.as_ref().map(|c| c.name.to_owned()),
                 timeout: match s.timeout {
                     Timeout::Configured => "configured",
                     Timeout::None => "none",
-                },
+                }
+                .to_owned(),
             })
             .collect(),
-        on_success: saga.steps.iter().filter_map(|s| s.on_success.as_ref().map(|c| c.name)).collect(),
-        on_failure: saga.ending.reject.name,
+        on_success: saga.steps.iter().filter_map(|s| s.on_success.as_ref().map(|c| c.name.to_owned())).collect(),
+        on_failure: saga.ending.reject.name.to_owned(),
         cancel_after_confirmation: saga
             .steps
             .iter()
             .rev()
             .filter_map(|s| s.on_cancel.as_ref().map(|c| c.name))
             .chain([saga.ending.cancel.name])
+            .map(str::to_owned)
             .collect(),
         mermaid: mermaid(saga),
     }
 }
 
-pub fn create_order() -> Definition {
+pub fn create_order() -> SagaDefinition {
     describe(&CREATE_ORDER)
 }
 
@@ -305,7 +283,7 @@ mod tests {
     fn every_step_declares_its_compensation_or_none() {
         let d = create_order();
         assert_eq!(
-            d.steps.iter().map(|s| s.compensation).collect::<Vec<_>>(),
+            d.steps.iter().map(|s| s.compensation.as_deref()).collect::<Vec<_>>(),
             [Some("shop.product.ReleaseStock"), Some("shop.payment.RefundPayment"), None]
         );
         assert_eq!(d.on_success, ["shop.product.CommitStock", "shop.payment.ConfirmPayment"]);

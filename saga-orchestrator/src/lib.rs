@@ -17,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use contract::SagaSummary;
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
@@ -329,19 +330,6 @@ pub fn app(sagas: ActiveCollection) -> Router {
         .with_state(sagas)
 }
 
-/// A read-model document as API JSON: `_id` becomes `id`, version guards are dropped.
-fn to_json(doc: Document) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for (k, v) in doc {
-        if k.starts_with("v_") {
-            continue;
-        }
-        let key = if k == "_id" { "id".to_owned() } else { k };
-        out.insert(key, v.into_relaxed_extjson());
-    }
-    serde_json::Value::Object(out)
-}
-
 async fn list(State(sagas): State<ActiveCollection>) -> Result<Response, ApiError> {
     let coll = sagas.get().await?;
     let docs: Vec<Document> = coll
@@ -352,14 +340,17 @@ async fn list(State(sagas): State<ActiveCollection>) -> Result<Response, ApiErro
         .await?
         .try_collect()
         .await?;
-    Ok(axum::Json(docs.into_iter().map(to_json).collect::<Vec<_>>()).into_response())
+    let sagas: Vec<SagaSummary> =
+        docs.into_iter().map(mongodb::bson::from_document).collect::<Result<_, _>>().map_err(ApiError::internal)?;
+    Ok(axum::Json(sagas).into_response())
 }
 
 async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let coll = sagas.get().await?;
     let doc = coll.find_one(doc! { "_id": &id }).await?;
     let doc = doc.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
-    Ok(axum::Json(to_json(doc)).into_response())
+    let saga: contract::Saga = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
+    Ok(axum::Json(saga).into_response())
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {

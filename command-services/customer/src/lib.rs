@@ -11,7 +11,7 @@ use domain::customer::{Customer, CustomerCommand};
 use domain::values::{CustomerId, Email, Name};
 use mongodb::bson::doc;
 use platform::Settings;
-use platform::consistency::{self, Token, View, Visibility};
+use platform::consistency::{self, Owned, Token};
 use platform::es::{EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, json_response, path_id};
 use platform::identity::Caller;
@@ -19,7 +19,6 @@ use platform::outbox::event_mapper;
 use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
 use schemas::{Topic, convert};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -28,33 +27,10 @@ pub struct AppState {
     pub customers: readmodel::ActiveCollection,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterCustomer {
-    pub name: String,
-    pub email: String,
-}
+pub use contract::RegisterCustomer;
 
-/// The public view of a customer.
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct CustomerView {
-    #[serde(rename(deserialize = "_id"))]
-    pub id: String,
-    pub name: String,
-    pub email: String,
-    pub credit_limit_cents: i64,
-    pub credit_available_cents: i64,
-    /// Who the profile belongs to: decides access, never shown.
-    #[serde(skip_serializing)]
-    pub owner: Option<String>,
-}
-
-impl View for CustomerView {
-    fn visibility(&self) -> Visibility<'_> {
-        Visibility::OwnedBy(self.owner.as_deref())
-    }
-}
+/// A customer as the API shows it, read from the `customers` read model.
+pub type CustomerView = Owned<contract::Customer>;
 
 pub fn app(state: AppState) -> Router {
     Router::new()

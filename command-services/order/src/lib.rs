@@ -17,7 +17,7 @@ use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
 use mongodb::bson::doc;
 use platform::Settings;
 use platform::client::{CallError, Downstream};
-use platform::consistency::{self, Token, View, Visibility};
+use platform::consistency::{self, Owned, Token};
 use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::es::{CommandError, EventStoreOf, Metadata};
 use platform::http::{ApiError, Json, path_id};
@@ -26,7 +26,7 @@ use platform::outbox::event_mapper;
 use platform::readmodel::{self, ReadModel};
 use platform::service::Wiring;
 use schemas::{Message, Topic, convert};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,20 +46,12 @@ pub struct AppState {
     pub visible: Arc<admission::Admission>,
 }
 
-/// `Serialize`: its canonical JSON is what an `Idempotency-Key` is checked against.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlaceOrder {
-    pub customer_id: String,
-    pub items: Vec<Item>,
-}
+/// A placed order's body ([`contract::PlaceOrder`]) is `Serialize`: its canonical JSON is what
+/// an `Idempotency-Key` is checked against.
+pub use contract::PlaceOrder;
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Item {
-    pub product_id: String,
-    pub quantity: i64,
-}
+/// An order as the API shows it, read from the `orders` read model.
+pub type OrderView = Owned<contract::Order>;
 
 /// What the product service tells about a product.
 #[derive(Debug, Deserialize)]
@@ -68,49 +60,10 @@ struct ProductFacts {
     currency: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct OrderView {
-    #[serde(rename(deserialize = "_id"))]
-    pub id: String,
-    pub customer_id: String,
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub items: Vec<ItemView>,
-    pub total_cents: i64,
-    pub currency: String,
-    pub history: Vec<HistoryView>,
-    /// Who the order's customer profile belongs to: decides access, never shown.
-    #[serde(skip_serializing)]
-    pub owner: Option<String>,
-}
-
-impl View for OrderView {
-    fn visibility(&self) -> Visibility<'_> {
-        Visibility::OwnedBy(self.owner.as_deref())
-    }
-}
-
 /// What the customer service tells about a customer.
 #[derive(Debug, Deserialize)]
 struct CustomerFacts {
     owner: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct ItemView {
-    pub product_id: String,
-    pub quantity: i64,
-    pub unit_price_cents: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct HistoryView {
-    pub status: String,
-    pub at: String,
 }
 
 #[derive(Debug, Deserialize)]

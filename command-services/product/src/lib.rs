@@ -32,46 +32,18 @@ pub struct AppState {
     pub catalog: readmodel::ActiveCollection,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateProduct {
-    pub sku: String,
-    pub name: String,
-    pub price_cents: i64,
-    pub currency: String,
-    pub stock: i64,
-}
+pub use contract::{AddStock, CreateProduct};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddStock {
-    pub quantity: i64,
-}
-
-/// A product as the catalog shows it.
-#[derive(Debug, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct ProductView {
-    #[serde(rename(deserialize = "_id"))]
-    pub id: String,
-    pub sku: String,
-    pub name: String,
-    pub price_cents: i64,
-    pub currency: String,
-    pub available: i64,
-    /// Admins only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserved: Option<i64>,
-    /// Admins only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sold: Option<i64>,
-}
+/// A product as the catalog shows it ([`contract::Product`]); stock detail for admins only.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProductView(pub contract::Product);
 
 impl View for ProductView {
     fn redact(&mut self, caller: &Caller) {
         if !caller.is_privileged() {
-            self.reserved = None;
-            self.sold = None;
+            self.0.reserved = None;
+            self.0.sold = None;
         }
     }
 }

@@ -1,7 +1,6 @@
 //! `/api/customers` → customer service `/customers`.
 
 use crate::auth::{Admin, User};
-use crate::contract::{Created, Customer, ErrorBody, RegisterCustomer};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
 use crate::state::AppState;
@@ -9,6 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
+use contract::{Created, Customer, ErrorBody, RegisterCustomer};
 use platform::http::ApiError;
 
 pub fn router() -> Router<AppState> {

@@ -1,7 +1,6 @@
 //! `GET /health`: ready when every service is. Each service's `/health` must answer 200 within
 //! the health timeout; all are asked at once, so the answer takes at most that long.
 
-use crate::contract::Health;
 use crate::downstream::Service;
 use crate::state::AppState;
 use axum::extract::State;
@@ -9,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use contract::Health;
 use serde_json::json;
 
 pub fn router() -> Router<AppState> {

@@ -3,7 +3,6 @@
 //! on too: the order service keeps the keys, in its own database.
 
 use crate::auth::User;
-use crate::contract::{ErrorBody, Order, OrderAccepted, PlaceOrder};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
 use crate::state::AppState;
@@ -11,6 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
+use contract::{ErrorBody, Order, OrderAccepted, PlaceOrder};
 use platform::http::ApiError;
 
 pub fn router() -> Router<AppState> {

@@ -1,7 +1,6 @@
 //! `/api/products` → product service `/products`.
 
 use crate::auth::Admin;
-use crate::contract::{AddStock, CreateProduct, Created, ErrorBody, Product, StockAdded};
 use crate::downstream::Service;
 use crate::extract::{Incoming, JsonObject, ResourceId};
 use crate::state::AppState;
@@ -9,6 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
+use contract::{AddStock, CreateProduct, Created, ErrorBody, Product, StockAdded};
 use platform::http::ApiError;
 
 pub fn router() -> Router<AppState> {

@@ -1,7 +1,6 @@
 //! `/api/sagas` → saga orchestrator `/sagas` (read-only).
 
 use crate::auth::Admin;
-use crate::contract::{ErrorBody, Saga, SagaDefinition, SagaSummary};
 use crate::downstream::Service;
 use crate::extract::{Incoming, ResourceId};
 use crate::state::AppState;
@@ -9,6 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
+use contract::{ErrorBody, Saga, SagaDefinition, SagaSummary};
 use platform::http::ApiError;
 
 pub fn router() -> Router<AppState> {

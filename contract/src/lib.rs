@@ -1,7 +1,10 @@
-//! The public API's bodies, as OpenAPI schemas. The gateway forwards bodies unchanged and the
-//! owning service parses them, so these types exist for the contract (`/api/openapi.json`):
-//! they are the gateway's statement of what clients may send and will receive. Request types
-//! deny unknown fields, as the services do.
+//! The public API's bodies, defined once. The services parse requests with these types and
+//! read their answers out of the read models with them (a document's `_id` is the `id`; fields
+//! a projector renames fail loudly instead of reading back empty), and the gateway documents
+//! them as OpenAPI schemas (`/api/openapi.json`). Request types deny unknown fields.
+//!
+//! Ids in requests are strings that the services parse themselves (so a bad one gets the
+//! service's own message); the schema still says `uuid`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,11 +37,18 @@ pub struct RegisterCustomer {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Customer {
+    #[serde(alias = "_id")]
     pub id: Uuid,
     pub name: String,
     pub email: String,
     /// Minor units of the account's currency.
+    // 0 until the payment service opened the account: the read model learns it from another
+    // stream. Always in the answer.
+    #[serde(default)]
+    #[schema(required = true)]
     pub credit_limit_cents: i64,
+    #[serde(default)]
+    #[schema(required = true)]
     pub credit_available_cents: i64,
 }
 
@@ -62,6 +72,7 @@ pub struct CreateProduct {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Product {
+    #[serde(alias = "_id")]
     pub id: Uuid,
     pub sku: String,
     pub name: String,
@@ -69,10 +80,10 @@ pub struct Product {
     pub currency: String,
     pub available: i64,
     /// Admins only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved: Option<i64>,
     /// Admins only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sold: Option<i64>,
 }
 
@@ -92,7 +103,8 @@ pub struct StockAdded {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
-    pub customer_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub customer_id: String,
     /// At least one line.
     pub items: Vec<OrderItem>,
 }
@@ -100,12 +112,13 @@ pub struct PlaceOrder {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderItem {
-    pub product_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub product_id: String,
     #[schema(example = 2, minimum = 1)]
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
@@ -123,11 +136,12 @@ pub struct OrderAccepted {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Order {
+    #[serde(alias = "_id")]
     pub id: Uuid,
     pub customer_id: Uuid,
     pub status: OrderStatus,
     /// Why the order was rejected or cancelled.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub items: Vec<OrderLine>,
     pub total_cents: i64,
@@ -155,6 +169,7 @@ pub struct StatusChange {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SagaSummary {
     /// The order's id: one saga per order.
+    #[serde(alias = "_id")]
     pub id: Uuid,
     pub customer_id: Uuid,
     /// RUNNING, COMPENSATING, CONFIRMED, REJECTED or CANCELLED.
@@ -172,6 +187,7 @@ pub struct SagaSummary {
 /// One saga with its history: steps, compensations and errors.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Saga {
+    #[serde(alias = "_id")]
     pub id: Uuid,
     pub customer_id: Uuid,
     pub status: String,
