@@ -182,6 +182,102 @@ pub struct SagaSummary {
     pub payment: String,
     pub total_cents: i64,
     pub currency: String,
+    /// When the order was placed and the saga started.
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    /// When the saga last reached CONFIRMED, REJECTED or CANCELLED; null while under way.
+    #[schema(format = DateTime, nullable = true)]
+    pub ended_at: Option<String>,
+    /// From start to end, in milliseconds; null while under way.
+    #[schema(nullable = true)]
+    pub duration_ms: Option<i64>,
+    /// The order's trace (W3C trace id), to open in Zipkin; null when unknown.
+    #[schema(nullable = true)]
+    pub trace_id: Option<String>,
+}
+
+/// A page of sagas, newest first, with the counts of everything the filter matches.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaPage {
+    pub items: Vec<SagaSummary>,
+    /// Pass as `after` for the next page; null on the last one.
+    #[schema(nullable = true)]
+    pub next: Option<String>,
+    /// Sagas matching the filter, all pages.
+    pub total: i64,
+    /// Sagas matching the filter apart from its status, by status: what each status would show.
+    pub counts: BTreeMap<String, i64>,
+}
+
+/// An operator's reason for acting on a saga: kept in the saga's history with who acted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SagaAction {
+    #[schema(example = "the payment service was down; it is back")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaActionKind {
+    /// Send again every command the saga waits on.
+    Retry,
+    /// Give up on the running step and compensate.
+    Compensate,
+}
+
+/// One action on every saga a filter matches (at most 1000 per call), or a preview of it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSagaAction {
+    pub action: SagaActionKind,
+    pub reason: String,
+    /// Only count and list what the action would touch.
+    #[serde(default)]
+    pub preview: bool,
+    #[serde(default)]
+    pub filter: SagaFilter,
+}
+
+/// Which sagas: every field optional, all given fields must match.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SagaFilter {
+    /// RUNNING, COMPENSATING, CONFIRMED, REJECTED or CANCELLED.
+    pub status: Option<String>,
+    /// The step the saga is at.
+    pub step: Option<String>,
+    #[schema(value_type = Option<Uuid>)]
+    pub customer_id: Option<String>,
+    /// An order id or its beginning (hex digits and dashes).
+    pub order_id: Option<String>,
+    /// Started at or after (RFC 3339).
+    #[schema(format = DateTime)]
+    pub from: Option<String>,
+    /// Started before (RFC 3339).
+    #[schema(format = DateTime)]
+    pub to: Option<String>,
+}
+
+/// What a bulk action touched.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkSagaResult {
+    /// Sagas the filter matches.
+    pub matched: i64,
+    /// Sagas acted on (0 for a preview).
+    pub applied: i64,
+    /// Sagas the action does not apply to, with why.
+    pub refused: Vec<SagaRefusal>,
+    /// The first matching ids (up to 20).
+    pub sample: Vec<String>,
+    /// The filter matches more than one call acts on: call again.
+    pub more: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaRefusal {
+    pub id: String,
+    pub error: String,
 }
 
 /// One saga with its history: steps, compensations and errors.

@@ -6,8 +6,9 @@
 use crate::routes;
 use axum::Router;
 use contract::{
-    AddStock, CreateProduct, Created, Customer, ErrorBody, Health, Order, OrderAccepted, OrderItem, OrderLine,
-    OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaDefinition, SagaEvent, SagaStepSpec, SagaSummary,
+    AddStock, BulkSagaAction, BulkSagaResult, CreateProduct, Created, Customer, ErrorBody, Health, Order,
+    OrderAccepted, OrderItem, OrderLine, OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaAction,
+    SagaActionKind, SagaDefinition, SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaStepSpec, SagaSummary,
     StatusChange, StockAdded,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -38,6 +39,9 @@ pub const DOCS_PATH: &str = "/docs";
         routes::orders::find,
         routes::orders::cancel,
         routes::sagas::list,
+        routes::sagas::retry,
+        routes::sagas::compensate,
+        routes::sagas::bulk,
         routes::sagas::definition,
         routes::sagas::find,
         routes::health::health,
@@ -45,7 +49,8 @@ pub const DOCS_PATH: &str = "/docs";
     components(schemas(
         ErrorBody, Created, RegisterCustomer, Customer, CreateProduct, Product, AddStock, StockAdded, PlaceOrder,
         OrderItem, OrderStatus, OrderAccepted, Order, OrderLine, StatusChange, SagaSummary, Saga, SagaEvent,
-        SagaDefinition, SagaStepSpec, Health,
+        SagaDefinition, SagaStepSpec, Health, SagaPage, SagaAction, SagaActionKind, BulkSagaAction, SagaFilter,
+        BulkSagaResult, SagaRefusal,
     )),
     modifiers(&ApiWideErrors),
     tags(

@@ -62,6 +62,9 @@ async fn openapi_documents_every_route_of_the_contract() {
         ("/api/sagas", "get"),
         ("/api/sagas/definition", "get"),
         ("/api/sagas/{id}", "get"),
+        ("/api/sagas/{id}/retry", "post"),
+        ("/api/sagas/{id}/compensate", "post"),
+        ("/api/sagas/actions", "post"),
         ("/health", "get"),
     ];
     for (path, method) in operations {

@@ -1,13 +1,13 @@
-// The saga dashboard: the CreateOrder saga as the orchestrator declares it, every saga's state
-// (refreshed every few seconds), and one saga's progress and history. Text from the API only
-// ever reaches the page as text nodes.
-import { api, completeSignIn, signIn, signOut, who } from "/ui/auth.js";
+// The saga dashboard: the CreateOrder saga as the orchestrator declares it, sagas searched and
+// paged on the server (counts over all of them), one saga's progress and history, and the
+// operator's actions on it. Text from the API only ever reaches the page as text nodes.
+import { accessToken, api, completeSignIn, signIn, signOut, who } from "/ui/auth.js";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
 const FAILED = new Set(["COMPENSATING", "REJECTED", "CANCELLED"]);
 const REFRESH_MS = 3000;
-// `GET /api/sagas` answers the newest this many.
-const LIST_LIMIT = 500;
+const PAGE_SIZE = 50;
+const duration = (ms) => (ms === null || ms === undefined ? "" : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
 
 const $ = (id) => document.getElementById(id);
 const short = (fullName) => fullName.split(".").pop();
@@ -24,7 +24,8 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const state = { definition: null, sagas: [], filter: null, selected: null, timer: null };
+const state = { definition: null, sagas: [], counts: {}, filter: null, search: {}, pages: [], next: null,
+  selected: null, timer: null };
 
 function showError(message) {
   $("error").textContent = message;
@@ -77,34 +78,38 @@ function flow(saga) {
 // --- the list -----------------------------------------------------------------------------------
 
 function renderCounts() {
-  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  for (const s of state.sagas) counts[s.status] = (counts[s.status] ?? 0) + 1;
+  const total = STATUSES.reduce((n, s) => n + (state.counts[s] ?? 0), 0);
   $("counts").replaceChildren(
     el("button", { type: "button", "aria-pressed": String(state.filter === null), onclick: () => setFilter(null) },
-      `all ${state.sagas.length}`, state.sagas.length >= LIST_LIMIT ? " newest" : ""),
+      `all ${total}`),
     ...STATUSES.map((s) => el("button", {
       type: "button", "data-status": s, "aria-pressed": String(state.filter === s), onclick: () => setFilter(s),
-    }, el("span", { class: `badge ${s}` }, s), ` ${counts[s]}`)));
+    }, el("span", { class: `badge ${s}` }, s), ` ${state.counts[s] ?? 0}`)));
 }
 
 function setFilter(status) {
   state.filter = status;
-  render();
+  state.pages = [];
+  refresh();
 }
 
 function renderTable() {
-  const rows = state.sagas
-    .filter((s) => state.filter === null || s.status === state.filter)
-    .map((s) => el("tr", { "data-id": s.id, "aria-selected": String(s.id === state.selected), onclick: () => select(s.id) },
-      el("td", { class: "id", title: s.id }, s.id.slice(0, 8)),
-      el("td", {}, el("span", { class: `badge ${s.status}` }, s.status)),
-      el("td", {}, s.step),
-      el("td", {}, s.payment),
-      el("td", { class: "num" }, money(s.total_cents, s.currency)),
-      el("td", { class: "reason" }, s.reason ?? "")));
-  const empty = el("tr", {}, el("td", { colspan: "6", class: "muted" },
-    state.sagas.length ? "No saga has this status." : "No sagas yet: place an order."));
+  const rows = state.sagas.map((s) => el("tr", {
+    "data-id": s.id, "aria-selected": String(s.id === state.selected), onclick: () => select(s.id),
+  },
+  el("td", { class: "id" }, el("code", {}, s.id)),
+  el("td", {}, el("time", { datetime: s.started_at }, new Date(s.started_at).toLocaleString())),
+  el("td", { class: "num" }, duration(s.duration_ms)),
+  el("td", {}, el("span", { class: `badge ${s.status}` }, s.status)),
+  el("td", {}, s.step),
+  el("td", {}, s.payment),
+  el("td", { class: "num" }, money(s.total_cents, s.currency)),
+  el("td", { class: "reason" }, s.reason ?? "")));
+  const empty = el("tr", {}, el("td", { colspan: "8", class: "muted" },
+    state.filter || Object.keys(state.search).length ? "No saga matches." : "No sagas yet: place an order."));
   $("sagas").tBodies[0].replaceChildren(...(rows.length ? rows : [empty]));
+  $("older").disabled = !state.next;
+  $("newer").disabled = state.pages.length === 0;
 }
 
 function render() {
@@ -142,19 +147,71 @@ async function showDetail() {
       el("dt", {}, "total"), el("dd", {}, money(saga.total_cents, saga.currency)),
       el("dt", {}, "customer"), el("dd", { class: "id" }, saga.customer_id),
       saga.reason ? [el("dt", {}, "reason"), el("dd", {}, saga.reason)] : null),
+    actions(saga),
     el("h3", {}, "History"),
-    el("ol", { class: "timeline" }, saga.history.map((h) => el("li", {},
+    el("ol", { class: "timeline" }, saga.history.map((h, i) => el("li", {},
       el("time", { datetime: h.at }, new Date(h.at).toLocaleTimeString()),
+      el("span", { class: "took", title: "since the entry before" },
+        i ? `+${duration(Date.parse(h.at) - Date.parse(saga.history[i - 1].at))}` : ""),
       el("span", { class: "step" }, h.step),
       h.what))));
   $("detail").hidden = false;
 }
 
+/** POST a JSON body with the bearer token; the API's own message on failure. */
+async function post(path, body) {
+  const token = await accessToken();
+  const res = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const answer = await res.json().catch(() => null);
+  if (!res.ok) throw new Error(answer?.error || `${path} answered ${res.status}`);
+  return answer;
+}
+
+/** Retry or compensate this saga, with a reason the saga's history keeps. */
+function actions(saga) {
+  const reason = el("input", { name: "reason", required: true, maxlength: "500", placeholder: "why (kept in the history)" });
+  const outcome = el("p", { class: "muted", role: "status" });
+  const act = (what) => async (e) => {
+    e.preventDefault();
+    if (!reason.value.trim()) { reason.reportValidity(); return; }
+    try {
+      await post(`/api/sagas/${encodeURIComponent(saga.id)}/${what}`, { reason: reason.value });
+      outcome.textContent = what === "retry" ? "Sent again." : "Compensating.";
+      reason.value = "";
+      await refresh();
+    } catch (err) {
+      outcome.textContent = err.message;
+    }
+  };
+  return el("form", { class: "actions", "aria-label": "Act on this saga", onsubmit: (e) => e.preventDefault() },
+    el("label", {}, "Reason ", reason),
+    el("button", { type: "button", onclick: act("retry") }, "Retry"),
+    el("button", { type: "button", onclick: act("compensate") }, "Compensate now"),
+    outcome);
+}
+
 // --- refresh ------------------------------------------------------------------------------------
+
+/** The query of the page shown: the search, the status filter, and where the page starts. */
+function query() {
+  const q = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  for (const [k, v] of Object.entries(state.search)) if (v) q.set(k, v);
+  if (state.filter) q.set("status", state.filter);
+  const after = state.pages[state.pages.length - 1];
+  if (after) q.set("after", after);
+  return q;
+}
 
 async function refresh() {
   try {
-    state.sagas = await api("/api/sagas");
+    const page = await api(`/api/sagas?${query()}`);
+    state.sagas = page.items;
+    state.counts = page.counts;
+    state.next = page.next;
     render();
     if (state.selected) await showDetail();
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -200,6 +257,19 @@ async function start() {
   live($("live").checked);
 }
 
+$("search").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const time = (v) => (v ? new Date(v).toISOString() : "");
+  state.search = {
+    order_id: form.get("order_id").trim(), customer_id: form.get("customer_id").trim(),
+    from: time(form.get("from")), to: time(form.get("to")),
+  };
+  state.pages = [];
+  refresh();
+});
+$("older").addEventListener("click", () => { if (state.next) { state.pages.push(state.next); refresh(); } });
+$("newer").addEventListener("click", () => { state.pages.pop(); refresh(); });
 $("signin-button").addEventListener("click", () => signIn().catch((e) => showError(e.message)));
 $("live").addEventListener("change", (e) => live(e.target.checked));
 start();

@@ -176,6 +176,20 @@ pub struct Instance<D> {
     pub cancel_requested: bool,
     /// How many times the caller stored the instance.
     pub version: i64,
+    /// When the saga last reached an end (CONFIRMED, REJECTED or CANCELLED).
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
+}
+
+/// Why an operator's action does not apply to a saga.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("the saga is {}: nothing to compensate", .0.as_str())]
+    NotRunning(Status),
+    #[error("{0} cannot be undone: the saga waits for it to finish (retry it instead)")]
+    PointOfNoReturn(&'static str),
+    #[error("the saga is {} and waits for nothing: nothing to retry", .0.as_str())]
+    NothingToRetry(Status),
 }
 
 /// Which command ends a compensated saga.
@@ -198,6 +212,7 @@ impl<D: Clone, M> Saga<D, M> {
             history: Vec::new(),
             cancel_requested: false,
             version: 0,
+            ended_ms: None,
         };
         let mut out = Vec::new();
         self.begin(&mut saga, 0, now_ms, step_timeout_ms, "saga started", &mut out);
@@ -231,6 +246,69 @@ impl<D: Clone, M> Saga<D, M> {
             _ => saga.deadline_ms = None,
         }
         out
+    }
+
+    /// An operator's retry: send again every command the saga still waits on (the running
+    /// step's pending parts with a fresh deadline, requested compensations, finishes and
+    /// reversals, and the ending's command while it has not landed). Participants are
+    /// idempotent, so what already happened happens once. Recorded in the history with who
+    /// asked and why.
+    pub fn retry(
+        &self,
+        saga: &mut Instance<D>,
+        by: &str,
+        why: &str,
+        now_ms: i64,
+        step_timeout_ms: i64,
+    ) -> Result<Vec<M>, ActionError> {
+        let mut out = Vec::new();
+        let current = self.current(saga).filter(|_| saga.status == Status::Running);
+        for (i, step) in self.steps.iter().enumerate() {
+            for part in &saga.parts[i] {
+                let command = match part.state {
+                    PartState::Pending if current == Some(i) => Some(&step.command),
+                    PartState::UndoRequested => step.compensation.as_ref(),
+                    PartState::FinishRequested => step.on_success.as_ref(),
+                    PartState::ReverseRequested => step.on_cancel.as_ref(),
+                    _ => None,
+                };
+                out.extend(command.map(|c| (c.make)(&saga.data, &part.key)));
+            }
+        }
+        if saga.status == Status::Compensating {
+            let ending = if saga.step == self.ending.cancel_step { &self.ending.cancel } else { &self.ending.reject };
+            out.push((ending.make)(&saga.data, saga.reason.as_deref().unwrap_or_default()));
+        }
+        if out.is_empty() {
+            return Err(ActionError::NothingToRetry(saga.status));
+        }
+        if let Some(i) = current {
+            saga.deadline_ms = (self.steps[i].timeout == Timeout::Configured).then_some(now_ms + step_timeout_ms);
+        }
+        note(saga, now_ms, format!("retried by {by} ({} commands sent again): {why}", out.len()));
+        Ok(out)
+    }
+
+    /// An operator's "compensate now": give up on the running step as a failure would, undo
+    /// what was done, and reject. Refused past the point of no return (a step that cannot be
+    /// undone runs to its end; retry it instead) and for a saga no longer running.
+    pub fn compensate_now(
+        &self,
+        saga: &mut Instance<D>,
+        by: &str,
+        why: &str,
+        now_ms: i64,
+    ) -> Result<Vec<M>, ActionError> {
+        let i = match self.current(saga) {
+            Some(i) if saga.status == Status::Running => i,
+            _ => return Err(ActionError::NotRunning(saga.status)),
+        };
+        if self.steps[i].compensation.is_none() {
+            return Err(ActionError::PointOfNoReturn(self.steps[i].name));
+        }
+        let mut out = Vec::new();
+        self.compensate(saga, format!("compensated by {by}: {why}"), now_ms, End::Reject, &mut out);
+        Ok(out)
     }
 
     /// The index of the step the saga is on, if it is on a declared one.
@@ -322,6 +400,7 @@ impl<D: Clone, M> Saga<D, M> {
         match signal {
             Signal::Ended(status, what) if !saga.status.is_terminal() => {
                 saga.status = status;
+                saga.ended_ms = Some(now_ms);
                 saga.step = DONE.to_owned();
                 saga.deadline_ms = None;
                 note(saga, now_ms, what);
@@ -349,6 +428,7 @@ impl<D: Clone, M> Saga<D, M> {
     /// Every step succeeded: finish every part, in declaration order.
     fn succeed(&self, saga: &mut Instance<D>, now_ms: i64, out: &mut Vec<M>) {
         saga.status = Status::Confirmed;
+        saga.ended_ms = Some(now_ms);
         saga.step = DONE.to_owned();
         saga.deadline_ms = None;
         let mut sent = Vec::new();

@@ -9,17 +9,16 @@
 
 pub mod definition;
 pub mod engine;
+pub mod operations;
 pub mod saga;
 
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use contract::SagaSummary;
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
 use platform::es::Metadata;
 use platform::http::ApiError;
@@ -62,7 +61,7 @@ fn order_of(message: &Message) -> Option<&str> {
     })
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
+pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -72,7 +71,7 @@ fn deadline(saga: &Saga) -> Option<DateTime<Utc>> {
 
 /// Metadata of what a saga sends: its order, the message that caused it (none for a deadline),
 /// and the trace of the span that moved the saga.
-fn sent_metadata(order_id: &str, cause: Option<&str>, traceparent: Option<&str>) -> Metadata {
+pub(crate) fn sent_metadata(order_id: &str, cause: Option<&str>, traceparent: Option<&str>) -> Metadata {
     let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), order_id.to_owned())]);
     if let Some(c) = cause {
         metadata.insert(h::CAUSATION_ID.to_owned(), c.to_owned());
@@ -96,7 +95,7 @@ impl Handler for Orchestrator {
 }
 
 /// A saga as one transaction leaves it.
-struct Touched {
+pub(crate) struct Touched {
     saga: Saga,
     /// Not in the table before this transaction.
     new: bool,
@@ -208,7 +207,7 @@ impl Orchestrator {
 
 /// Store the sagas a transaction touched (one new version each) and queue, after `commands`,
 /// one `SagaUpdated` per saga.
-async fn persist(
+pub(crate) async fn persist(
     tx: &mut Transaction<'_, Postgres>,
     sagas: &mut HashMap<String, Touched>,
     mut commands: Vec<outbox::Queued>,
@@ -230,19 +229,20 @@ async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<Strin
     for (new, sql) in [
         (
             true,
-            "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[])",
+            "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent, customer_id) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[], \
+                                  $7::text[])",
         ),
         (
             false,
             "UPDATE sagas SET status = u.status, step = u.step, deadline = u.deadline, state = u.state, \
                     traceparent = COALESCE(u.traceparent, sagas.traceparent), updated_at = now() \
-               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[]) \
-                    AS u (order_id, status, step, deadline, state, traceparent) \
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[], \
+                          $7::text[]) AS u (order_id, status, step, deadline, state, traceparent, customer_id) \
               WHERE sagas.order_id = u.order_id",
         ),
     ] {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for t in sagas.values_mut().filter(|t| t.moved && t.new == new) {
             t.saga.version += 1;
             columns.0.push(t.saga.order_id().to_owned());
@@ -251,6 +251,7 @@ async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<Strin
             columns.3.push(deadline(&t.saga));
             columns.4.push(serde_json::to_string(&t.saga)?);
             columns.5.push(t.traceparent.clone());
+            columns.6.push(t.saga.data.customer_id.clone());
         }
         if columns.0.is_empty() {
             continue;
@@ -262,6 +263,7 @@ async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<Strin
             .bind(&columns.3)
             .bind(&columns.4)
             .bind(&columns.5)
+            .bind(&columns.6)
             .execute(&mut **tx)
             .await?;
     }
@@ -321,28 +323,21 @@ impl Orchestrator {
     }
 }
 
-/// Queries answer from the `sagas` read model (built by the projectors from `saga.events`).
-pub fn app(sagas: ActiveCollection) -> Router {
+/// The HTTP API: the saga's declaration; one saga from the `sagas` read model (built by the
+/// projectors from `saga.events`); and the operators' search and actions on the saga table
+/// ([`operations`]).
+pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>) -> Router {
+    let ops = Router::new()
+        .route("/sagas", get(operations::list))
+        .route("/sagas/actions", post(operations::bulk))
+        .route("/sagas/{id}/retry", post(operations::retry))
+        .route("/sagas/{id}/compensate", post(operations::compensate))
+        .with_state(orchestrator);
     Router::new()
-        .route("/sagas", get(list))
         .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))
         .route("/sagas/{id}", get(find))
         .with_state(sagas)
-}
-
-async fn list(State(sagas): State<ActiveCollection>) -> Result<Response, ApiError> {
-    let coll = sagas.get().await?;
-    let docs: Vec<Document> = coll
-        .find(doc! {})
-        .projection(doc! { "history": 0, "lines": 0 })
-        .sort(doc! { "_id": -1 })
-        .limit(500)
-        .await?
-        .try_collect()
-        .await?;
-    let sagas: Vec<SagaSummary> =
-        docs.into_iter().map(mongodb::bson::from_document).collect::<Result<_, _>>().map_err(ApiError::internal)?;
-    Ok(axum::Json(sagas).into_response())
+        .merge(ops)
 }
 
 async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -368,9 +363,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let orchestrator = Arc::new(Orchestrator { pool: pool.clone(), timeouts });
     wiring.spawn_consumer("saga-orchestrator", &consumes, orchestrator.clone());
     let token = wiring.shutdown.clone();
+    let timer = orchestrator.clone();
     wiring.spawn(async move {
         while !token.is_cancelled() {
-            if let Err(e) = orchestrator.fire_timeouts().await {
+            if let Err(e) = timer.fire_timeouts().await {
                 tracing::warn!(error = format!("{e:#}"), "timeout scan failed");
             }
             tokio::select! {
@@ -382,7 +378,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let token = wiring.shutdown.clone();
     wiring.spawn(sample_saga_counts(pool.clone(), token));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
-    wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas))).await
+    wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas), orchestrator)).await
 }
 
 /// Gauge of sagas by status (`shop_sagas{status}`), counted in the saga table every few seconds.

@@ -8,7 +8,7 @@
 //! compensation already queued behind it on the same partition.
 
 use crate::definition::{AUTHORIZE_PAYMENT, CREATE_ORDER, RESERVE_STOCK};
-use crate::engine::{self, Instance, PartState};
+use crate::engine::{self, ActionError, Instance, PartState};
 use schemas::Message;
 use schemas::records as r;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,16 @@ impl Saga {
     /// The deadline passed: give up on the current step.
     pub fn on_timeout(&mut self, now_ms: i64) -> Vec<Message> {
         CREATE_ORDER.on_timeout(self, now_ms)
+    }
+
+    /// An operator's retry (see [`engine::Saga::retry`]).
+    pub fn retry(&mut self, by: &str, why: &str, now_ms: i64, t: Timeouts) -> Result<Vec<Message>, ActionError> {
+        CREATE_ORDER.retry(self, by, why, now_ms, t.step_ms)
+    }
+
+    /// An operator's "compensate now" (see [`engine::Saga::compensate_now`]).
+    pub fn compensate_now(&mut self, by: &str, why: &str, now_ms: i64) -> Result<Vec<Message>, ActionError> {
+        CREATE_ORDER.compensate_now(self, by, why, now_ms)
     }
 
     pub fn order_id(&self) -> &str {
@@ -238,6 +248,7 @@ mod legacy {
                 history: self.history,
                 cancel_requested: self.cancel_requested,
                 version: self.version,
+                ended_ms: None,
             }
         }
     }

@@ -212,3 +212,51 @@ fn duplicates_and_stray_replies_change_nothing() {
     assert_eq!(sent_once, sent_again);
     assert_eq!((once.status, once.step, once.parts), (again.status, again.step, again.parts));
 }
+
+#[test]
+fn an_operators_retry_sends_again_what_the_saga_waits_on_and_is_recorded() {
+    let (mut saga, _) = run(&all_booked()[..1]);
+    assert_eq!(saga.step, "book_flight");
+    let sent = TRIP.retry(&mut saga, "ops", "flights were slow", 500, TIMEOUT_MS).expect("something to retry");
+    assert_eq!(sent, [book("flight", "out"), book("flight", "back")]);
+    assert_eq!(saga.deadline_ms, Some(500 + TIMEOUT_MS), "a fresh deadline");
+    assert!(
+        saga.history.last().is_some_and(|e| e.what.contains("retried by ops") && e.what.contains("flights were slow"))
+    );
+    // While compensating, a retry sends the undos still unacknowledged and the ending again.
+    TRIP.on_timeout(&mut saga, 5000);
+    TRIP.on_message(&mut saga, &Msg::Cancelled("hotel", "trip".into()), 5001, TIMEOUT_MS);
+    let sent = TRIP.retry(&mut saga, "ops", "again", 5002, TIMEOUT_MS).expect("undos outstanding");
+    assert_eq!(
+        sent,
+        [
+            cancel("flight", "out"),
+            cancel("flight", "back"),
+            Msg::Close("rejected: timed out waiting for book_flight".into())
+        ]
+    );
+    TRIP.on_message(&mut saga, &Msg::Closed(Status::Rejected), 5003, TIMEOUT_MS);
+    TRIP.on_message(&mut saga, &Msg::Cancelled("flight", "out".into()), 5004, TIMEOUT_MS);
+    TRIP.on_message(&mut saga, &Msg::Cancelled("flight", "back".into()), 5005, TIMEOUT_MS);
+    assert!(TRIP.retry(&mut saga, "ops", "once more", 5006, TIMEOUT_MS).is_err(), "nothing left to wait on");
+}
+
+#[test]
+fn compensating_now_is_refused_past_the_point_of_no_return_and_when_over() {
+    let (mut saga, _) = run(&all_booked()[..2]);
+    let sent = TRIP.compensate_now(&mut saga, "ops", "supplier outage", 10).expect("running and undoable");
+    assert_eq!(
+        sent,
+        [
+            cancel("flight", "back"),
+            cancel("flight", "out"),
+            cancel("hotel", "trip"),
+            Msg::Close("rejected: compensated by ops: supplier outage".into())
+        ]
+    );
+    assert!(TRIP.compensate_now(&mut saga, "ops", "twice", 11).is_err(), "no compensation twice");
+    let (mut at_charge, _) = run(&all_booked());
+    let refused = TRIP.compensate_now(&mut at_charge, "ops", "too late", 12).expect_err("the point of no return");
+    assert!(refused.to_string().contains("charge cannot be undone"), "{refused}");
+    assert_eq!(at_charge.status, Status::Running);
+}

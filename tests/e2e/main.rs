@@ -9,6 +9,7 @@ mod harness;
 mod idempotency;
 mod kafka;
 mod metrics;
+mod operations;
 mod orders;
 mod readmodels;
 mod redelivery;

@@ -8,7 +8,7 @@
 //!   gives the credit back);
 //! - the step's effect happened exactly once (and was undone when the saga gave up on it).
 
-use crate::api::{SETTLE, eventually, new_customer, new_product, place_order};
+use crate::api::{SETTLE, eventually, new_customer, new_product, place_order, post};
 use crate::db;
 use crate::kafka::{self, Offsets, Rec};
 use crate::stack::{self, Faults};
@@ -148,6 +148,8 @@ enum Expect {
     /// consumer group notices it is gone (the group's session timeout), which may outlast the
     /// step timeout. Either way the effect happens once and, if late, is undone.
     ConfirmedUnlessTimedOut,
+    /// Rejected because an operator compensated it.
+    CompensatedByOperator,
 }
 
 /// The saga is over and nothing of it is left in flight.
@@ -185,10 +187,13 @@ async fn settle(shop: &Shop, order: &str, step: &Step, expect: Expect) -> Value 
     println!("    saga {order}: {} {}\n{}", s["status"], s["reason"], timeline(&s));
     let confirmed = s["status"] == "CONFIRMED";
     let timed_out = s["status"] == "REJECTED" && s["reason"] == timed_out_reason(step).as_str();
+    let by_operator =
+        s["status"] == "REJECTED" && s["reason"].as_str().is_some_and(|r| r.starts_with("compensated by "));
     match expect {
         Expect::Confirmed => assert!(confirmed, "expected CONFIRMED: {s}"),
         Expect::TimedOut => assert!(timed_out, "expected REJECTED with {:?}: {s}", timed_out_reason(step)),
         Expect::ConfirmedUnlessTimedOut => assert!(confirmed || timed_out, "expected CONFIRMED or a timeout: {s}"),
+        Expect::CompensatedByOperator => assert!(by_operator, "expected REJECTED by an operator: {s}"),
     }
     // The order (its read model) ends the same way.
     let o = eventually(&format!("/api/orders/{order}"), SETTLE, |o| {
@@ -439,4 +444,51 @@ async fn authorize_payment_survives_kills_duplicates_and_timeouts() {
 #[ignore = "needs the running stack: ./stack test"]
 async fn confirm_order_survives_kills_duplicates_and_timeouts() {
     all_faults(&CONFIRM_ORDER).await;
+}
+
+/// An operator acts on a saga held at a step (its command blocked before the commit): a retry
+/// sends the command again and it takes effect once; "compensate now" gives up on the step,
+/// rejects the order with the operator's reason, and the late effect is undone. Both are in
+/// the saga's history with who acted and why.
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn an_operator_retries_or_compensates_a_held_saga() {
+    let _serial = SERIAL.lock().await;
+    stack::assert_restartable();
+    let history = |s: &Value| s["history"].to_string();
+
+    println!("reserve_stock x an operator's retry");
+    let shop = Shop::new().await;
+    let mut faults = Faults::default();
+    let order = hold_before_commit(&shop, &RESERVE_STOCK, &mut faults).await;
+    let (status, body) =
+        post(&format!("/api/sagas/{order}/retry"), &serde_json::json!({ "reason": "held by the test" })).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    faults.release("events").await;
+    let s = settle(&shop, &order, &RESERVE_STOCK, Expect::Confirmed).await;
+    assert!(history(&s).contains("retried by admin") && history(&s).contains("held by the test"), "{s}");
+    let n = shop.replies(&RESERVE_STOCK);
+    assert_eq!(
+        db::events(RESERVE_STOCK.database, &order, RESERVE_STOCK.reply).await,
+        n,
+        "the retried command took effect once"
+    );
+
+    println!("authorize_payment x an operator's compensation");
+    let shop = Shop::new().await;
+    let order = hold_before_commit(&shop, &AUTHORIZE_PAYMENT, &mut faults).await;
+    let why = serde_json::json!({ "reason": "the payment provider is down" });
+    let (status, body) = post(&format!("/api/sagas/{order}/compensate"), &why).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    faults.release("events").await;
+    let s = settle(&shop, &order, &AUTHORIZE_PAYMENT, Expect::CompensatedByOperator).await;
+    assert!(s["reason"].as_str().is_some_and(|r| r.ends_with("the payment provider is down")), "{s}");
+    assert_eq!(db::events(AUTHORIZE_PAYMENT.database, &order, "PaymentAuthorized").await, 1, "authorized once");
+    assert_eq!(
+        db::events(AUTHORIZE_PAYMENT.database, &order, "PaymentRefunded").await,
+        1,
+        "the late authorization was refunded"
+    );
+    let (status, body) = post(&format!("/api/sagas/{order}/compensate"), &why).await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "a second compensation is refused: {body}");
 }
