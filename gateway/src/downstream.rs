@@ -1,8 +1,8 @@
 //! The services behind the gateway and where they are: the instances registered in the
 //! service registry, round-robin, or the configured base URL when none is.
 
-use platform::Settings;
-use platform::discovery::Resolver;
+use runtime::Settings;
+use runtime::discovery::Resolver;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {

@@ -8,8 +8,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use platform::http::ApiError;
-use platform::identity::Caller;
+use runtime::http::ApiError;
+use runtime::identity::Caller;
 use serde_json::json;
 use std::convert::Infallible;
 use uuid::Uuid;
@@ -56,7 +56,7 @@ pub struct Incoming {
     /// Raw and still percent-encoded: the service parses it.
     pub query: Option<String>,
     /// Only [`FORWARDED_HEADERS`], and the caller's identity as the gateway checked it
-    /// (`platform::identity`): identity headers a client sent are never passed on.
+    /// (`runtime::identity`): identity headers a client sent are never passed on.
     pub headers: HeaderMap,
     /// How long the service may hold the request on purpose (a long-poll) beyond the usual
     /// timeout of a forwarded call.

@@ -6,14 +6,14 @@
 //! [`crate::auth`]), outside the rate limit so limits can count users. Idempotency keys are kept by the owning
 //! service (the order service), which the gateway passes the header to. `/health`, `/docs` and
 //! the spec stay outside (see [`crate::app`]); request tracing, metrics and the outer body cap
-//! are added by `platform::http::serve` around everything.
+//! are added by `runtime::http::serve` around everything.
 
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 

@@ -1,11 +1,11 @@
 use anyhow::Context;
 use gateway::{AppState, Downstreams, Timeouts, app};
-use platform::Settings;
-use platform::cluster::Cluster;
+use runtime::Settings;
+use runtime::cluster::Cluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("gateway");
+    runtime::telemetry::init("gateway");
     let mut settings = Settings::from_env("gateway")?;
     let cluster = Cluster::join(&mut settings).await;
     let downstreams = Downstreams::from_settings(&settings).with_resolver(cluster.resolver.clone());
@@ -16,15 +16,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
     // The public entry point: every request starts its own trace.
-    let result = platform::cluster::serve_registered(
+    let result = runtime::cluster::serve_registered(
         &cluster,
         &settings,
         listener,
         app(state),
-        platform::shutdown_signal(),
-        platform::http::Trust::Nobody,
+        runtime::shutdown_signal(),
+        runtime::http::Trust::Nobody,
     )
     .await;
-    platform::telemetry::shutdown().await;
+    runtime::telemetry::shutdown().await;
     result
 }

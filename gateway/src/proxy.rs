@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 
 /// The public collections: a `Location` into one of them gets its `/api` prefix back.
 const PUBLIC_COLLECTIONS: [&str; 4] = ["customers", "products", "orders", "sagas"];
@@ -47,7 +47,7 @@ impl AppState {
         let candidates = self.downstreams.candidates(service);
         let timeout = self.request_timeout() + incoming.patience;
         let mut headers = incoming.headers.clone();
-        platform::telemetry::inject_headers(&mut headers);
+        runtime::telemetry::inject_headers(&mut headers);
         let mut failure = None;
         for (i, base_url) in candidates.iter().enumerate() {
             let mut url = format!("{base_url}{path}");

@@ -14,8 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use platform::http::ApiError;
-use platform::live_config::Tunables;
+use runtime::http::ApiError;
+use runtime::live_config::Tunables;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -188,7 +188,7 @@ impl KeyExtractor for ClientKeyExtractor {
     /// Users by subject (the auth layer runs first and leaves the caller in the request);
     /// anonymous requests by peer address.
     fn extract<T>(&self, request: &Request<T>) -> Result<ClientKey, GovernorError> {
-        if let Some(platform::identity::Caller::User { id, .. }) = request.extensions().get() {
+        if let Some(runtime::identity::Caller::User { id, .. }) = request.extensions().get() {
             return Ok(ClientKey::User(id.clone()));
         }
         Ok(request

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gateway::{AppState, Downstreams, Service, Timeouts, app};
-use platform::discovery::Resolver;
+use runtime::discovery::Resolver;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tower::ServiceExt;

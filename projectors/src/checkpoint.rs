@@ -10,10 +10,10 @@
 //! of the partitions of its topics ([`crate::topics_of`]).
 
 use async_trait::async_trait;
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection};
-use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
-use platform::readmodel::META_DB;
+use readstore::readmodel::META_DB;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -28,7 +28,7 @@ use crate::{Change, Order};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
-use platform::readmodel::ReadModel;
+use readstore::readmodel::ReadModel;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

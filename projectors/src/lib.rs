@@ -10,7 +10,7 @@
 //! - [`rebuild`]: replay into shadow collections, catch up, switch the active pointer; resumable.
 //!
 //! Which collection a read model is written to is not fixed: the live projector follows the
-//! active pointer (`platform::readmodel`), a rebuild writes its shadow collections.
+//! active pointer (`readstore::readmodel`), a rebuild writes its shadow collections.
 
 pub mod checkpoint;
 pub mod fold;
@@ -21,14 +21,14 @@ pub mod synthetic;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
-use platform::Settings;
-use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
-use platform::readmodel::{self, ReadModel};
-use platform::service::Wiring;
+use readstore::readmodel::{self, ReadModel};
+use runtime::Settings;
 use schemas::{Message, Topic};
+use service_kit::Wiring;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -419,13 +419,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[], &EVENT_TOPICS).await?;
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let projections = Projections::new(&mongo);
-    platform::service::retry_until("mongodb", std::time::Duration::from_secs(60), || projections.create_indexes())
-        .await?;
+    service_kit::retry_until("mongodb", std::time::Duration::from_secs(60), || projections.create_indexes()).await?;
     let (handler, flusher) = checkpoint::Checkpointed::new(projections, checkpoint::Checkpoints::new(&mongo));
     wiring.spawn(flusher.run(wiring.shutdown.clone()));
     // A gap (see `guarded`) is waited out for about a minute before the event is parked.
     let mut config =
-        platform::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &EVENT_TOPICS);
+        messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &EVENT_TOPICS);
     config.max_attempts = 14;
     config.linger = LINGER;
     wiring.spawn_consumer_with(config, Arc::new(handler));

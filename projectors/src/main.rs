@@ -11,8 +11,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use platform::readmodel::ReadModel;
 use projectors::{rebuild, status};
+use readstore::readmodel::ReadModel;
 
 #[derive(Debug, Parser)]
 #[command(name = "projectors", about = "Kafka -> MongoDB read models")]
@@ -56,12 +56,12 @@ fn parse_read_model(s: &str) -> Result<ReadModel, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    platform::telemetry::init("projectors");
-    let settings = platform::Settings::from_env("projectors")?;
+    runtime::telemetry::init("projectors");
+    let settings = runtime::Settings::from_env("projectors")?;
     match cli.command {
         None => projectors::run(settings).await,
         Some(Command::Status { json }) => {
-            let mongo = platform::readmodel::connect(&settings.mongodb_url).await?;
+            let mongo = readstore::readmodel::connect(&settings.mongodb_url).await?;
             let source = status::StatusSource { mongo, brokers: settings.kafka_brokers.clone() };
             let s = source.collect().await?;
             if json {

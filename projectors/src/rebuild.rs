@@ -1,6 +1,6 @@
 //! `projectors rebuild`: replay the event topics from the beginning into shadow collections
 //! with the live projections' own code, catch up with the live high watermark, then switch
-//! each read model's active pointer (see `platform::readmodel`). The services read the old
+//! each read model's active pointer (see `readstore::readmodel`). The services read the old
 //! collections until the switch; the live projector keeps running throughout and follows the
 //! pointer once its cache expires.
 //!
@@ -30,14 +30,14 @@ use crate::{Projections, topics_of};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use messaging::consumer::{Envelope, Handler, HandlerError};
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection, Database};
-use platform::Settings;
-use platform::consumer::{Envelope, Handler, HandlerError};
-use platform::readmodel::{self, META_DB, POINTER_TTL, ReadModel};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use readstore::readmodel::{self, META_DB, POINTER_TTL, ReadModel};
+use runtime::Settings;
 use schemas::{Codec, DecodeError, Topic};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -290,7 +290,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Option
     tokio::spawn({
         let flag = interrupted.clone();
         async move {
-            platform::shutdown_signal().await;
+            runtime::shutdown_signal().await;
             flag.store(true, Ordering::SeqCst);
         }
     });

@@ -8,8 +8,8 @@ use crate::rebuild;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use platform::http::ApiError;
-use platform::readmodel::{self, ReadModel};
+use readstore::readmodel::{self, ReadModel};
+use runtime::http::ApiError;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -389,8 +389,8 @@ impl Event {
 
     /// The envelope a consumer would make of it at `offset` (the partition does not matter
     /// to the projections).
-    pub fn envelope(&self, offset: i64) -> platform::consumer::Envelope {
-        platform::consumer::Envelope {
+    pub fn envelope(&self, offset: i64) -> messaging::consumer::Envelope {
+        messaging::consumer::Envelope {
             message: self.message.clone(),
             message_id: format!("synthetic-{offset}"),
             correlation_id: Some(self.correlation_id.clone()),

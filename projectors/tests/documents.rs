@@ -7,10 +7,10 @@
 //! of its own and drops it.
 
 use futures::TryStreamExt;
+use messaging::consumer::Handler;
 use mongodb::bson::{Document, doc};
-use platform::consumer::Handler;
-use platform::readmodel::ReadModel;
 use projectors::{Projections, synthetic};
+use readstore::readmodel::ReadModel;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 async fn mongo() -> mongodb::Client {
     let url = std::env::var("SHOP_MONGODB_URL")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into());
-    platform::readmodel::connect(&url).await.expect("mongodb")
+    readstore::readmodel::connect(&url).await.expect("mongodb")
 }
 
 /// Every document of `docs` reads as `T`, and each of its fields is one of `T`'s. Returns how

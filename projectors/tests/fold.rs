@@ -3,18 +3,18 @@
 //! 127.0.0.1:27017); each run uses databases of its own and drops them.
 
 use futures::TryStreamExt;
+use messaging::consumer::{Envelope, Handler};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Client, Collection};
-use platform::consumer::{Envelope, Handler};
-use platform::readmodel::ReadModel;
 use projectors::fold::{self, Known, Outcome};
 use projectors::{Projections, synthetic};
+use readstore::readmodel::ReadModel;
 use std::collections::BTreeMap;
 
 async fn mongo() -> Client {
     let url = std::env::var("SHOP_MONGODB_URL")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into());
-    platform::readmodel::connect(&url).await.expect("mongodb")
+    readstore::readmodel::connect(&url).await.expect("mongodb")
 }
 
 /// The read models' collections in `db`, created one after the other with their indexes, as
@@ -155,7 +155,7 @@ async fn folded_batches_write_the_same_documents_as_event_by_event() {
 /// committed).
 #[tokio::test]
 async fn live_batches_write_the_same_documents_as_event_by_event() {
-    use platform::consumer::Delivery;
+    use messaging::consumer::Delivery;
     let m = mongo().await;
     let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let envelopes = envelopes();

@@ -18,17 +18,17 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use eventstore::db;
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
+use messaging::outbox::{self, Metadata, event_mapper};
 use mongodb::bson::doc;
-use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
-use platform::es::Metadata;
-use platform::http::ApiError;
-use platform::outbox::{self, event_mapper};
-use platform::readmodel::{self, ActiveCollection, ReadModel};
-use platform::service::Wiring;
-use platform::{Settings, db};
+use readstore::readmodel::{self, ActiveCollection, ReadModel};
+use runtime::Settings;
+use runtime::http::ApiError;
 use saga::{Saga, Timeouts};
 use schemas::headers as h;
 use schemas::{Message, Topic};
+use service_kit::Wiring;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -161,7 +161,7 @@ impl Orchestrator {
             }
             let _in_span = delivery.span.enter();
             let envelope = &delivery.envelope;
-            let traceparent = platform::telemetry::current_traceparent();
+            let traceparent = runtime::telemetry::current_traceparent();
             let sent = match (sagas.get_mut(order_id), &envelope.message) {
                 (None, Message::OrderPlaced(placed)) => {
                     let (saga, sent) = Saga::start(placed, now, self.timeouts);
@@ -288,7 +288,7 @@ impl Orchestrator {
                 span_id = tracing::field::Empty,
                 correlation_id = %order_id,
             );
-            platform::telemetry::adopt(&span, platform::telemetry::context_from_traceparent(traceparent.as_deref()));
+            runtime::telemetry::adopt(&span, runtime::telemetry::context_from_traceparent(traceparent.as_deref()));
             if self.fire_timeout(&order_id).instrument(span).await? {
                 fired += 1;
             }
@@ -306,7 +306,7 @@ impl Orchestrator {
                 .await?;
         let Some((state,)) = row else { return Ok(false) };
         let mut saga = Saga::from_stored(state)?;
-        let traceparent = platform::telemetry::current_traceparent();
+        let traceparent = runtime::telemetry::current_traceparent();
         let metadata = sent_metadata(order_id, None, traceparent.as_deref());
         let commands = saga.on_timeout(millis(Utc::now()));
         let commands = commands
@@ -341,8 +341,8 @@ pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>) -> Router {
 }
 
 async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let coll = sagas.get().await?;
-    let doc = coll.find_one(doc! { "_id": &id }).await?;
+    let coll = sagas.get().await.map_err(readmodel::api_error)?;
+    let doc = coll.find_one(doc! { "_id": &id }).await.map_err(readmodel::api_error)?;
     let doc = doc.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
     let saga: contract::Saga = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
     Ok(axum::Json(saga).into_response())

@@ -5,7 +5,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", saga_orchestrator::definition::mermaid(&saga_orchestrator::definition::CREATE_ORDER));
         return Ok(());
     }
-    platform::telemetry::init("saga-orchestrator");
-    let settings = platform::Settings::from_env("saga-orchestrator")?;
+    runtime::telemetry::init("saga-orchestrator");
+    let settings = runtime::Settings::from_env("saga-orchestrator")?;
     saga_orchestrator::run(settings).await
 }

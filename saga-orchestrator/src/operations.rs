@@ -15,9 +15,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use contract::{
     BulkSagaAction, BulkSagaResult, SagaAction, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaSummary,
 };
-use platform::http::{ApiError, Json};
-use platform::identity::Caller;
-use platform::outbox;
+use messaging::outbox;
+use runtime::http::{ApiError, Json};
+use runtime::identity::Caller;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -267,7 +267,7 @@ impl Orchestrator {
             correlation_id = %order_id,
             action = ?kind,
         );
-        platform::telemetry::adopt(&span, platform::telemetry::context_from_traceparent(traceparent.as_deref()));
+        runtime::telemetry::adopt(&span, runtime::telemetry::context_from_traceparent(traceparent.as_deref()));
         async move {
             let mut saga = Saga::from_stored(state).map_err(|e| Failed::Store(e.into()))?;
             let now = millis(Utc::now());
@@ -276,7 +276,7 @@ impl Orchestrator {
                 SagaActionKind::Compensate => saga.compensate_now(by, why, now),
             }
             .map_err(Failed::Refused)?;
-            let traceparent = platform::telemetry::current_traceparent().or(traceparent);
+            let traceparent = runtime::telemetry::current_traceparent().or(traceparent);
             let metadata = sent_metadata(order_id, None, traceparent.as_deref());
             let commands = sent
                 .into_iter()

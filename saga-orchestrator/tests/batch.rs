@@ -3,7 +3,7 @@
 //! same commands in the same order; the batches store each saga once per batch, so they queue
 //! fewer `SagaUpdated` events, the last of which is the saga's final state.
 
-use platform::consumer::{Delivery, Envelope, Handler};
+use messaging::consumer::{Delivery, Envelope, Handler};
 use saga_orchestrator::Orchestrator;
 use saga_orchestrator::saga::Timeouts;
 use schemas::Message;
@@ -17,9 +17,9 @@ fn admin_url() -> String {
 
 async fn fresh_database() -> (PgPool, String) {
     let name = format!("test_saga_{}", uuid::Uuid::new_v4().simple());
-    let pool = platform::db::connect(&format!("{}/{name}", admin_url()), 8).await.expect("database");
-    platform::db::migrate_outbox(&pool).await.expect("outbox");
-    platform::db::with_migration_lock(&pool, include_str!("../src/sagas.sql")).await.expect("sagas");
+    let pool = eventstore::db::connect(&format!("{}/{name}", admin_url()), 8).await.expect("database");
+    eventstore::db::migrate_outbox(&pool).await.expect("outbox");
+    eventstore::db::with_migration_lock(&pool, include_str!("../src/sagas.sql")).await.expect("sagas");
     (pool, name)
 }
 

@@ -67,7 +67,7 @@
 //!   each key has a single producer (the outbox relay of the service owning the aggregate, or the
 //!   orchestrator's), which publishes its rows in order with an idempotent, transactional
 //!   producer; and the consumers hand each key's records over in order
-//!   (`platform::consumer::per_key`, `handle_many`). Keys that share a partition are ordered
+//!   (`messaging::consumer::per_key`, `handle_many`). Keys that share a partition are ordered
 //!   more strictly in reality than here: the model allows more interleavings, not fewer.
 //! - A redelivery comes from an older offset, so it repeats a run of the key's latest records, in
 //!   order, ahead of what is still queued. A fresh-id copy is queued behind everything on its key.

@@ -55,11 +55,11 @@ struct Sent {
     offset: i64,
 }
 
-/// The `dlq` binary of the platform package, built if needed. `CARGO_BIN_EXE_*` only covers
+/// The `dlq` binary of the ops package (tools/ops), built if needed. `CARGO_BIN_EXE_*` only covers
 /// this package's own binaries, so ask cargo where it put the artifact.
 async fn dlq_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../platform/Cargo.toml");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/ops/Cargo.toml");
     let out = tokio::process::Command::new(cargo)
         .args(["build", "--quiet", "--bin", "dlq", "--message-format=json-render-diagnostics", "--manifest-path"])
         .arg(&manifest)

@@ -4,7 +4,7 @@
 use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
 
-/// The session advisory lock of a database's outbox relay (platform/src/outbox.rs).
+/// The session advisory lock of a database's outbox relay (messaging/src/outbox.rs).
 const RELAY_LOCK: i64 = 7062;
 
 fn url(database: &str) -> String {

@@ -1,7 +1,7 @@
 """The one table of the local stack's components, ports and service settings.
 
 The launcher (`./stack`), the compose consistency test and the docs read this
-table; the Rust services' defaults (platform::config) use the same values.
+table; the Rust services' defaults (runtime::config) use the same values.
 """
 
 # component name -> main loopback port (as named by `./stack status`, `restart NAME`, `logs NAME`)

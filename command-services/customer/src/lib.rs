@@ -9,16 +9,17 @@ use axum::routing::get;
 use axum::{Router, routing::post};
 use domain::customer::{Customer, CustomerCommand};
 use domain::values::{CustomerId, Email, Name};
+use eventstore::es::EventStoreOf;
+use messaging::outbox::{Metadata, event_mapper};
 use mongodb::bson::doc;
-use platform::Settings;
-use platform::consistency::{self, Owned, Token};
-use platform::es::{EventStoreOf, Metadata};
-use platform::http::{ApiError, Json, json_response, path_id};
-use platform::identity::Caller;
-use platform::outbox::event_mapper;
-use platform::readmodel::{self, ReadModel};
-use platform::service::Wiring;
+use readstore::query::{self, Owned};
+use readstore::readmodel::{self, ReadModel};
+use runtime::Settings;
+use runtime::consistency::Token;
+use runtime::http::{ApiError, Json, json_response, path_id};
+use runtime::identity::Caller;
 use schemas::{Topic, convert};
+use service_kit::Wiring;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -67,13 +68,15 @@ async fn find(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, CustomerId::parse)?;
-    consistency::find_view::<CustomerView>(&s.customers, &id.to_string(), &headers, &caller, "customer").await
+    query::find_view::<CustomerView>(&s.customers, &id.to_string(), &headers, &caller, "customer").await
 }
 
 /// Everyone's for admins; a user's own otherwise.
 async fn list(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let filter = caller.owner_scope().map_or_else(|| doc! {}, |owner| doc! { "owner": owner });
-    let views: Vec<CustomerView> = readmodel::list_views(&s.customers.get().await?, filter, doc! { "_id": 1 }).await?;
+    let views: Vec<CustomerView> =
+        readmodel::list_views(&s.customers.get().await.map_err(readmodel::api_error)?, filter, doc! { "_id": 1 })
+            .await?;
     Ok(json_response(StatusCode::OK, &views))
 }
 

@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("customer");
-    let settings = platform::Settings::from_env("customer")?;
+    runtime::telemetry::init("customer");
+    let settings = runtime::Settings::from_env("customer")?;
     customer_service::run(settings).await
 }

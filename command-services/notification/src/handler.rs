@@ -8,7 +8,7 @@ use crate::store::{self, Contact, Delivery, OrderFacts};
 use crate::templates::{self, Mail};
 use async_trait::async_trait;
 use domain::values::{Currency, Money};
-use platform::consumer::{Envelope, Handler, HandlerError};
+use messaging::consumer::{Envelope, Handler, HandlerError};
 use sqlx::PgPool;
 use std::sync::Arc;
 use tracing::Instrument;

@@ -18,10 +18,10 @@ pub mod templates;
 
 use axum::Router;
 use axum::routing::get;
-use platform::Settings;
-use platform::consumer::ConsumerConfig;
-use platform::service::Wiring;
+use messaging::consumer::ConsumerConfig;
+use runtime::Settings;
 use schemas::Topic;
+use service_kit::Wiring;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ impl Service {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut wiring = Wiring::connect(settings, &[], &TOPICS).await?;
         let pool = wiring.database(false).await?;
-        platform::db::with_migration_lock(&pool, store::SCHEMA_SQL).await?;
+        eventstore::db::with_migration_lock(&pool, store::SCHEMA_SQL).await?;
         let mailer = Arc::new(mailer::Smtp::new(&wiring.settings.smtp_addr)?);
         let notifier = Arc::new(handler::Notifier::new(pool.clone(), mailer));
         // One consumer per topic, all in the same group: while an e-mail waits (retrying) for a

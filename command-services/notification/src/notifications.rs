@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use platform::http::{ApiError, json_response};
+use runtime::http::{ApiError, json_response};
 use serde::Deserialize;
 use sqlx::PgPool;
 

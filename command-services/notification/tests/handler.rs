@@ -6,10 +6,10 @@
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use messaging::consumer::{Envelope, Handler, HandlerError};
 use notification_service::handler::Notifier;
 use notification_service::mailer::{Letter, Mailer, SendError};
 use notification_service::{app, store};
-use platform::consumer::{Envelope, Handler, HandlerError};
 use schemas::Message;
 use schemas::records::*;
 use sqlx::PgPool;
@@ -55,8 +55,8 @@ impl Harness {
         let server =
             std::env::var("SHOP_TEST_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
         let database = format!("shop_notification_test_{}", uuid::Uuid::new_v4().simple());
-        let pool = platform::db::connect(&format!("{server}/{database}"), 4).await.expect("PostgreSQL reachable");
-        platform::db::with_migration_lock(&pool, store::SCHEMA_SQL).await.unwrap();
+        let pool = eventstore::db::connect(&format!("{server}/{database}"), 4).await.expect("PostgreSQL reachable");
+        eventstore::db::with_migration_lock(&pool, store::SCHEMA_SQL).await.unwrap();
         let mailer = Arc::new(RecordingMailer::default());
         let notifier = Notifier::new(pool.clone(), mailer.clone());
         Self { notifier, mailer, pool, server, database }
@@ -81,7 +81,7 @@ impl Harness {
 
     async fn stop(self) {
         self.pool.close().await;
-        let admin = platform::db::connect(&format!("{}/postgres", self.server), 1).await.unwrap();
+        let admin = eventstore::db::connect(&format!("{}/postgres", self.server), 1).await.unwrap();
         let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
         sqlx::raw_sql(&drop).execute(&admin).await.unwrap();
     }

@@ -12,7 +12,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -65,7 +65,7 @@ pub struct Keys {
 impl Keys {
     /// Create the table if needed.
     pub async fn migrate(pool: PgPool) -> anyhow::Result<Self> {
-        platform::db::with_migration_lock(&pool, SCHEMA).await?;
+        eventstore::db::with_migration_lock(&pool, SCHEMA).await?;
         Ok(Self { pool })
     }
 

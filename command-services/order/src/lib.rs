@@ -14,19 +14,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::order::{Order, OrderCommand, OrderError, OrderLine};
 use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
+use eventstore::es::{CommandError, EventStoreOf};
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
+use messaging::outbox::{Metadata, event_mapper};
 use mongodb::bson::doc;
-use platform::Settings;
-use platform::client::{CallError, Downstream};
-use platform::consistency::{self, Owned, Token};
-use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
-use platform::es::{CommandError, EventStoreOf, Metadata};
-use platform::http::{ApiError, Json, path_id};
-use platform::identity::Caller;
-use platform::outbox::event_mapper;
-use platform::readmodel::{self, ReadModel};
-use platform::service::Wiring;
+use readstore::query::{self, Owned};
+use readstore::readmodel::{self, ReadModel};
+use runtime::Settings;
+use runtime::client::{CallError, Downstream};
+use runtime::consistency::{self, Token};
+use runtime::http::{ApiError, Json, path_id};
+use runtime::identity::Caller;
 use schemas::{Message, Topic, convert};
 use serde::Deserialize;
+use service_kit::Wiring;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,11 +228,11 @@ async fn find(
         // The read model shows it a moment later: look then, and less and less often after
         // that (one look usually does; the token makes the read below wait no longer).
         let left = until.saturating_duration_since(tokio::time::Instant::now()).max(SHOWN_AT_LEAST);
-        consistency::until_shown(&s.orders, token, SHOWN_FIRST_LOOK, SHOWN_PACE, left).await?;
+        query::until_shown(&s.orders, token, SHOWN_FIRST_LOOK, SHOWN_PACE, left).await.map_err(readmodel::api_error)?;
         let (name, value) = token.header();
         headers.insert(name, value);
     }
-    let answer = consistency::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await?;
+    let answer = query::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await?;
     // How long the settled order took to be shown: the read side's pace. One the read model
     // does not show yet counts too, with the time so far: when the read side is far behind,
     // long-polls end before it shows anything, and that must not look like an idle read side.
@@ -279,7 +280,8 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>, caller: Cal
     if let Some(owner) = caller.owner_scope() {
         filter.insert("owner", owner);
     }
-    let views: Vec<OrderView> = readmodel::list_views(&s.orders.get().await?, filter, doc! { "_id": -1 }).await?;
+    let views: Vec<OrderView> =
+        readmodel::list_views(&s.orders.get().await.map_err(readmodel::api_error)?, filter, doc! { "_id": -1 }).await?;
     Ok(axum::Json(views).into_response())
 }
 
@@ -321,7 +323,7 @@ impl Handler for OrderCommands {
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        platform::consumer::per_key(self, batch).await
+        messaging::consumer::per_key(self, batch).await
     }
 }
 
@@ -358,7 +360,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::client::BreakerConfig;
+    use runtime::client::BreakerConfig;
 
     async fn answer(e: CallError) -> (StatusCode, serde_json::Value) {
         let response = downstream_error(e).into_response();

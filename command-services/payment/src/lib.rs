@@ -9,13 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use domain::payment::{Account, AccountCommand};
 use domain::values::{Currency, CustomerId, Money};
-use platform::Settings;
-use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
-use platform::es::{EventStoreOf, Metadata};
-use platform::http::{ApiError, path_id};
-use platform::outbox::event_mapper;
-use platform::service::Wiring;
+use eventstore::es::EventStoreOf;
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
+use messaging::outbox::Metadata;
+use messaging::outbox::event_mapper;
+use runtime::Settings;
+use runtime::http::{ApiError, path_id};
 use schemas::{Message, Topic, convert};
+use service_kit::Wiring;
 use std::sync::Arc;
 
 pub struct Payments {
@@ -67,7 +68,7 @@ impl Handler for Payments {
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        platform::consumer::per_key(self, batch).await
+        messaging::consumer::per_key(self, batch).await
     }
 }
 

@@ -10,18 +10,20 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use domain::product::{Product, ProductCommand, ProductError};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
+use eventstore::db;
+use eventstore::es::{CommandError, EventStoreOf};
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
+use messaging::outbox::{Metadata, event_mapper};
 use mongodb::bson::doc;
-use platform::consistency::{self, Token, View};
-use platform::consumer::{Delivery, Envelope, Handler, HandlerError};
-use platform::es::{CommandError, EventStoreOf, Metadata};
-use platform::http::{ApiError, Json, json_response, path_id};
-use platform::identity::Caller;
-use platform::outbox::event_mapper;
-use platform::readmodel::{self, ReadModel};
-use platform::service::Wiring;
-use platform::{Settings, db};
+use readstore::query::{self, View};
+use readstore::readmodel::{self, ReadModel};
+use runtime::Settings;
+use runtime::consistency::Token;
+use runtime::http::{ApiError, Json, json_response, path_id};
+use runtime::identity::Caller;
 use schemas::{Topic, convert};
 use serde::{Deserialize, Serialize};
+use service_kit::Wiring;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -122,12 +124,13 @@ async fn find(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, ProductId::parse)?;
-    consistency::find_view::<ProductView>(&s.catalog, &id.to_string(), &headers, &caller, "product").await
+    query::find_view::<ProductView>(&s.catalog, &id.to_string(), &headers, &caller, "product").await
 }
 
 async fn list(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let mut views: Vec<ProductView> =
-        readmodel::list_views(&s.catalog.get().await?, doc! {}, doc! { "sku": 1 }).await?;
+        readmodel::list_views(&s.catalog.get().await.map_err(readmodel::api_error)?, doc! {}, doc! { "sku": 1 })
+            .await?;
     views.iter_mut().for_each(|v| v.redact(&caller));
     Ok(json_response(StatusCode::OK, &views))
 }
@@ -164,7 +167,7 @@ impl Handler for StockCommands {
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        platform::consumer::per_key(self, batch).await
+        messaging::consumer::per_key(self, batch).await
     }
 }
 

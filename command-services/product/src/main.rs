@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("product");
-    let settings = platform::Settings::from_env("product")?;
+    runtime::telemetry::init("product");
+    let settings = runtime::Settings::from_env("product")?;
     product_service::run(settings).await
 }

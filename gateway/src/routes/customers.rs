@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use contract::{Created, Customer, ErrorBody, RegisterCustomer};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/customers", post(register).get(list)).route("/api/customers/{id}", get(find))

@@ -1,7 +1,7 @@
 //! JSON answers where the router itself would answer with an empty body.
 
 use axum::http::{Method, StatusCode, Uri};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 use serde_json::json;
 
 /// No route matches the path.

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use contract::{ErrorBody, Order, OrderAccepted, PlaceOrder};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -84,7 +84,7 @@ pub(crate) async fn find(
     s.forward(
         Service::Order,
         &format!("/orders/{id}"),
-        incoming.waiting_up_to(platform::consistency::LONG_POLL_MAX),
+        incoming.waiting_up_to(runtime::consistency::LONG_POLL_MAX),
         None,
     )
     .await

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use contract::{AddStock, CreateProduct, Created, ErrorBody, Product, StockAdded};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use contract::{BulkSagaAction, BulkSagaResult, ErrorBody, Saga, SagaAction, SagaDefinition, SagaPage};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 

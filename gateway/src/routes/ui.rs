@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use platform::http::ApiError;
+use runtime::http::ApiError;
 use serde_json::json;
 
 pub const CLIENT_ID_VAR: &str = "SHOP_UI_CLIENT_ID";

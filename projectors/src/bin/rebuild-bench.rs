@@ -18,7 +18,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use platform::readmodel::ReadModel;
 use projectors::offsets;
 use projectors::rebuild::{self, Options, Place};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -26,6 +25,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message as _, Offset};
+use readstore::readmodel::ReadModel;
 use schemas::{Codec, Topic};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -73,7 +73,7 @@ async fn stored(brokers: &str, topics: &[String]) -> anyhow::Result<(Vec<offsets
 }
 
 /// Write the synthetic history to the bench topics.
-async fn fill(settings: &platform::Settings, place: &Place, events: usize) -> anyhow::Result<usize> {
+async fn fill(settings: &runtime::Settings, place: &Place, events: usize) -> anyhow::Result<usize> {
     let history = projectors::synthetic::Shop::new(2026).history(events);
     let codec = Codec::new(&settings.schema_registry_url)?;
     codec.register(&projectors::EVENT_TOPICS).await?;
@@ -93,7 +93,7 @@ async fn fill(settings: &platform::Settings, place: &Place, events: usize) -> an
         let payload = codec.encode(&e.message).await?;
         let topic = place.topic(e.message.topic());
         let id = uuid::Uuid::now_v7().to_string();
-        let headers = platform::kafka::to_headers(e.headers(&id));
+        let headers = messaging::kafka::to_headers(e.headers(&id));
         let record = FutureRecord::to(&topic).key(e.message.key()).payload(&payload).headers(headers);
         pending.push_back(producer.send_result(record).map_err(|(err, _)| anyhow::anyhow!("queueing: {err}"))?);
         if pending.len() >= 10_000 {
@@ -114,7 +114,7 @@ async fn fill(settings: &platform::Settings, place: &Place, events: usize) -> an
 
 /// Read every record of `tps` from the start with the rebuild's consumer settings, decoding
 /// each in batches as the rebuild does; returns (records, seconds).
-async fn bare(settings: &platform::Settings, tps: &[offsets::Tp], total: i64) -> anyhow::Result<(u64, f64)> {
+async fn bare(settings: &runtime::Settings, tps: &[offsets::Tp], total: i64) -> anyhow::Result<(u64, f64)> {
     let (b, t) = (settings.kafka_brokers.clone(), tps.to_vec());
     let marks = blocking(move || offsets::Offsets::connect(&b)?.watermarks(&t)).await?;
     let start: BTreeMap<offsets::Tp, i64> = marks.iter().map(|(tp, (low, _))| (tp.clone(), *low)).collect();
@@ -166,8 +166,8 @@ async fn main() -> anyhow::Result<()> {
     let fresh = args.iter().any(|a| a == "--fresh");
     let runs: usize = arg(&args, "--runs").map_or(Ok(3), |v| v.parse())?;
     anyhow::ensure!(runs >= 1, "--runs must be at least 1");
-    platform::telemetry::init("rebuild-bench");
-    let settings = platform::Settings::from_env("rebuild-bench")?;
+    runtime::telemetry::init("rebuild-bench");
+    let settings = runtime::Settings::from_env("rebuild-bench")?;
     let place = Place { topic_prefix: format!("bench.rebuild.{events}."), database: Some(DATABASE.to_owned()) };
     let topics: Vec<String> = projectors::EVENT_TOPICS.iter().map(|t| place.topic(*t)).collect();
 
@@ -188,20 +188,20 @@ async fn main() -> anyhow::Result<()> {
     } else {
         let specs: Vec<_> = topics
             .iter()
-            .map(|name| platform::kafka::TopicSpec {
+            .map(|name| messaging::kafka::TopicSpec {
                 name: name.clone(),
                 partitions: Topic::PARTITIONS,
                 config: vec![("retention.ms", "-1".to_owned())],
             })
             .collect();
-        platform::kafka::create_missing(&settings.kafka_brokers, &specs).await?;
+        messaging::kafka::create_missing(&settings.kafka_brokers, &specs).await?;
         let began = Instant::now();
         let n = fill(&settings, &place, events).await?;
         println!("wrote {n} events to {}* in {:.1} s", place.topic_prefix, began.elapsed().as_secs_f64());
     }
     let (tps, total) = stored(&settings.kafka_brokers, &topics).await?;
 
-    let mongo = platform::readmodel::connect(&settings.mongodb_url).await?;
+    let mongo = readstore::readmodel::connect(&settings.mongodb_url).await?;
     let build_info = mongo.database("admin").run_command(mongodb::bson::doc! { "buildInfo": 1 }).await?;
     let server = match build_info.get("ferretdbVersion") {
         Some(v) => format!(

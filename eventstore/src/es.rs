@@ -1,0 +1,230 @@
+//! Adapter from [`domain::Aggregate`] (pure decide/apply) to cqrs-es, persisted in postgres-es's
+//! table layout by [`crate::pg_store`].
+//! `handle` only writes `decide`'s events to the sink. Stored events reach Kafka through the
+//! outbox trigger (see `sql/event_store.sql`), never from here.
+
+use crate::pg_store::{self, PgEventStore};
+use cqrs_es::{AggregateError, CqrsFramework};
+use domain::{Aggregate, DomainEvent};
+use messaging::consumer::{Envelope, HandlerError};
+use messaging::outbox::Metadata;
+use runtime::http::ApiError;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::marker::PhantomData;
+
+/// A domain aggregate as cqrs-es sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Es<A>(pub A);
+
+/// A domain event as cqrs-es sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EsEvent<E>(pub E);
+
+impl<E: DomainEvent> cqrs_es::DomainEvent for EsEvent<E> {
+    fn event_type(&self) -> String {
+        self.0.event_type().to_owned()
+    }
+    fn event_version(&self) -> String {
+        self.0.event_version().to_owned()
+    }
+}
+
+/// Rejection carried through cqrs-es.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Rejected<E: std::error::Error>(pub E);
+
+impl<A: Aggregate + 'static> cqrs_es::Aggregate for Es<A> {
+    const TYPE: &'static str = A::TYPE;
+    type Command = A::Command;
+    type Event = EsEvent<A::Event>;
+    type Error = Rejected<A::Error>;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &(),
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        // The sink applies each event to the aggregate it is given. Give it a scratch copy:
+        // cqrs-es 0.5 applies the committed events to this aggregate once more when it writes a
+        // snapshot, so mutating `self` here would store snapshots with every event twice.
+        let mut scratch = self.clone();
+        for event in self.0.decide(command).map_err(Rejected)? {
+            sink.write(EsEvent(event), &mut scratch).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.0.apply(event.0);
+    }
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The domain said no: a 4xx for the caller.
+    #[error(transparent)]
+    Rejected(E),
+    /// Someone else wrote the same aggregate meanwhile: retry or 409.
+    #[error("concurrent update of the same aggregate")]
+    Conflict,
+    /// Database or serialization trouble.
+    #[error("event store: {0}")]
+    Infrastructure(String),
+}
+
+impl<E: std::error::Error> From<AggregateError<Rejected<E>>> for CommandError<E> {
+    fn from(e: AggregateError<Rejected<E>>) -> Self {
+        match e {
+            AggregateError::UserError(Rejected(e)) => CommandError::Rejected(e),
+            AggregateError::AggregateConflict => CommandError::Conflict,
+            other => CommandError::Infrastructure(other.to_string()),
+        }
+    }
+}
+
+/// How a command's failure answers an HTTP request.
+impl<E: std::error::Error> From<CommandError<E>> for ApiError {
+    fn from(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Rejected(e) => ApiError::unprocessable(e.to_string()),
+            CommandError::Conflict => ApiError::conflict("concurrent update, please retry"),
+            CommandError::Infrastructure(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+/// Metadata key of the id every execution stamps on its events.
+pub const COMMAND_ID: &str = "command-id";
+
+pub struct EventStoreOf<A: Aggregate + 'static> {
+    cqrs: CqrsFramework<Es<A>, PgEventStore<Es<A>>>,
+    store: PgEventStore<Es<A>>,
+    pool: PgPool,
+    _a: PhantomData<A>,
+}
+
+impl<A: Aggregate + 'static> EventStoreOf<A> {
+    /// An event store without snapshots: every load replays the whole stream.
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_snapshots(pool, 0)
+    }
+
+    /// With `every > 0`, a snapshot of the aggregate is written (in the events' transaction)
+    /// every `every` events, and loads start from the latest snapshot.
+    pub fn with_snapshots(pool: PgPool, every: usize) -> Self {
+        let store = PgEventStore::new(pool.clone(), every);
+        let cqrs = CqrsFramework::new(store.clone(), vec![], ());
+        Self { cqrs, store, pool, _a: PhantomData }
+    }
+
+    /// Execute a command; a conflicting concurrent write is retried a few times (the command
+    /// is decided again on the fresh state), then reported.
+    ///
+    /// Each call stamps its events with a fresh `command-id`, recorded in the inbox by the
+    /// event table's trigger. A conflict is only believed after checking that id: postgres-es
+    /// 0.5 commits the events of a snapshotting write *before* it finds the snapshot row taken
+    /// and reports a conflict, so a blind retry would apply the command twice.
+    pub async fn execute(&self, id: &str, command: A::Command, metadata: Metadata) -> Result<(), CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let command_id = uuid::Uuid::now_v7().to_string();
+        let mut metadata = metadata;
+        metadata.insert(COMMAND_ID.to_owned(), command_id.clone());
+        // The events carry the trace of the span that caused them to Kafka (see the outbox).
+        runtime::telemetry::stamp(&mut metadata);
+        if let Some(correlation) = metadata.get(schemas::headers::CORRELATION_ID) {
+            runtime::telemetry::record_correlation(correlation);
+        }
+        let mut attempt = 0;
+        loop {
+            let cached = self.store.is_cached(id);
+            match self.cqrs.execute_with_metadata(id, command.clone(), metadata.clone()).await {
+                Ok(()) => return Ok(()),
+                // Decided on the cached state, which another process may have moved on from:
+                // a rejection counts only when a fresh load decides it too.
+                Err(AggregateError::UserError(_)) if cached => self.store.forget(id),
+                Err(AggregateError::AggregateConflict) => {
+                    if self.handled(&command_id).await? {
+                        return Ok(()); // it was stored after all
+                    }
+                    if attempt >= 5 {
+                        return Err(CommandError::Conflict);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Whether a message already had its effect: its id is in the inbox, written by the event
+    /// table's trigger in the same transaction as the events it caused (metadata
+    /// `causation-id`). A command that decided nothing leaves no trace, and needs none: its
+    /// redelivery decides nothing again.
+    pub async fn handled(&self, message_id: &str) -> Result<bool, CommandError<A::Error>> {
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM inbox WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|row| row.is_some())
+            .map_err(|e| CommandError::Infrastructure(e.to_string()))
+    }
+
+    /// The version (latest sequence) an aggregate's stream has reached; 0 without events.
+    pub async fn version(&self, id: &str) -> Result<i64, CommandError<A::Error>> {
+        // Right after this process's own command, the cache holds the version it wrote.
+        if let Some(v) = self.store.cached_version(id) {
+            return Ok(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        pg_store::latest_version(&self.pool, A::TYPE, id).await.map_err(|e| CommandError::Infrastructure(e.to_string()))
+    }
+
+    /// Execute a command on behalf of a Kafka message, for a consumer's handler: a message that
+    /// already had its effect is skipped (inbox), a rejection is permanent (the message is
+    /// parked), anything else is transient (retried).
+    pub async fn execute_for(
+        &self,
+        envelope: &Envelope,
+        id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<(), HandlerError>
+    where
+        A::Command: Clone,
+    {
+        let transient = |e: CommandError<A::Error>| HandlerError::Transient(anyhow::anyhow!("{e}"));
+        if self.handled(&envelope.message_id).await.map_err(transient)? {
+            return Ok(()); // redelivered after its effect
+        }
+        match self.execute(id, command, metadata).await {
+            Ok(()) => Ok(()),
+            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("{} {id}: {e}", A::TYPE))),
+            Err(e) => Err(transient(e)),
+        }
+    }
+
+    /// The current state of an aggregate, or `None` if it has no events.
+    pub async fn load(&self, id: &str) -> Result<Option<A>, CommandError<A::Error>> {
+        Ok(self.load_versioned(id).await?.map(|(aggregate, _)| aggregate))
+    }
+
+    /// The current state of an aggregate and the version (latest sequence) it is at, or `None`
+    /// if it has no events.
+    pub async fn load_versioned(&self, id: &str) -> Result<Option<(A, i64)>, CommandError<A::Error>> {
+        // As stored: another instance of the service may have moved it on since this one's cache.
+        let context = self.store.load_stored(id).await.map_err(CommandError::from)?;
+        if context.current_sequence == 0 {
+            return Ok(None);
+        }
+        Ok(Some((context.aggregate.0, i64::try_from(context.current_sequence).unwrap_or(i64::MAX))))
+    }
+}

@@ -1,0 +1,25 @@
+//! Kafka: the producers and topic administration, the one consumer loop every service runs
+//! (decode, handle, retry, DLQ), and the transactional outbox through which everything a
+//! service writes reaches Kafka.
+//!
+//! Builds on `runtime` (telemetry, metrics) and `schemas` (the wire). Must not depend on the
+//! event store (cqrs-es), MongoDB or the service wiring: `eventstore` and `service-kit` build on
+//! this crate, not the other way round. PostgreSQL (sqlx) only for the outbox tables.
+//!
+//! - [`kafka`]: idempotent and transactional producers, topic creation, reading a key back.
+//! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
+//! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction,
+//!   and its relay (exactly once for `read_committed` consumers).
+
+pub mod consumer;
+pub mod kafka;
+pub mod outbox;
+
+#[cfg(test)]
+mod tests {
+    /// `runtime` names the trace header itself so as not to depend on the wire schemas.
+    #[test]
+    fn the_trace_header_is_the_wire_schemas_one() {
+        assert_eq!(runtime::telemetry::TRACEPARENT, schemas::headers::TRACEPARENT);
+    }
+}

@@ -1,0 +1,687 @@
+//! The outbox relay: publishes outbox rows to Kafka in id order, exactly once for
+//! `read_committed` consumers, then deletes them.
+//!
+//! - One relay per database at a time: a session advisory lock, held by the connection that
+//!   runs all of the relay's SQL, so losing the lock also stops the relay's work.
+//! - Each batch is one Kafka transaction (`transactional.id` = the relay id): the rows, plus a
+//!   checkpoint record `relay id -> the batch's row ids` on the compacted [`CHECKPOINT_TOPIC`].
+//!   The rows are deleted after the commit, and before the next batch begins.
+//! - So a crash can leave at most the last committed batch in the table. On (re)start,
+//!   `init_transactions` fences the predecessor and settles its open transaction (commits or
+//!   aborts it); then the relay reads its last committed checkpoint and deletes those rows.
+//!   Every failure after a batch began takes this same path: the session is dropped and
+//!   started again, exactly as after a crash.
+//! - Nothing tracks a high-water mark, so rows of transactions that commit late ("holes" in
+//!   the id sequence) are never skipped: they are simply still in the table on a later pass.
+//! - A row that cannot be mapped, encoded or sent is logged with its id at every attempt and,
+//!   after [`DEAD_AFTER_ATTEMPTS`], moved to `outbox_dead`. Later rows of the same aggregate
+//!   wait behind it, so no stream reaches Kafka with a gap (see `sql/outbox.sql` in `eventstore`,
+//!   which migrates the service's database).
+
+use crate::kafka;
+use anyhow::Context;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use schemas::headers as h;
+use schemas::{Codec, EncodeError, Message};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Metadata of a stored event or an outbox row (ids, trace), carried to Kafka headers by the relay.
+pub type Metadata = HashMap<String, String>;
+
+/// One row of the outbox.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub record: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Turns an event row (domain event JSON) into its wire message. Direct rows (already a wire
+/// record, written by [`enqueue`]) are mapped by the relay itself.
+pub type EventMapper = Arc<dyn Fn(&OutboxRow) -> anyhow::Result<Message> + Send + Sync>;
+
+/// Aggregate type used for rows that hold a wire record directly.
+pub const DIRECT: &str = "$message";
+
+/// Compacted topic of the relays' checkpoints: key = relay id, value = a JSON [`Checkpoint`].
+pub const CHECKPOINT_TOPIC: &str = "outbox.checkpoints";
+
+/// Checkpoints live in one partition, so finding a relay's last one never depends on how
+/// many partitions the topic has or how keys are hashed.
+const CHECKPOINT_PARTITION: i32 = 0;
+
+/// Permanent failures (mapping, Avro, a record Kafka refuses) of one row before it is moved
+/// to `outbox_dead`.
+pub const DEAD_AFTER_ATTEMPTS: u32 = 3;
+
+/// After a wake-up, how long the relay lets rows gather before it reads a batch: commits that
+/// land together (a consumer batch, concurrent commands) then share one Kafka transaction
+/// instead of taking one each. A full batch goes on at once.
+const LINGER: Duration = Duration::from_millis(10);
+
+/// Session advisory lock: one relay per database.
+const LOCK_KEY: i64 = 7062;
+
+/// For each blocking Kafka call (init, commit) and for reading the checkpoint back.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Rows of an aggregate that has a dead row wait behind it.
+const SELECT_BATCH: &str = "SELECT o.* FROM outbox o \
+     WHERE NOT EXISTS (SELECT 1 FROM outbox_dead d \
+                       WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id) \
+     ORDER BY o.id LIMIT $1";
+
+const BURY: &str = "WITH dead AS (DELETE FROM outbox WHERE id = $1 RETURNING *) \
+     INSERT INTO outbox_dead (id, message_id, aggregate_type, aggregate_id, sequence, record, payload, \
+                              metadata, created_at, error, attempts) \
+     SELECT id, message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata, created_at, $2, $3 \
+     FROM dead";
+
+/// Queue one wire message in the caller's transaction (see [`enqueue_many`]); its message id.
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    message: &Message,
+    metadata: &HashMap<String, String>,
+) -> anyhow::Result<Uuid> {
+    let queued = Queued { message: message.clone(), metadata: metadata.clone(), version: 0 };
+    let ids = enqueue_many(tx, std::slice::from_ref(&queued)).await?;
+    Ok(ids[0])
+}
+
+/// Commits of this process that put rows in the outbox (see [`written`]).
+static WRITTEN: std::sync::LazyLock<tokio::sync::Notify> = std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Tell this process's relay that rows were committed to the outbox, so it publishes them now
+/// instead of at its next poll. The event store calls it after every commit with events: the
+/// outbox trigger does not `NOTIFY`, because PostgreSQL serializes the commits of notifying
+/// transactions on one lock, which capped appends at a fraction of what they reach without.
+/// Rows committed by another process are found by that process's relay, or by the poll.
+pub fn written() {
+    WRITTEN.notify_one();
+}
+
+/// A wire message for [`enqueue_many`].
+pub struct Queued {
+    pub message: Message,
+    pub metadata: HashMap<String, String>,
+    /// Above 0: the message is the `version`-th state of its key; it travels with an
+    /// `aggregate-version` header, so projections can apply it idempotently. 0: no version.
+    pub version: i64,
+}
+
+/// Queue wire messages in the caller's transaction (used where state is not event-sourced, e.g.
+/// the saga's commands and states), in the given order, with one statement and one notification.
+/// A message's metadata without a `traceparent` gets the current span's, so the message continues
+/// the trace that queued it. Returns the messages' ids, in order.
+pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued]) -> anyhow::Result<Vec<Uuid>> {
+    if queued.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = queued.len();
+    let (mut ids, mut keys, mut versions) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut records, mut payloads, mut metadata) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for q in queued {
+        let mut m = q.metadata.clone();
+        runtime::telemetry::stamp(&mut m);
+        ids.push(Uuid::now_v7());
+        keys.push(q.message.key().to_owned());
+        versions.push(q.version);
+        records.push(q.message.full_name().to_owned());
+        payloads.push(q.message.to_json().to_string());
+        metadata.push(serde_json::to_string(&m)?);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata) \
+         SELECT m, $2, k, s, r, p::json, md::json \
+           FROM UNNEST($1::uuid[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[]) \
+                WITH ORDINALITY AS u (m, k, s, r, p, md, n) \
+          ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(DIRECT)
+    .bind(&keys)
+    .bind(&versions)
+    .bind(&records)
+    .bind(&payloads)
+    .bind(&metadata)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;
+    Ok(ids)
+}
+
+/// Sample the outbox backlog every `every` until `shutdown`. A failed sample is logged and the
+/// gauges keep their last value: the relay's own errors say more.
+pub async fn sample_backlog(pool: PgPool, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {},
+        }
+        let counts: Result<(i64, i64), sqlx::Error> =
+            sqlx::query_as("SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM outbox_dead)")
+                .fetch_one(&pool)
+                .await;
+        match counts {
+            Ok((backlog, dead)) => {
+                metrics::gauge!(runtime::metrics::OUTBOX_BACKLOG).set(backlog as f64);
+                metrics::gauge!(runtime::metrics::OUTBOX_DEAD).set(dead as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "sampling the outbox backlog failed"),
+        }
+    }
+}
+
+/// The rows of one committed Kafka transaction, recorded in that same transaction.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The outbox's `outbox_relay.instance`: row ids mean nothing in another database, or in
+    /// a re-created one that happens to have the same name.
+    pub instance: Uuid,
+    pub ids: Vec<i64>,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    brokers: String,
+    relay_id: String,
+    codec: Arc<Codec>,
+    map_event: EventMapper,
+    batch: i64,
+    topic_prefix: String,
+    state: tokio::sync::Mutex<State>,
+    /// Permanent failures per row id, counted towards [`DEAD_AFTER_ATTEMPTS`].
+    failures: Mutex<HashMap<i64, Failure>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The lock, the transactional producer and the checkpoint identity; `None` until the
+    /// next pass starts one (after a failure, or while another relay holds the lock).
+    session: Option<Session>,
+    /// While another relay holds the lock: the connection that keeps asking for it.
+    waiting: Option<PgConnection>,
+}
+
+struct Session {
+    /// Holds the advisory lock; not from the pool, so dropping it releases the lock.
+    conn: PgConnection,
+    producer: FutureProducer,
+    instance: Uuid,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    attempts: u32,
+    error: String,
+}
+
+/// Why a batch stopped before a row.
+enum Blocked {
+    /// Worth retrying as it is (the schema registry is unreachable?).
+    Transient(anyhow::Error),
+    /// Failed permanently, for the given time.
+    Failing(Failure),
+}
+
+/// How a pass failed: `Reset` drops the session (the crash path), `Keep` does not.
+enum PassError {
+    Keep(anyhow::Error),
+    Reset(anyhow::Error),
+}
+
+fn reset(e: impl Into<anyhow::Error>) -> PassError {
+    PassError::Reset(e.into())
+}
+
+impl Relay {
+    /// A relay for the outbox in `pool`'s database, with the relay id `outbox-relay-<database>`
+    /// (stable per database), batches of 500 and the live topics.
+    pub fn new(pool: PgPool, brokers: &str, codec: Arc<Codec>, map_event: EventMapper) -> Self {
+        let options = pool.connect_options();
+        let database = options.get_database().unwrap_or(options.get_username());
+        let relay_id = format!("outbox-relay-{database}");
+        Self {
+            pool,
+            brokers: brokers.to_owned(),
+            relay_id,
+            codec,
+            map_event,
+            batch: 500,
+            topic_prefix: String::new(),
+            state: tokio::sync::Mutex::new(State::default()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Kafka `transactional.id` and checkpoint key. Must be the same for every relay of
+    /// one database and differ between databases.
+    pub fn with_relay_id(mut self, relay_id: impl Into<String>) -> Self {
+        self.relay_id = relay_id.into();
+        self
+    }
+
+    pub fn with_batch(mut self, batch: i64) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Prefix every topic the relay writes (records and checkpoints), so tests can relay into
+    /// topics of their own.
+    pub fn with_topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.topic_prefix = prefix.into();
+        self
+    }
+
+    pub fn relay_id(&self) -> &str {
+        &self.relay_id
+    }
+
+    /// The topic a record for `name` goes to.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// Run until `shutdown` resolves. Errors are logged and retried after a pause. A pass is
+    /// never interrupted (Kafka's and PostgreSQL's timeouts bound it), so stopping leaves no
+    /// Kafka transaction open.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut listener: Option<PgListener> = None;
+        loop {
+            let pause = match self.pass().await {
+                Ok(sent) if sent as i64 >= self.batch => Duration::ZERO,
+                Ok(_) => Duration::from_millis(250),
+                Err(e) => {
+                    tracing::warn!(relay = %self.relay_id, error = format!("{e:#}"), "outbox relay pass failed; retrying");
+                    Duration::from_millis(500)
+                }
+            };
+            let wait = async {
+                if pause.is_zero() {
+                    return;
+                }
+                if listener.is_none() {
+                    listener = self.listen().await.ok();
+                }
+                // Wake on a commit of this process, on a notification (direct rows, other
+                // processes' enqueues), or poll anyway after a while.
+                let woken = WRITTEN.notified();
+                match listener.as_mut() {
+                    Some(l) => tokio::select! {
+                        () = woken => {}
+                        got = tokio::time::timeout(pause, l.try_recv()) => match got {
+                            // One pass serves every notification that arrived meanwhile.
+                            Ok(Ok(Some(_))) => while l.next_buffered().is_some() {},
+                            Ok(Err(_)) => listener = None,
+                            _ => {}
+                        },
+                    },
+                    None => {
+                        let _ = tokio::time::timeout(pause, woken).await;
+                    }
+                }
+            };
+            let lingered = async {
+                wait.await;
+                if !pause.is_zero() {
+                    tokio::time::sleep(LINGER).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                () = lingered => {}
+            }
+        }
+    }
+
+    async fn listen(&self) -> anyhow::Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("outbox").await?;
+        Ok(listener)
+    }
+
+    /// Publish one batch; returns how many rows went out (0 while another relay holds the
+    /// lock of this database).
+    pub async fn pass(&self) -> anyhow::Result<usize> {
+        let mut state = self.state.lock().await;
+        let session = match state.session.take() {
+            Some(session) => session,
+            None => {
+                let conn = match state.waiting.take() {
+                    Some(conn) => conn,
+                    None => self.pool.connect_options().connect().await.context("connecting the relay's session")?,
+                };
+                match self.start(conn).await? {
+                    Ok(session) => session,
+                    Err(conn) => {
+                        tracing::debug!(relay = %self.relay_id, "another relay holds the outbox lock; standing by");
+                        state.waiting = Some(conn);
+                        return Ok(0);
+                    }
+                }
+            }
+        };
+        let session = state.session.insert(session);
+        match self.relay_batch(session).await {
+            Ok(sent) => Ok(sent),
+            Err(PassError::Keep(e)) => Err(e),
+            Err(PassError::Reset(e)) => {
+                if let Some(Session { producer, .. }) = state.session.take() {
+                    // Dropping a producer flushes and joins its thread: not on an async worker.
+                    tokio::task::spawn_blocking(move || drop(producer));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Take the lock, fence the predecessor, and finish its last batch if the crash came
+    /// between its commit and its delete. Gives the connection back if another relay holds
+    /// the lock.
+    async fn start(&self, mut conn: PgConnection) -> anyhow::Result<Result<Session, PgConnection>> {
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut conn).await?;
+        if !locked {
+            return Ok(Err(conn));
+        }
+        // The outbox is a queue: its statistics, taken whenever it happened to be empty, make
+        // the planner scan and sort the whole table (dead rows included) for every batch and
+        // every delete. Its rows are always wanted by id, so this session always uses the
+        // primary key.
+        sqlx::query("SET enable_seqscan = off").execute(&mut conn).await?;
+        let instance: Uuid = sqlx::query_scalar("SELECT instance FROM outbox_relay")
+            .fetch_one(&mut conn)
+            .await
+            .context("reading outbox_relay (is the outbox migrated?)")?;
+        let checkpoints = self.topic(CHECKPOINT_TOPIC);
+        kafka::create_missing(
+            &self.brokers,
+            &[kafka::TopicSpec {
+                name: checkpoints.clone(),
+                partitions: 1,
+                config: vec![
+                    ("cleanup.policy", "compact".to_owned()),
+                    ("segment.ms", "600000".to_owned()),
+                    ("min.cleanable.dirty.ratio", "0.1".to_owned()),
+                ],
+            }],
+        )
+        .await?;
+        let producer = kafka::transactional_producer(&self.brokers, &self.relay_id)?;
+        blocking(&producer, |p| p.init_transactions(KAFKA_TIMEOUT)).await.context("init_transactions")?;
+
+        let (brokers, key) = (self.brokers.clone(), self.relay_id.clone());
+        let last = tokio::task::spawn_blocking(move || {
+            kafka::last_committed_value(&brokers, &checkpoints, CHECKPOINT_PARTITION, &key, KAFKA_TIMEOUT)
+        })
+        .await?
+        .context("reading the last checkpoint")?;
+        if let Some(bytes) = last {
+            let checkpoint: Checkpoint = serde_json::from_slice(&bytes).with_context(|| {
+                format!("checkpoint of {} is not valid: {}", self.relay_id, String::from_utf8_lossy(&bytes))
+            })?;
+            if checkpoint.instance == instance {
+                let done = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                    .bind(&checkpoint.ids)
+                    .execute(&mut conn)
+                    .await?
+                    .rows_affected();
+                if done > 0 {
+                    tracing::info!(relay = %self.relay_id, rows = done, "deleted the rows of the last committed batch");
+                }
+            } else {
+                tracing::warn!(
+                    relay = %self.relay_id,
+                    %instance,
+                    checkpoint = %checkpoint.instance,
+                    "the last checkpoint is from another outbox (database re-created?); ignored"
+                );
+            }
+        }
+        let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_dead").fetch_one(&mut conn).await?;
+        if dead > 0 {
+            tracing::error!(relay = %self.relay_id, dead, "outbox_dead holds rows; later rows of their aggregates wait");
+        }
+        tracing::info!(relay = %self.relay_id, "outbox relay active");
+        Ok(Ok(Session { conn, producer, instance }))
+    }
+
+    async fn relay_batch(&self, session: &mut Session) -> Result<usize, PassError> {
+        let rows: Vec<OutboxRow> =
+            sqlx::query_as(SELECT_BATCH).bind(self.batch).fetch_all(&mut session.conn).await.map_err(reset)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let (encoded, blocked) = self.encode(&rows).await;
+        let sent = &rows[..encoded.len()];
+        if !sent.is_empty() {
+            self.publish(session, sent, &encoded).await.map_err(reset)?;
+            let ids: Vec<i64> = sent.iter().map(|r| r.id).collect();
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut session.conn)
+                .await
+                .map_err(reset)?;
+            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            if !failures.is_empty() {
+                for id in &ids {
+                    failures.remove(id);
+                }
+            }
+            drop(failures);
+            tracing::debug!(count = ids.len(), "relayed outbox rows");
+        }
+        match blocked {
+            None => Ok(sent.len()),
+            Some(Blocked::Failing(failure)) if failure.attempts >= DEAD_AFTER_ATTEMPTS => {
+                let row = &rows[sent.len()];
+                sqlx::query(BURY)
+                    .bind(row.id)
+                    .bind(&failure.error)
+                    .bind(i32::try_from(failure.attempts).unwrap_or(i32::MAX))
+                    .execute(&mut session.conn)
+                    .await
+                    .map_err(reset)?;
+                self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.id);
+                tracing::error!(
+                    relay = %self.relay_id,
+                    row = row.id,
+                    aggregate_type = %row.aggregate_type,
+                    aggregate_id = %row.aggregate_id,
+                    error = %failure.error,
+                    "outbox row moved to outbox_dead; later rows of its aggregate wait until it is dealt with"
+                );
+                Ok(sent.len())
+            }
+            Some(Blocked::Failing(_)) => Ok(sent.len()),
+            Some(Blocked::Transient(e)) if sent.is_empty() => Err(PassError::Keep(e)),
+            Some(Blocked::Transient(e)) => {
+                tracing::warn!(relay = %self.relay_id, error = format!("{e:#}"), "outbox batch cut short");
+                Ok(sent.len())
+            }
+        }
+    }
+
+    /// Map and encode rows in order, up to the first that fails.
+    async fn encode(&self, rows: &[OutboxRow]) -> (Vec<(Message, Vec<u8>)>, Option<Blocked>) {
+        let mut encoded = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(failure) = self.failure(row.id)
+                && failure.attempts >= DEAD_AFTER_ATTEMPTS
+            {
+                return (encoded, Some(Blocked::Failing(failure)));
+            }
+            let message = if row.aggregate_type == DIRECT {
+                Message::from_json(&row.record, row.payload.clone()).map_err(anyhow::Error::from)
+            } else {
+                (self.map_event)(row)
+            };
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => return (encoded, Some(self.failed(row, format!("mapping: {e:#}")))),
+            };
+            match self.codec.encode(&message).await {
+                Ok(bytes) => encoded.push((message, bytes)),
+                Err(e @ EncodeError::Avro(_)) => return (encoded, Some(self.failed(row, format!("encoding: {e}")))),
+                Err(e) => {
+                    let e = anyhow::Error::from(e).context(format!("encoding outbox row {}", row.id));
+                    return (encoded, Some(Blocked::Transient(e)));
+                }
+            }
+        }
+        (encoded, None)
+    }
+
+    fn failure(&self, id: i64) -> Option<Failure> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
+    /// Count a permanent failure of `row`, loudly.
+    fn failed(&self, row: &OutboxRow, error: String) -> Blocked {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = failures.entry(row.id).or_insert(Failure { attempts: 0, error: String::new() });
+        entry.attempts += 1;
+        entry.error = error;
+        tracing::error!(
+            relay = %self.relay_id,
+            row = row.id,
+            aggregate_type = %row.aggregate_type,
+            aggregate_id = %row.aggregate_id,
+            record = %row.record,
+            attempt = entry.attempts,
+            of = DEAD_AFTER_ATTEMPTS,
+            error = %entry.error,
+            "outbox row cannot be relayed"
+        );
+        Blocked::Failing(entry.clone())
+    }
+
+    /// One Kafka transaction: the rows, then the checkpoint naming them.
+    async fn publish(
+        &self,
+        session: &Session,
+        rows: &[OutboxRow],
+        encoded: &[(Message, Vec<u8>)],
+    ) -> anyhow::Result<()> {
+        let producer = &session.producer;
+        producer.begin_transaction()?;
+        // Enqueued one by one, in order: the idempotent producer keeps per-partition order.
+        let mut deliveries = Vec::with_capacity(rows.len() + 1);
+        for (row, (message, bytes)) in rows.iter().zip(encoded) {
+            let topic = self.topic(message.topic().name());
+            let record =
+                FutureRecord::to(&topic).key(message.key()).payload(bytes.as_slice()).headers(headers(row, message));
+            deliveries.push((Some(row), enqueue_record(producer, record).await?));
+        }
+        let ids = rows.iter().map(|r| r.id).collect();
+        let checkpoint = serde_json::to_vec(&Checkpoint { instance: session.instance, ids })?;
+        let topic = self.topic(CHECKPOINT_TOPIC);
+        let record = FutureRecord::to(&topic)
+            .partition(CHECKPOINT_PARTITION)
+            .key(self.relay_id.as_str())
+            .payload(checkpoint.as_slice());
+        deliveries.push((None, enqueue_record(producer, record).await?));
+        for (row, delivery) in deliveries {
+            if let Err((e, m)) = delivery.await.context("producer dropped a delivery")? {
+                if let Some(row) = row
+                    && refused(&e)
+                {
+                    self.failed(row, format!("Kafka refused the record: {e}"));
+                }
+                anyhow::bail!("producing to {}: {e}", rdkafka::Message::topic(&m));
+            }
+        }
+        blocking(producer, |p| p.commit_transaction(KAFKA_TIMEOUT)).await.context("committing the Kafka transaction")
+    }
+}
+
+/// Kafka will never take this record, however often it is sent.
+fn refused(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::MessageProduction(
+            C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidMessage | C::InvalidRecord
+        )
+    )
+}
+
+async fn enqueue_record<'a>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, str, [u8]>,
+) -> anyhow::Result<DeliveryFuture> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((e, back)) => anyhow::bail!("producing to {}: {e}", back.topic),
+        }
+    }
+}
+
+/// Run a blocking producer call (transactions) off the async workers.
+async fn blocking<T: Send + 'static>(
+    producer: &FutureProducer,
+    call: impl FnOnce(&FutureProducer) -> KafkaResult<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let producer = producer.clone();
+    Ok(tokio::task::spawn_blocking(move || call(&producer)).await??)
+}
+
+fn meta<'a>(row: &'a OutboxRow, key: &str) -> Option<&'a str> {
+    row.metadata.get(key).and_then(|v| v.as_str())
+}
+
+fn headers(row: &OutboxRow, message: &Message) -> rdkafka::message::OwnedHeaders {
+    let mut pairs = vec![
+        (h::MESSAGE_ID, row.message_id.to_string()),
+        (h::CORRELATION_ID, meta(row, h::CORRELATION_ID).unwrap_or(&row.aggregate_id).to_owned()),
+        (h::OCCURRED_AT, row.created_at.timestamp_millis().to_string()),
+        (h::RECORD, message.full_name().to_owned()),
+    ];
+    if row.aggregate_type != DIRECT || row.sequence > 0 {
+        pairs.push((h::AGGREGATE_VERSION, row.sequence.to_string()));
+    }
+    for key in [h::CAUSATION_ID, h::TRACEPARENT] {
+        if let Some(v) = meta(row, key) {
+            pairs.push((key, v.to_owned()));
+        }
+    }
+    kafka::to_headers(pairs)
+}
+
+/// A mapper for an event-sourced aggregate: parse the stored event and convert it.
+pub fn event_mapper<E, F>(convert: F) -> EventMapper
+where
+    E: serde::de::DeserializeOwned,
+    F: Fn(&str, &E) -> anyhow::Result<Message> + Send + Sync + 'static,
+{
+    Arc::new(move |row: &OutboxRow| {
+        let event: E = serde_json::from_value(row.payload.clone())
+            .with_context(|| format!("stored {} event {} does not parse", row.aggregate_type, row.record))?;
+        convert(&row.aggregate_id, &event)
+    })
+}
