@@ -10,7 +10,6 @@
 //!   services in trusted headers (see [`crate::extract::Incoming`]).
 //! - [`User`] and [`Admin`]: route guards as extractors (401 without a token, 403 without the role).
 
-use crate::state::AppState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
@@ -241,7 +240,7 @@ fn invalid(e: &jsonwebtoken::errors::Error) -> AuthError {
 }
 
 /// The `/api` middleware: puts the [`Caller`] into the request, or refuses it.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(State(verifier): State<Verifier>, mut request: Request, next: Next) -> Response {
     let caller = match request.headers().get(AUTHORIZATION) {
         None => Caller::Anonymous,
         Some(value) => {
@@ -249,7 +248,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             let Some(token) = token else {
                 return AuthError::NotBearer.into_response();
             };
-            match state.verifier.verify(token).await {
+            match verifier.verify(token).await {
                 Ok(caller) => caller,
                 Err(e) => {
                     tracing::info!(reason = %e, "token refused");

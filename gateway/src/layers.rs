@@ -25,7 +25,7 @@ pub fn api(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     // The innermost `DefaultBodyLimit` wins, so this one overrides the server-wide cap.
     let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = state.rate_limit.clone().apply(router);
-    let router = router.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+    let router = router.layer(axum::middleware::from_fn_with_state(state.verifier.clone(), crate::auth::authenticate));
     router.layer(axum::middleware::from_fn_with_state(InFlight::new(MAX_IN_FLIGHT), bounded))
 }
 
