@@ -5,6 +5,10 @@ use runtime::cluster::Cluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    runtime::cli::service(
+        "gateway",
+        "API gateway: the single HTTP entry point (JWT, rate limit, OpenAPI, UI), forwarding to the services.",
+    );
     runtime::telemetry::init("gateway");
     let mut settings = Settings::from_env("gateway")?;
     let cluster = Cluster::join(&mut settings).await;

@@ -18,6 +18,7 @@
 //!   `readstore`'s).
 //! - [`identity`]: the caller, as the gateway passes it on in trusted headers.
 
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -9,7 +9,7 @@
 //!
 //! ```compile_fail
 //! use saga_orchestrator::engine::{Command, Step, Timeout};
-//! use saga_orchestrator::saga::OrderData;
+//! use saga_orchestrator::definition::OrderData;
 //! use schemas::Message;
 //! const FORGETFUL: Step<OrderData, Message> = Step {
 //!     name: "forgetful",
@@ -25,11 +25,27 @@
 //! ```
 
 use crate::engine::{Command, Ending, Reply, Saga, Signal, Status, Step, Timeout, short};
-use crate::saga::OrderData;
 use contract::{SagaDefinition, SagaStepSpec};
 use schemas::records as r;
 use schemas::{Message, Record};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+
+/// What the saga knows of its order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderData {
+    pub order_id: String,
+    pub customer_id: String,
+    pub total_cents: i64,
+    pub currency: String,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: String,
+    pub quantity: i32,
+}
 
 /// The single part of a step that sends one command per order.
 pub const WHOLE: &str = "order";
@@ -277,7 +293,6 @@ pub fn mermaid<D, M>(saga: &Saga<D, M>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::saga::Line;
 
     #[test]
     fn every_step_declares_its_compensation_or_none() {

@@ -8,28 +8,12 @@
 //! compensation already queued behind it on the same partition.
 
 use crate::definition::{AUTHORIZE_PAYMENT, CREATE_ORDER, RESERVE_STOCK};
+pub use crate::definition::{Line, OrderData};
 use crate::engine::{self, ActionError, Instance, PartState};
 use schemas::Message;
 use schemas::records as r;
-use serde::{Deserialize, Serialize};
 
 pub use crate::engine::Status;
-
-/// What the saga knows of its order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderData {
-    pub order_id: String,
-    pub customer_id: String,
-    pub total_cents: i64,
-    pub currency: String,
-    pub lines: Vec<Line>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Line {
-    pub product_id: String,
-    pub quantity: i32,
-}
 
 /// One order's saga, as stored.
 pub type Saga = Instance<OrderData>;

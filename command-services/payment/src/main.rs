@@ -1,5 +1,9 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    runtime::cli::service(
+        "payment",
+        "Payment service: customer accounts and credit; authorizes, confirms and refunds payments for the saga.",
+    );
     runtime::telemetry::init("payment");
     let settings = runtime::Settings::from_env("payment")?;
     payment_service::run(settings).await

@@ -41,10 +41,6 @@ struct Run {
     rebuild_s: f64,
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
 fn bar(len: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -159,13 +155,26 @@ async fn bare(settings: &runtime::Settings, tps: &[offsets::Tp], total: i64) -> 
     Ok((decoded, began.elapsed().as_secs_f64()))
 }
 
+/// Rebuild throughput of the read models from a synthetic history on Kafka (reused across
+/// runs); writes bench-results/rebuild.json.
+#[derive(Debug, clap::Parser)]
+#[command(name = "rebuild-bench", version)]
+struct Args {
+    /// Events in the history.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Delete and produce the history again even if it is there.
+    #[arg(long)]
+    fresh: bool,
+    /// Rebuilds to measure (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let events: usize = arg(&args, "--events").map_or(Ok(200_000), |v| v.parse())?;
-    let fresh = args.iter().any(|a| a == "--fresh");
-    let runs: usize = arg(&args, "--runs").map_or(Ok(3), |v| v.parse())?;
-    anyhow::ensure!(runs >= 1, "--runs must be at least 1");
+    let Args { events, fresh, runs } = clap::Parser::parse();
+    let runs = usize::try_from(runs)?;
     runtime::telemetry::init("rebuild-bench");
     let settings = runtime::Settings::from_env("rebuild-bench")?;
     let place = Place { topic_prefix: format!("bench.rebuild.{events}."), database: Some(DATABASE.to_owned()) };

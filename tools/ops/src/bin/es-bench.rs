@@ -156,24 +156,30 @@ async fn relay_throughput(admin: &str, writers: usize, events: usize) -> anyhow:
     Ok(rate)
 }
 
+/// Event-store throughput on a scratch database: appends (one and a hundred events per
+/// command) and the outbox relay to Kafka; writes bench-results/event-store.json.
+#[derive(Debug, clap::Parser)]
+#[command(name = "es-bench", version)]
+struct Args {
+    /// Events per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Concurrent writers (1 to 50).
+    #[arg(long, default_value_t = WRITERS as u64, value_parser = clap::value_parser!(u64).range(1..=50))]
+    writers: u64,
+    /// A snapshot every this many events, as the services run it.
+    #[arg(long, default_value_t = 50)]
+    snapshot_every: usize,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let events: usize =
-        args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).map_or(Ok(20_000), |v| v.parse())?;
-    let writers: usize =
-        args.iter().position(|a| a == "--writers").and_then(|i| args.get(i + 1)).map_or(Ok(WRITERS), |v| v.parse())?;
-    anyhow::ensure!((1..=50).contains(&writers), "--writers must be 1..=50");
+    let Args { events, writers, snapshot_every } = clap::Parser::parse();
+    let writers = usize::try_from(writers)?;
     let admin = std::env::var("SHOP_BENCH_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
     let name = format!("bench_es_{}", uuid::Uuid::new_v4().simple());
     let pool = eventstore::db::connect(&format!("{admin}/{name}"), 16).await?;
     eventstore::db::migrate_event_store(&pool).await?;
-    // As the services run it: a snapshot every 50 events, so a load reads a bounded tail.
-    let snapshot_every: usize = args
-        .iter()
-        .position(|a| a == "--snapshot-every")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(50), |v| v.parse())?;
     let store = Arc::new(EventStoreOf::<Ledger>::with_snapshots(pool.clone(), snapshot_every));
 
     // Warm up connections and caches.

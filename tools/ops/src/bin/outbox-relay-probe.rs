@@ -41,6 +41,10 @@ fn any_aggregate() -> EventMapper {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    runtime::cli::service(
+        "outbox-relay-probe",
+        "Probe of the outbox relay: runs or inspects a relay by hand (configured by the environment, see the source).",
+    );
     runtime::telemetry::init("outbox-relay-probe");
     let settings = Settings::from_env("outbox-relay-probe")?;
     let url = var("SHOP_DATABASE_URL").context("SHOP_DATABASE_URL is required")?;
