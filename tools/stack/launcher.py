@@ -390,6 +390,11 @@ class Launcher:
                                   cwd=self.ctx.repo).returncode
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
+        def k8s_manifests() -> str:
+            # kustomize + kubeconform over deploy/k8s, offline once its tools are cached; 77: no Go.
+            code = subprocess.run([str(self.ctx.repo / "deploy/k8s/validate.sh")], cwd=self.ctx.repo).returncode
+            return {0: "ok", 77: "skipped"}.get(code, f"FAILED (exit {code})")
+
         def api_fuzz() -> str:
             gateway = self.by_name.get("gateway")
             if gateway is None:
@@ -413,6 +418,7 @@ class Launcher:
             step("cargo test --workspace --no-fail-fast -- --include-ignored", cargo_test)
             step("launcher unit tests", unit_tests)
             step("schemas check", schemas_check)
+            step("kubernetes manifests (kubeconform)", k8s_manifests)
             step(f"browser tests (Chromium, playwright {browser.VERSION})", browser_tests)
             step(f"schemathesis {apifuzz.VERSION} on /api/openapi.json", api_fuzz)
         finally:
