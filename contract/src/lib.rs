@@ -165,9 +165,9 @@ pub struct StatusChange {
     pub at: String,
 }
 
-/// One saga in the list.
+/// What every answer about a saga says about it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SagaSummary {
+pub struct SagaState {
     /// The order's id: one saga per order.
     #[serde(alias = "_id")]
     pub id: Uuid,
@@ -182,6 +182,13 @@ pub struct SagaSummary {
     pub payment: String,
     pub total_cents: i64,
     pub currency: String,
+}
+
+/// One saga in the list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaSummary {
+    #[serde(flatten)]
+    pub state: SagaState,
     /// When the order was placed and the saga started.
     #[schema(format = DateTime)]
     pub started_at: String,
@@ -283,20 +290,11 @@ pub struct SagaRefusal {
 /// One saga with its history: steps, compensations and errors.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Saga {
-    #[serde(alias = "_id")]
-    pub id: Uuid,
-    pub customer_id: Uuid,
-    pub status: String,
-    pub step: String,
-    #[schema(nullable = true)]
-    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub state: SagaState,
     /// Each product's reservation state.
     #[schema(value_type = Vec<Object>)]
     pub lines: serde_json::Value,
-    /// NONE, AUTHORIZED, CONFIRMED, DECLINED or REFUNDED.
-    pub payment: String,
-    pub total_cents: i64,
-    pub currency: String,
     pub history: Vec<SagaEvent>,
 }
 

@@ -8,7 +8,7 @@ use axum::Router;
 use contract::{
     AddStock, BulkSagaAction, BulkSagaResult, CreateProduct, Created, Customer, ErrorBody, Health, Order,
     OrderAccepted, OrderItem, OrderLine, OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaAction,
-    SagaActionKind, SagaDefinition, SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaStepSpec, SagaSummary,
+    SagaActionKind, SagaDefinition, SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaState, SagaStepSpec, SagaSummary,
     StatusChange, StockAdded,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -50,7 +50,7 @@ pub const DOCS_PATH: &str = "/docs";
         ErrorBody, Created, RegisterCustomer, Customer, CreateProduct, Product, AddStock, StockAdded, PlaceOrder,
         OrderItem, OrderStatus, OrderAccepted, Order, OrderLine, StatusChange, SagaSummary, Saga, SagaEvent,
         SagaDefinition, SagaStepSpec, Health, SagaPage, SagaAction, SagaActionKind, BulkSagaAction, SagaFilter,
-        BulkSagaResult, SagaRefusal,
+        BulkSagaResult, SagaRefusal, SagaState,
     )),
     modifiers(&ApiWideErrors),
     tags(

@@ -330,8 +330,7 @@ pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>) -> Router {
     let ops = Router::new()
         .route("/sagas", get(operations::list))
         .route("/sagas/actions", post(operations::bulk))
-        .route("/sagas/{id}/retry", post(operations::retry))
-        .route("/sagas/{id}/compensate", post(operations::compensate))
+        .route("/sagas/{id}/{action}", post(operations::act_on_one))
         .with_state(orchestrator);
     Router::new()
         .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))

@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use contract::{
-    BulkSagaAction, BulkSagaResult, SagaAction, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaSummary,
+    BulkSagaAction, BulkSagaResult, SagaAction, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaState,
+    SagaSummary,
 };
 use messaging::outbox;
 use runtime::http::{ApiError, Json};
@@ -129,14 +130,16 @@ fn summary(
     let ended = saga.ended_ms.and_then(DateTime::from_timestamp_millis);
     let parse = |s: &str| uuid::Uuid::try_parse(s).map_err(ApiError::internal);
     Ok(SagaSummary {
-        id: parse(&v.order_id)?,
-        customer_id: parse(&v.customer_id)?,
-        status: v.status,
-        step: v.step,
-        reason: v.reason,
-        payment: v.payment,
-        total_cents: v.total_cents,
-        currency: v.currency,
+        state: SagaState {
+            id: parse(&v.order_id)?,
+            customer_id: parse(&v.customer_id)?,
+            status: v.status,
+            step: v.step,
+            reason: v.reason,
+            payment: v.payment,
+            total_cents: v.total_cents,
+            currency: v.currency,
+        },
         started_at: rfc3339(created_at),
         ended_at: ended.map(rfc3339),
         duration_ms: ended.map(|e| (e - created_at).num_milliseconds().max(0)),
@@ -294,37 +297,27 @@ impl Orchestrator {
     }
 }
 
-fn single_answer(order_id: &str, result: Result<(), Failed>) -> Result<Response, ApiError> {
-    match result {
-        Ok(()) => Ok(axum::Json(serde_json::json!({ "id": order_id, "applied": true })).into_response()),
-        Err(Failed::Unknown) => Err(ApiError::not_found(format!("saga {order_id} not found"))),
+/// `POST /sagas/{id}/retry` (send again every command the saga waits on) and
+/// `POST /sagas/{id}/compensate` (give up on the running step and compensate).
+pub async fn act_on_one(
+    State(o): State<Arc<Orchestrator>>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+    Json(body): Json<SagaAction>,
+) -> Result<Response, ApiError> {
+    admin(&caller)?;
+    let kind = match action.as_str() {
+        "retry" => SagaActionKind::Retry,
+        "compensate" => SagaActionKind::Compensate,
+        other => return Err(ApiError::not_found(format!("no saga action {other:?}: retry or compensate"))),
+    };
+    let why = reason(&body.reason)?;
+    match o.act(&id, kind, &who(&caller), why).await {
+        Ok(()) => Ok(axum::Json(serde_json::json!({ "id": id, "applied": true })).into_response()),
+        Err(Failed::Unknown) => Err(ApiError::not_found(format!("saga {id} not found"))),
         Err(Failed::Refused(e)) => Err(ApiError::conflict(e.to_string())),
         Err(Failed::Store(e)) => Err(ApiError::internal(format!("{e:#}"))),
     }
-}
-
-/// `POST /sagas/{id}/retry`: send again every command the saga waits on.
-pub async fn retry(
-    State(o): State<Arc<Orchestrator>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Json(body): Json<SagaAction>,
-) -> Result<Response, ApiError> {
-    admin(&caller)?;
-    let why = reason(&body.reason)?;
-    single_answer(&id, o.act(&id, SagaActionKind::Retry, &who(&caller), why).await)
-}
-
-/// `POST /sagas/{id}/compensate`: give up on the running step and compensate.
-pub async fn compensate(
-    State(o): State<Arc<Orchestrator>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Json(body): Json<SagaAction>,
-) -> Result<Response, ApiError> {
-    admin(&caller)?;
-    let why = reason(&body.reason)?;
-    single_answer(&id, o.act(&id, SagaActionKind::Compensate, &who(&caller), why).await)
 }
 
 /// `POST /sagas/actions`: one action on every saga the filter matches (oldest first, at most
