@@ -119,11 +119,17 @@ class PidRecordTest(unittest.TestCase):
         # postgres' children call setsid(): they are still the component's processes
         leader = procs.spawn(["sh", "-c", "setsid sleep 60 & wait"], env=dict(os.environ), cwd=self.run_dir,
                              log_path=self.run_dir / "log")
+        def detached() -> list[int]:
+            # the forked child is in the leader's session until setsid() has run: wait for that
+            return [p for p in procs.members(leader)
+                    if p != leader.pid and (st := procs.proc_stat(p)) is not None and st.session != leader.pid]
+
         deadline = time.monotonic() + 5
-        while len(procs.members(leader)) < 2 and time.monotonic() < deadline:
+        while not detached() and time.monotonic() < deadline:
             time.sleep(0.05)
-        child = next(p for p in procs.members(leader) if p != leader.pid)
-        self.assertNotEqual(procs.proc_stat(child).session, leader.pid)
+        children = detached()
+        self.assertTrue(children, "the child that called setsid() is not among the component's processes")
+        child = children[0]
         procs.kill(leader)
         stat = procs.proc_stat(child)
         self.assertTrue(stat is None or not stat.live)  # gone, or a zombie waiting for init
