@@ -118,13 +118,25 @@ pub struct OrderItem {
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
     Confirmed,
     Rejected,
     Cancelled,
+}
+
+impl OrderStatus {
+    /// The name the API uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Rejected => "REJECTED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
 }
 
 /// The answer to a placed order: the saga decides the rest, so the status is `PENDING`.

@@ -15,6 +15,9 @@ from tools.stack import apifuzz, browser, demo, preflight, procs
 from tools.stack.components import load
 from tools.stack.components.base import Component, Context, StackError, merged_env, tail, tcp_ok, user_ids
 
+# cargo-machete, which finds dependencies a Cargo.toml declares and the code does not use.
+CARGO_MACHETE_VERSION = "0.9.2"
+
 POLL = 0.5
 # What the launcher and the stack's own tools (bench, browser and API tests) keep in the data
 # folder besides the components' folders: a wipe removes these and nothing it does not know.
@@ -390,6 +393,16 @@ class Launcher:
                                   cwd=self.ctx.repo).returncode
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
+        def unused_dependencies() -> str:
+            # Every dependency a Cargo.toml declares is used; cargo-machete installs once (~1 min).
+            if shutil.which("cargo-machete") is None:
+                code = subprocess.run(["cargo", "install", "cargo-machete", "--locked", "--version",
+                                       CARGO_MACHETE_VERSION], cwd=self.ctx.repo).returncode
+                if code != 0:
+                    return f"FAILED (cargo install cargo-machete: exit {code})"
+            code = subprocess.run(["cargo", "machete"], cwd=self.ctx.repo).returncode
+            return "ok" if code == 0 else f"FAILED (exit {code}: remove what it lists)"
+
         def k8s_manifests() -> str:
             # kustomize + kubeconform over deploy/k8s, offline once its tools are cached; 77: no Go.
             code = subprocess.run([str(self.ctx.repo / "deploy/k8s/validate.sh")], cwd=self.ctx.repo).returncode
@@ -418,6 +431,7 @@ class Launcher:
             step("cargo test --workspace --no-fail-fast -- --include-ignored", cargo_test)
             step("launcher unit tests", unit_tests)
             step("schemas check", schemas_check)
+            step("unused dependencies (cargo-machete)", unused_dependencies)
             step("kubernetes manifests (kubeconform)", k8s_manifests)
             step(f"browser tests (Chromium, playwright {browser.VERSION})", browser_tests)
             step(f"schemathesis {apifuzz.VERSION} on /api/openapi.json", api_fuzz)

@@ -37,25 +37,7 @@ pub enum ApiError {
     Status { what: String, status: StatusCode, body: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Rejected,
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub const fn name(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Rejected => "REJECTED",
-            OrderStatus::Cancelled => "CANCELLED",
-        }
-    }
-}
+pub use contract::OrderStatus;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderView {
