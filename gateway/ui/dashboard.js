@@ -90,6 +90,9 @@ function renderCounts() {
 function setFilter(status) {
   state.filter = status;
   state.pages = [];
+  // At once with what is shown; the server's page (over all sagas) follows.
+  if (status) state.sagas = state.sagas.filter((s) => s.status === status);
+  render();
   refresh();
 }
 
