@@ -1,5 +1,5 @@
 //! Router tests for what the gateway answers itself beyond forwarding: the OpenAPI contract,
-//! Swagger UI, and the per-client rate limit.
+//! Swagger UI, the browser UI (dashboard and storefront), and the per-client rate limit.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -159,6 +159,63 @@ async fn the_dashboard_and_its_assets_are_served_from_the_binary_with_a_strict_p
     let (status, _, body) = call(&app, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8(body).unwrap().contains("/dashboard/"));
+}
+
+/// The `/ui/…` files a page or module names in double quotes (links, scripts, imports, fetches).
+fn ui_files_named_in(text: &str) -> Vec<String> {
+    text.match_indices("\"/ui/").filter_map(|(i, _)| text[i + 1..].split('"').next()).map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn the_storefront_and_every_file_it_loads_are_served_from_the_binary_with_a_strict_policy() {
+    let app = gateway(RateLimit::default()).await;
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+    let (status, headers, _) = call(&app, get("/shop")).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(headers[header::LOCATION], "/shop/");
+    let (_, _, index) = call(&app, get("/")).await;
+    assert!(String::from_utf8(index).unwrap().contains("href=\"/shop/\""), "the landing page links the shop");
+
+    // The page, and transitively every file it links or a module imports.
+    let mut todo = vec!["/shop/".to_owned()];
+    let mut served = std::collections::BTreeSet::new();
+    while let Some(path) = todo.pop() {
+        if path == "/ui/config.json" || !served.insert(path.clone()) {
+            continue; // the realm's endpoints as JSON, checked with the dashboard
+        }
+        let (status, headers, body) = call(&app, get(&path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let kind = headers[header::CONTENT_TYPE].to_str().unwrap();
+        let expected = match path.rsplit('.').next() {
+            Some("js") => "text/javascript",
+            Some("css") => "text/css",
+            _ => "text/html",
+        };
+        assert!(kind.starts_with(expected), "{path}: {kind}");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        for directive in [
+            "default-src 'self'",
+            "connect-src 'self' http://127.0.0.1:8180",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp} lacks {directive}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        let text = String::from_utf8(body).unwrap();
+        assert!(!text.contains("http://") && !text.contains("https://"), "{path} loads something from elsewhere");
+        if expected == "text/html" {
+            // The policy would refuse inline scripts and styles: the page has none.
+            assert!(text.matches("<script").count() == text.matches("<script type=\"module\" src=").count(), "{path}");
+            assert!(!text.contains(" style=") && !text.contains("<style"), "{path}");
+        }
+        todo.extend(ui_files_named_in(&text));
+    }
+    for file in ["/ui/shop.js", "/ui/auth.js", "/ui/dom.js", "/ui/app.css"] {
+        assert!(served.contains(file), "{file} is not loaded by the storefront: {served:?}");
+    }
 }
 
 #[tokio::test]

@@ -132,23 +132,64 @@ export async function accessToken() {
   return tokens.access_token;
 }
 
-/** The signed-in user as the access token says (name and realm roles); null when signed out. */
+/** The signed-in user as the access token says (subject, names, e-mail, realm roles); null when signed out. */
 export async function who() {
   const token = await accessToken();
   if (!token) return null;
-  const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
-  return { name: payload.preferred_username || payload.sub, roles: payload.realm_access?.roles || [] };
+  const bytes = Uint8Array.from(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  const payload = JSON.parse(new TextDecoder().decode(bytes));
+  return {
+    id: payload.sub,
+    name: payload.preferred_username || payload.sub,
+    fullName: payload.name || "",
+    email: payload.email || "",
+    roles: payload.realm_access?.roles || [],
+  };
 }
 
-/** GET an API path with the bearer token; throws an Error carrying the API's own message. */
-export async function api(path) {
+/** `Retry-After` in seconds (a number of seconds or an HTTP date); null when absent or unreadable. */
+function retryAfter(value) {
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+/**
+ * One call to the API with the bearer token: `{ status, body, headers }`. A refusal throws an
+ * Error carrying the API's own message, `status` and `retryAfter` (seconds, or null); a network
+ * failure throws fetch's TypeError (no `status`).
+ */
+async function request(method, path, body, headers) {
   const token = await accessToken();
-  const res = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-  const body = await res.json().catch(() => null);
+  const res = await fetch(path, {
+    method,
+    headers: {
+      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      ...(token ? { Authorization: `Bearer ${token}` } : {}),
+      ...headers,
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = await res.json().catch(() => null);
   if (!res.ok) {
-    const err = new Error(body?.error || `${path} answered ${res.status}`);
+    const err = new Error(answer?.error || `${method} ${path} answered ${res.status}`);
     err.status = res.status;
+    err.retryAfter = retryAfter(res.headers.get("Retry-After"));
     throw err;
   }
-  return body;
+  return { status: res.status, body: answer, headers: res.headers };
+}
+
+/** GET an API path with the bearer token: the answer's body; throws as `request` does. */
+export async function api(path, headers = {}) {
+  return (await request("GET", path, undefined, headers)).body;
+}
+
+/**
+ * Send a command (POST, …) with an optional JSON body and extra headers (`Idempotency-Key`,
+ * `X-Consistency-Token`): `{ status, body, headers }`; throws as `request` does.
+ */
+export async function send(method, path, body = undefined, headers = {}) {
+  return request(method, path, body, headers);
 }

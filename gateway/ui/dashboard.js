@@ -1,7 +1,8 @@
 // The saga dashboard: the CreateOrder saga as the orchestrator declares it, sagas searched and
 // paged on the server (counts over all of them), one saga's progress and history, and the
 // operator's actions on it. Text from the API only ever reaches the page as text nodes.
-import { accessToken, api, completeSignIn, signIn, signOut, who } from "/ui/auth.js";
+import { api, completeSignIn, send, signIn, signOut, who } from "/ui/auth.js";
+import { $, el, money } from "/ui/dom.js";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
 const FAILED = new Set(["COMPENSATING", "REJECTED", "CANCELLED"]);
@@ -9,20 +10,7 @@ const REFRESH_MS = 3000;
 const PAGE_SIZE = 50;
 const duration = (ms) => (ms === null || ms === undefined ? "" : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
 
-const $ = (id) => document.getElementById(id);
 const short = (fullName) => fullName.split(".").pop();
-const money = (cents, currency) => `${(cents / 100).toFixed(2)} ${currency}`;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
 
 const state = { definition: null, sagas: [], counts: {}, filter: null, search: {}, pages: [], next: null,
   selected: null, timer: null };
@@ -161,19 +149,6 @@ async function showDetail() {
   $("detail").hidden = false;
 }
 
-/** POST a JSON body with the bearer token; the API's own message on failure. */
-async function post(path, body) {
-  const token = await accessToken();
-  const res = await fetch(path, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(body),
-  });
-  const answer = await res.json().catch(() => null);
-  if (!res.ok) throw new Error(answer?.error || `${path} answered ${res.status}`);
-  return answer;
-}
-
 /** Retry or compensate this saga, with a reason the saga's history keeps. */
 function actions(saga) {
   const reason = el("input", { name: "reason", required: true, maxlength: "500", placeholder: "why (kept in the history)" });
@@ -182,7 +157,7 @@ function actions(saga) {
     e.preventDefault();
     if (!reason.value.trim()) { reason.reportValidity(); return; }
     try {
-      await post(`/api/sagas/${encodeURIComponent(saga.id)}/${what}`, { reason: reason.value });
+      await send("POST", `/api/sagas/${encodeURIComponent(saga.id)}/${what}`, { reason: reason.value });
       outcome.textContent = what === "retry" ? "Sent again." : "Compensating.";
       reason.value = "";
       await refresh();

@@ -4,26 +4,17 @@ An admin signs in through Keycloak's own login page (authorization code + PKCE),
 of an order placed just before appear on its own, follows it to CONFIRMED, and opens its steps
 and history; a declined order shows the failed step and the compensation that ran; a customer
 is told the dashboard needs the admin role. Any console error on the gateway's pages (a script
-error, a failed request, a Content-Security-Policy violation) fails the test."""
+error, a failed request, a Content-Security-Policy violation) fails the test (support.py)."""
 
 from __future__ import annotations
 
-import os
 import unittest
 import uuid
-from pathlib import Path
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
+from support import GATEWAY, SETTLE_MS, BrowserTest
 
 from tools.stack import demo
-
-GATEWAY = os.environ.get("SHOP_GATEWAY", "http://127.0.0.1:8080")
-CHROMIUM = os.environ.get("SHOP_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("SHOP_BROWSER_ARTIFACTS", ".stack-data/browser"))
-# Chromium on a machine without outside network: no background traffic, no sandbox as root.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-SETTLE_MS = 60_000
 
 
 def place_order(price_cents: int, quantity: int) -> str:
@@ -40,41 +31,7 @@ def place_order(price_cents: int, quantity: int) -> str:
     return order["order_id"]
 
 
-class Dashboard(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.playwright = sync_playwright().start()
-        cls.browser = cls.playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.browser.close()
-        cls.playwright.stop()
-
-    def setUp(self):
-        self.context = self.browser.new_context(viewport={"width": 1400, "height": 900})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        ours = lambda url: (url or "").startswith(GATEWAY)  # noqa: E731 - Keycloak's pages are not ours
-        self.page.on("console", lambda m: self.errors.append(m.text)
-                     if m.type == "error" and ours(m.location.get("url")) else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def tearDown(self):
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{self._testMethodName}.png"), full_page=True)
-        self.context.close()
-        self.assertEqual(self.errors, [], "console errors on the gateway's pages")
-
-    def sign_in(self, page: Page, user: str) -> None:
-        page.goto(f"{GATEWAY}/dashboard/")
-        page.get_by_role("button", name="Sign in with Keycloak").click()
-        page.wait_for_url("**/realms/shop/protocol/openid-connect/auth**")
-        page.fill("#username", user)
-        page.fill("#password", user)
-        page.click("#kc-login")
-        page.wait_for_url(f"{GATEWAY}/dashboard/**")
-
+class Dashboard(BrowserTest):
     def test_an_admin_watches_an_order_saga_confirm(self):
         order_id = place_order(price_cents=1200, quantity=1)
         page = self.page

@@ -1,5 +1,6 @@
-//! The browser UI: a landing page at `/` and the saga dashboard at `/dashboard/`. Plain HTML, CSS
-//! and JavaScript modules from `gateway/ui/`, compiled into the binary: no build step, no CDN.
+//! The browser UI: a landing page at `/`, the customers' storefront at `/shop/` and the saga
+//! dashboard at `/dashboard/`. Plain HTML, CSS and JavaScript modules from `gateway/ui/`, compiled
+//! into the binary: no build step, no CDN.
 //! The pages sign in against the realm themselves (authorization code + PKCE, client
 //! `SHOP_UI_CLIENT_ID`, default `shop-web`) and call `/api` with the token like any client.
 
@@ -15,12 +16,15 @@ use serde_json::json;
 pub const CLIENT_ID_VAR: &str = "SHOP_UI_CLIENT_ID";
 
 /// `(name, content type, body)` of every file under `/ui/`.
-const ASSETS: [(&str, &str, &str); 5] = [
+const ASSETS: [(&str, &str, &str); 8] = [
     ("app.css", "text/css; charset=utf-8", include_str!("../../ui/app.css")),
     ("auth.js", "text/javascript; charset=utf-8", include_str!("../../ui/auth.js")),
+    ("dom.js", "text/javascript; charset=utf-8", include_str!("../../ui/dom.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../../ui/dashboard.js")),
+    ("shop.js", "text/javascript; charset=utf-8", include_str!("../../ui/shop.js")),
     ("index.html", "text/html; charset=utf-8", include_str!("../../ui/index.html")),
     ("dashboard.html", "text/html; charset=utf-8", include_str!("../../ui/dashboard.html")),
+    ("shop.html", "text/html; charset=utf-8", include_str!("../../ui/shop.html")),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -28,6 +32,8 @@ pub fn router() -> Router<AppState> {
         .route("/", get(|s: State<AppState>| async move { page(&s, "index.html") }))
         .route("/dashboard", get(|| async { Redirect::permanent("/dashboard/") }))
         .route("/dashboard/", get(|s: State<AppState>| async move { page(&s, "dashboard.html") }))
+        .route("/shop", get(|| async { Redirect::permanent("/shop/") }))
+        .route("/shop/", get(|s: State<AppState>| async move { page(&s, "shop.html") }))
         .route("/ui/config.json", get(config))
         .route("/ui/{file}", get(asset))
 }
