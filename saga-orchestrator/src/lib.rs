@@ -71,7 +71,7 @@ fn deadline(saga: &Saga) -> Option<DateTime<Utc>> {
 
 /// Metadata of what a saga sends: its order, the message that caused it (none for a deadline),
 /// and the trace of the span that moved the saga.
-pub(crate) fn sent_metadata(order_id: &str, cause: Option<&str>, traceparent: Option<&str>) -> Metadata {
+fn sent_metadata(order_id: &str, cause: Option<&str>, traceparent: Option<&str>) -> Metadata {
     let mut metadata = Metadata::from([(h::CORRELATION_ID.to_owned(), order_id.to_owned())]);
     if let Some(c) = cause {
         metadata.insert(h::CAUSATION_ID.to_owned(), c.to_owned());
@@ -95,7 +95,7 @@ impl Handler for Orchestrator {
 }
 
 /// A saga as one transaction leaves it.
-pub(crate) struct Touched {
+struct Touched {
     saga: Saga,
     /// Not in the table before this transaction.
     new: bool,
@@ -207,7 +207,7 @@ impl Orchestrator {
 
 /// Store the sagas a transaction touched (one new version each) and queue, after `commands`,
 /// one `SagaUpdated` per saga.
-pub(crate) async fn persist(
+async fn persist(
     tx: &mut Transaction<'_, Postgres>,
     sagas: &mut HashMap<String, Touched>,
     mut commands: Vec<outbox::Queued>,
@@ -306,21 +306,30 @@ impl Orchestrator {
                 .await?;
         let Some((state,)) = row else { return Ok(false) };
         let mut saga = Saga::from_stored(state)?;
-        let traceparent = runtime::telemetry::current_traceparent();
-        let metadata = sent_metadata(order_id, None, traceparent.as_deref());
-        let commands = saga.on_timeout(millis(Utc::now()));
-        let commands = commands
-            .into_iter()
-            .map(|message| outbox::Queued { message, metadata: metadata.clone(), version: 0 })
-            .collect();
+        let sent = saga.on_timeout(millis(Utc::now()));
         let reason = saga.reason.clone().unwrap_or_default();
-        let mut touched =
-            HashMap::from([(order_id.to_owned(), Touched { saga, new: false, moved: true, traceparent })]);
-        persist(&mut tx, &mut touched, commands).await?;
-        tx.commit().await?;
+        store_one(tx, saga, sent, runtime::telemetry::current_traceparent()).await?;
         tracing::warn!(order_id, reason, "saga step timed out");
         Ok(true)
     }
+}
+
+/// Store one saga that moved outside a consumer batch (its deadline passed, an operator acted)
+/// with the commands it sent, under the row lock `tx` holds, and commit.
+pub(crate) async fn store_one(
+    mut tx: Transaction<'_, Postgres>,
+    saga: Saga,
+    sent: Vec<Message>,
+    traceparent: Option<String>,
+) -> anyhow::Result<()> {
+    let order_id = saga.order_id().to_owned();
+    let metadata = sent_metadata(&order_id, None, traceparent.as_deref());
+    let commands =
+        sent.into_iter().map(|message| outbox::Queued { message, metadata: metadata.clone(), version: 0 }).collect();
+    let mut touched = HashMap::from([(order_id, Touched { saga, new: false, moved: true, traceparent })]);
+    persist(&mut tx, &mut touched, commands).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The HTTP API: the saga's declaration; one saga from the `sagas` read model (built by the

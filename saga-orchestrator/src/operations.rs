@@ -7,7 +7,7 @@
 
 use crate::engine::{ActionError, Status};
 use crate::saga::Saga;
-use crate::{Orchestrator, Touched, millis, persist, sent_metadata};
+use crate::{Orchestrator, millis, store_one};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,6 @@ use contract::{
     BulkSagaAction, BulkSagaResult, SagaAction, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaState,
     SagaSummary,
 };
-use messaging::outbox;
 use runtime::http::{ApiError, Json};
 use runtime::identity::Caller;
 use std::collections::{BTreeMap, HashMap};
@@ -280,15 +279,7 @@ impl Orchestrator {
             }
             .map_err(Failed::Refused)?;
             let traceparent = runtime::telemetry::current_traceparent().or(traceparent);
-            let metadata = sent_metadata(order_id, None, traceparent.as_deref());
-            let commands = sent
-                .into_iter()
-                .map(|message| outbox::Queued { message, metadata: metadata.clone(), version: 0 })
-                .collect();
-            let mut touched =
-                HashMap::from([(order_id.to_owned(), Touched { saga, new: false, moved: true, traceparent })]);
-            persist(&mut tx, &mut touched, commands).await.map_err(Failed::Store)?;
-            tx.commit().await?;
+            store_one(tx, saga, sent, traceparent).await.map_err(Failed::Store)?;
             tracing::warn!(order_id, by, why, action = ?kind, "operator action on a saga");
             Ok(())
         }
