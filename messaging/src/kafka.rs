@@ -1,15 +1,16 @@
-//! Kafka clients: the idempotent producer (acks=all), the outbox relay's transactional producer,
-//! topic creation, and reading back the last committed record of a key.
+//! Kafka clients: the idempotent producer (acks=all), the outbox relay's producer, topic
+//! creation, and finding which messages of a batch already reached a topic.
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use schemas::Topic;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
@@ -23,21 +24,21 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .context("creating Kafka producer")
 }
 
-/// A transactional producer (idempotent, acks=all). The caller still has to call
-/// `init_transactions`, which fences any older producer with the same `transactional_id`.
-pub fn transactional_producer(brokers: &str, transactional_id: &str) -> anyhow::Result<FutureProducer> {
+/// The outbox relay's producer: idempotent (acks=all; its own retries neither duplicate nor
+/// reorder a partition's records) and never giving up on a record (`message.timeout.ms=0`): a
+/// record that timed out while later ones of its partition went through would leave a gap that
+/// a resend could only fill out of order. Any other error that could leave a gap is fatal
+/// (`enable.gapless.guarantee`): the relay then drops the producer and starts over.
+pub fn relay_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        // The transaction of a producer that died open holds back read_committed consumers of
-        // its partitions until its successor fences it, or until this timeout aborts it.
-        .set("transaction.timeout.ms", "20000")
-        .set("message.timeout.ms", "15000")
+        .set("message.timeout.ms", "0")
         .create()
-        .context("creating transactional Kafka producer")
+        .context("creating the relay's Kafka producer")
 }
 
 /// A topic to create when missing.
@@ -95,7 +96,6 @@ pub fn to_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Own
 
 /// `headers` with the current span's `traceparent` added, unless they carry one already.
 pub fn with_traceparent(headers: OwnedHeaders) -> OwnedHeaders {
-    use rdkafka::message::Headers as _;
     let traceparent = runtime::telemetry::TRACEPARENT;
     if headers.iter().any(|h| h.key == traceparent) {
         return headers;
@@ -123,63 +123,87 @@ pub async fn send(
     Ok(())
 }
 
-/// How many offsets [`last_committed_value`] reads at a time, going backwards.
-const SCAN_WINDOW: i64 = 1000;
-
-/// The value of the last committed record with `key` in partition `partition` of `topic`
-/// (`None` when there is none), read with `isolation.level=read_committed` backwards from the
-/// end, window by window. "The end" is the high watermark when the call starts: an open
-/// transaction before it makes the call wait until it ends (or fail after `timeout`), because
-/// stopping at the last stable offset could miss the latest record.
+/// Which of `wanted` (message ids) are on `topics`, among the records written at or after
+/// `since_ms` (milliseconds since the epoch, by the records' timestamps), read with
+/// `isolation.level=read_committed` up to each partition's end when the call starts. Stops early
+/// once all are found; fails after `timeout`.
 ///
 /// Blocking: call it from `spawn_blocking`.
-pub fn last_committed_value(
+pub fn find_message_ids(
     brokers: &str,
-    topic: &str,
-    partition: i32,
-    key: &str,
+    topics: &[String],
+    since_ms: i64,
+    wanted: &HashSet<String>,
     timeout: Duration,
-) -> anyhow::Result<Option<Vec<u8>>> {
+) -> anyhow::Result<HashSet<String>> {
     let deadline = Instant::now() + timeout;
+    let mut found = HashSet::new();
+    if wanted.is_empty() || topics.is_empty() {
+        return Ok(found);
+    }
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Partitions are assigned, never subscribed: the group is not joined, nothing is committed.
-        .set("group.id", format!("{key}.reader"))
+        .set("group.id", "outbox-relay.recovery")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
         .context("creating Kafka consumer")?;
-    let (low, high) =
-        consumer.fetch_watermarks(topic, partition, timeout).with_context(|| format!("watermarks of {topic}"))?;
-    let mut end = high;
-    while end > low {
-        let start = (end - SCAN_WINDOW).max(low);
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-        consumer.assign(&assignment)?;
-        let mut found = None;
-        // The position also moves over transaction markers and aborted records, so it reaches
-        // `end` even though those are never returned.
-        while position(&consumer, topic, partition)?.unwrap_or(start) < end {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "reading {topic} [{partition}] up to offset {end} took over {timeout:?} (an open transaction?)"
-            );
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
-                Some(Ok(m)) if m.offset() < end && m.key() == Some(key.as_bytes()) => {
-                    found = Some(m.payload().unwrap_or_default().to_vec());
-                }
-                Some(Ok(_)) => {}
+    let mut from_time = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("metadata of {topic}"))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                from_time.add_partition_offset(topic, p.id(), Offset::Offset(since_ms))?;
             }
         }
-        if found.is_some() {
+    }
+    let starts = consumer.offsets_for_times(from_time, timeout).context("offsets for the time the batch was sent")?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in starts.elements() {
+        // No record at or after the time: nothing of the batch reached this partition.
+        let Offset::Offset(start) = p.offset() else { continue };
+        let (_, high) = consumer
+            .fetch_watermarks(p.topic(), p.partition(), timeout)
+            .with_context(|| format!("watermarks of {}", p.topic()))?;
+        if start < high {
+            assignment.add_partition_offset(p.topic(), p.partition(), Offset::Offset(start))?;
+            ends.push((p.topic().to_owned(), p.partition(), high));
+        }
+    }
+    if ends.is_empty() {
+        return Ok(found);
+    }
+    consumer.assign(&assignment)?;
+    loop {
+        let mut done = true;
+        for (topic, partition, end) in &ends {
+            // The position also moves over transaction markers and aborted records.
+            if position(&consumer, topic, *partition)?.unwrap_or(0) < *end {
+                done = false;
+                break;
+            }
+        }
+        if done || found.len() == wanted.len() {
             return Ok(found);
         }
-        end = start;
+        anyhow::ensure!(Instant::now() < deadline, "reading {topics:?} back took over {timeout:?}");
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => return Err(e).context("reading the relay's topics back"),
+            Some(Ok(m)) => {
+                let id = m
+                    .headers()
+                    .and_then(|hs| hs.iter().find(|h| h.key == schemas::headers::MESSAGE_ID).and_then(|h| h.value));
+                if let Some(id) = id.map(String::from_utf8_lossy)
+                    && wanted.contains(id.as_ref())
+                {
+                    found.insert(id.into_owned());
+                }
+            }
+        }
     }
-    Ok(None)
 }
 
 fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
@@ -194,7 +218,6 @@ fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Res
 mod tests {
     use super::*;
     use opentelemetry::trace::TracerProvider as _;
-    use rdkafka::message::Headers as _;
     use runtime::telemetry;
     use tracing_subscriber::layer::SubscriberExt;
 

@@ -6,10 +6,10 @@
 //! event store (cqrs-es), MongoDB or the service wiring: `eventstore` and `service-kit` build on
 //! this crate, not the other way round. PostgreSQL (sqlx) only for the outbox tables.
 //!
-//! - [`kafka`]: idempotent and transactional producers, topic creation, reading a key back.
+//! - [`kafka`]: the producers, topic creation, finding a batch's messages on a topic.
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
 //! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction,
-//!   and its relay (exactly once for `read_committed` consumers).
+//!   and its relay (once per row across relay crashes, in each aggregate's order).
 
 pub mod consumer;
 pub mod kafka;

@@ -1,16 +1,23 @@
-//! The outbox relay: publishes outbox rows to Kafka in id order, exactly once for
-//! `read_committed` consumers, then deletes them.
+//! The outbox relay: publishes outbox rows to Kafka in id order, then deletes them. Each row
+//! reaches Kafka once, in its aggregate's order, across crashes of the relay; the one exception
+//! (below) is a duplicate, which consumers drop by message id like any redelivery.
 //!
 //! - One relay per database at a time: a session advisory lock, held by the connection that
 //!   runs all of the relay's SQL, so losing the lock also stops the relay's work.
-//! - Each batch is one Kafka transaction (`transactional.id` = the relay id): the rows, plus a
-//!   checkpoint record `relay id -> the batch's row ids` on the compacted [`CHECKPOINT_TOPIC`].
-//!   The rows are deleted after the commit, and before the next batch begins.
-//! - So a crash can leave at most the last committed batch in the table. On (re)start,
-//!   `init_transactions` fences the predecessor and settles its open transaction (commits or
-//!   aborts it); then the relay reads its last committed checkpoint and deletes those rows.
-//!   Every failure after a batch began takes this same path: the session is dropped and
-//!   started again, exactly as after a crash.
+//! - A batch is read and, in the same statement, recorded as being sent
+//!   (`outbox_relay.sending`, with the time). Its records go out through the idempotent producer
+//!   ([`kafka::relay_producer`]: in order per partition, never timing out, gaps fatal), and the
+//!   rows are deleted once Kafka acknowledged them all, before the next batch begins. No Kafka
+//!   transaction: a transaction per batch cost Kafka more CPU than everything else it does for an
+//!   order, and doubled the time an order takes end to end.
+//! - So a crash can leave at most the batch being sent in the table, some of it on Kafka. On
+//!   (re)start the relay reads the topics back from the time that batch was sent, and deletes
+//!   the rows whose message ids it finds there; the rest go out again. Every failure after a
+//!   batch began takes this same path: the session is dropped and started again, exactly as
+//!   after a crash.
+//! - The exception: a relay cut off from PostgreSQL (its lock lost) while its last records
+//!   were still on their way to Kafka, so that they land after its successor read the topics
+//!   back. Those are sent twice; consumers deduplicate (inbox, versions, the sent log).
 //! - Nothing tracks a high-water mark, so rows of transactions that commit late ("holes" in
 //!   the id sequence) are never skipped: they are simply still in the table on a later pass.
 //! - A row that cannot be mapped, encoded or sent is logged with its id at every attempt and,
@@ -20,12 +27,11 @@
 
 use crate::kafka;
 use anyhow::Context;
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use schemas::headers as h;
 use schemas::{Codec, EncodeError, Message};
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
@@ -57,33 +63,36 @@ pub type EventMapper = Arc<dyn Fn(&OutboxRow) -> anyhow::Result<Message> + Send 
 /// Aggregate type used for rows that hold a wire record directly.
 pub const DIRECT: &str = "$message";
 
-/// Compacted topic of the relays' checkpoints: key = relay id, value = a JSON [`Checkpoint`].
-pub const CHECKPOINT_TOPIC: &str = "outbox.checkpoints";
-
-/// Checkpoints live in one partition, so finding a relay's last one never depends on how
-/// many partitions the topic has or how keys are hashed.
-const CHECKPOINT_PARTITION: i32 = 0;
-
 /// Permanent failures (mapping, Avro, a record Kafka refuses) of one row before it is moved
 /// to `outbox_dead`.
 pub const DEAD_AFTER_ATTEMPTS: u32 = 3;
 
 /// After a wake-up, how long the relay lets rows gather before it reads a batch: commits that
-/// land together (a consumer batch, concurrent commands) then share one Kafka transaction
+/// land together (a consumer batch, concurrent commands) then share one produce request
 /// instead of taking one each. A full batch goes on at once.
 const LINGER: Duration = Duration::from_millis(10);
 
 /// Session advisory lock: one relay per database.
 const LOCK_KEY: i64 = 7062;
 
-/// For each blocking Kafka call (init, commit) and for reading the checkpoint back.
+/// For reading the topics back after a crash.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Rows of an aggregate that has a dead row wait behind it.
-const SELECT_BATCH: &str = "SELECT o.* FROM outbox o \
-     WHERE NOT EXISTS (SELECT 1 FROM outbox_dead d \
-                       WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id) \
-     ORDER BY o.id LIMIT $1";
+/// Reading the topics back starts this long before the batch was recorded as being sent, in
+/// case the relay's clock and PostgreSQL's differ (records carry the producer's time).
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
+
+/// The next batch, recorded as being sent in the same statement. Rows of an aggregate that has
+/// a dead row wait behind it.
+const SELECT_BATCH: &str = "WITH batch AS ( \
+         SELECT o.* FROM outbox o \
+          WHERE NOT EXISTS (SELECT 1 FROM outbox_dead d \
+                            WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id) \
+          ORDER BY o.id LIMIT $1), \
+     mark AS ( \
+         UPDATE outbox_relay SET sending = (SELECT array_agg(id) FROM batch), sending_since = now() \
+          WHERE singleton AND EXISTS (SELECT 1 FROM batch)) \
+     SELECT * FROM batch ORDER BY id";
 
 const BURY: &str = "WITH dead AS (DELETE FROM outbox WHERE id = $1 RETURNING *) \
      INSERT INTO outbox_dead (id, message_id, aggregate_type, aggregate_id, sequence, record, payload, \
@@ -190,15 +199,6 @@ pub async fn sample_backlog(pool: PgPool, every: Duration, shutdown: impl std::f
     }
 }
 
-/// The rows of one committed Kafka transaction, recorded in that same transaction.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// The outbox's `outbox_relay.instance`: row ids mean nothing in another database, or in
-    /// a re-created one that happens to have the same name.
-    pub instance: Uuid,
-    pub ids: Vec<i64>,
-}
-
 pub struct Relay {
     pool: PgPool,
     brokers: String,
@@ -214,7 +214,7 @@ pub struct Relay {
 
 #[derive(Default)]
 struct State {
-    /// The lock, the transactional producer and the checkpoint identity; `None` until the
+    /// The lock and the producer; `None` until the
     /// next pass starts one (after a failure, or while another relay holds the lock).
     session: Option<Session>,
     /// While another relay holds the lock: the connection that keeps asking for it.
@@ -225,7 +225,6 @@ struct Session {
     /// Holds the advisory lock; not from the pool, so dropping it releases the lock.
     conn: PgConnection,
     producer: FutureProducer,
-    instance: Uuid,
 }
 
 #[derive(Debug, Clone)]
@@ -272,8 +271,7 @@ impl Relay {
         }
     }
 
-    /// The Kafka `transactional.id` and checkpoint key. Must be the same for every relay of
-    /// one database and differ between databases.
+    /// Names the relay in logs. The same for every relay of one database.
     pub fn with_relay_id(mut self, relay_id: impl Into<String>) -> Self {
         self.relay_id = relay_id.into();
         self
@@ -284,7 +282,7 @@ impl Relay {
         self
     }
 
-    /// Prefix every topic the relay writes (records and checkpoints), so tests can relay into
+    /// Prefix every topic the relay writes, so tests can relay into
     /// topics of their own.
     pub fn with_topic_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.topic_prefix = prefix.into();
@@ -300,14 +298,19 @@ impl Relay {
         format!("{}{name}", self.topic_prefix)
     }
 
-    /// Run until `shutdown` resolves. Errors are logged and retried after a pause. A pass is
-    /// never interrupted (Kafka's and PostgreSQL's timeouts bound it), so stopping leaves no
-    /// Kafka transaction open.
+    /// Run until `shutdown` resolves. Errors are logged and retried after a pause. Stopping
+    /// may cut a pass short (while Kafka is unreachable a pass waits for it): what it was
+    /// sending is read back from Kafka at the next start.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut listener: Option<PgListener> = None;
         loop {
-            let pause = match self.pass().await {
+            let passed = tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                passed = self.pass() => passed,
+            };
+            let pause = match passed {
                 Ok(sent) if sent as i64 >= self.batch => Duration::ZERO,
                 Ok(_) => Duration::from_millis(250),
                 Err(e) => {
@@ -408,62 +411,75 @@ impl Relay {
         // the planner scan and sort the whole table (dead rows included) for every batch and
         // every delete. Its rows are always wanted by id, so this session always uses the
         // primary key.
+        // No JIT either: these statements are small, and a plan costed high by the setting
+        // above would be compiled for every batch (100 ms each).
         sqlx::query("SET enable_seqscan = off").execute(&mut conn).await?;
-        let instance: Uuid = sqlx::query_scalar("SELECT instance FROM outbox_relay")
-            .fetch_one(&mut conn)
-            .await
-            .context("reading outbox_relay (is the outbox migrated?)")?;
-        let checkpoints = self.topic(CHECKPOINT_TOPIC);
-        kafka::create_missing(
-            &self.brokers,
-            &[kafka::TopicSpec {
-                name: checkpoints.clone(),
-                partitions: 1,
-                config: vec![
-                    ("cleanup.policy", "compact".to_owned()),
-                    ("segment.ms", "600000".to_owned()),
-                    ("min.cleanable.dirty.ratio", "0.1".to_owned()),
-                ],
-            }],
-        )
-        .await?;
-        let producer = kafka::transactional_producer(&self.brokers, &self.relay_id)?;
-        blocking(&producer, |p| p.init_transactions(KAFKA_TIMEOUT)).await.context("init_transactions")?;
-
-        let (brokers, key) = (self.brokers.clone(), self.relay_id.clone());
-        let last = tokio::task::spawn_blocking(move || {
-            kafka::last_committed_value(&brokers, &checkpoints, CHECKPOINT_PARTITION, &key, KAFKA_TIMEOUT)
-        })
-        .await?
-        .context("reading the last checkpoint")?;
-        if let Some(bytes) = last {
-            let checkpoint: Checkpoint = serde_json::from_slice(&bytes).with_context(|| {
-                format!("checkpoint of {} is not valid: {}", self.relay_id, String::from_utf8_lossy(&bytes))
-            })?;
-            if checkpoint.instance == instance {
-                let done = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                    .bind(&checkpoint.ids)
-                    .execute(&mut conn)
-                    .await?
-                    .rows_affected();
-                if done > 0 {
-                    tracing::info!(relay = %self.relay_id, rows = done, "deleted the rows of the last committed batch");
-                }
-            } else {
-                tracing::warn!(
-                    relay = %self.relay_id,
-                    %instance,
-                    checkpoint = %checkpoint.instance,
-                    "the last checkpoint is from another outbox (database re-created?); ignored"
-                );
-            }
-        }
+        sqlx::query("SET jit = off").execute(&mut conn).await?;
+        let producer = kafka::relay_producer(&self.brokers)?;
+        self.recover(&mut conn).await?;
         let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_dead").fetch_one(&mut conn).await?;
         if dead > 0 {
             tracing::error!(relay = %self.relay_id, dead, "outbox_dead holds rows; later rows of their aggregates wait");
         }
         tracing::info!(relay = %self.relay_id, "outbox relay active");
-        Ok(Ok(Session { conn, producer, instance }))
+        Ok(Ok(Session { conn, producer }))
+    }
+
+    /// Delete the rows of the batch a predecessor was sending that are on Kafka already.
+    async fn recover(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let (sending, since): (Vec<i64>, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as("SELECT sending, sending_since FROM outbox_relay")
+                .fetch_one(&mut *conn)
+                .await
+                .context("reading outbox_relay (is the outbox migrated?)")?;
+        let rows: Vec<OutboxRow> = match since {
+            Some(_) => sqlx::query_as("SELECT * FROM outbox WHERE id = ANY($1) ORDER BY id").bind(&sending),
+            // Never recorded: the outbox of a relay that sent in Kafka transactions, whose last
+            // committed batch may still be here (it is always the first rows).
+            None => sqlx::query_as("SELECT * FROM outbox ORDER BY id LIMIT $1").bind(self.batch),
+        }
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(oldest) = since.or_else(|| rows.iter().map(|r| r.created_at).min()) else { return Ok(()) };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        let mut ids = HashMap::new();
+        for row in &rows {
+            // A row that cannot be mapped was never sent.
+            if let Ok(message) = self.message(row) {
+                topics.insert(self.topic(message.topic().name()));
+                ids.insert(row.message_id.to_string(), row.id);
+            }
+        }
+        let wanted: std::collections::HashSet<String> = ids.keys().cloned().collect();
+        let since_ms = oldest.timestamp_millis() - i64::try_from(CLOCK_SLACK.as_millis()).unwrap_or(i64::MAX);
+        let (brokers, topics) = (self.brokers.clone(), topics.into_iter().collect::<Vec<_>>());
+        let found = tokio::task::spawn_blocking(move || {
+            kafka::find_message_ids(&brokers, &topics, since_ms, &wanted, KAFKA_TIMEOUT)
+        })
+        .await?
+        .context("reading the last batch back from Kafka")?;
+        let done: Vec<i64> = found.iter().filter_map(|m| ids.get(m).copied()).collect();
+        if !done.is_empty() {
+            let deleted = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&done)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            tracing::info!(relay = %self.relay_id, rows = deleted, of = rows.len(), "deleted the rows of the last batch found on Kafka");
+        }
+        Ok(())
+    }
+
+    /// The wire message of a row.
+    fn message(&self, row: &OutboxRow) -> anyhow::Result<Message> {
+        if row.aggregate_type == DIRECT {
+            Message::from_json(&row.record, row.payload.clone()).map_err(anyhow::Error::from)
+        } else {
+            (self.map_event)(row)
+        }
     }
 
     async fn relay_batch(&self, session: &mut Session) -> Result<usize, PassError> {
@@ -531,12 +547,7 @@ impl Relay {
             {
                 return (encoded, Some(Blocked::Failing(failure)));
             }
-            let message = if row.aggregate_type == DIRECT {
-                Message::from_json(&row.record, row.payload.clone()).map_err(anyhow::Error::from)
-            } else {
-                (self.map_event)(row)
-            };
-            let message = match message {
+            let message = match self.message(row) {
                 Ok(m) => m,
                 Err(e) => return (encoded, Some(self.failed(row, format!("mapping: {e:#}")))),
             };
@@ -576,7 +587,7 @@ impl Relay {
         Blocked::Failing(entry.clone())
     }
 
-    /// One Kafka transaction: the rows, then the checkpoint naming them.
+    /// Send the rows and wait until Kafka acknowledged every one.
     async fn publish(
         &self,
         session: &Session,
@@ -584,34 +595,23 @@ impl Relay {
         encoded: &[(Message, Vec<u8>)],
     ) -> anyhow::Result<()> {
         let producer = &session.producer;
-        producer.begin_transaction()?;
         // Enqueued one by one, in order: the idempotent producer keeps per-partition order.
-        let mut deliveries = Vec::with_capacity(rows.len() + 1);
+        let mut deliveries = Vec::with_capacity(rows.len());
         for (row, (message, bytes)) in rows.iter().zip(encoded) {
             let topic = self.topic(message.topic().name());
             let record =
                 FutureRecord::to(&topic).key(message.key()).payload(bytes.as_slice()).headers(headers(row, message));
-            deliveries.push((Some(row), enqueue_record(producer, record).await?));
+            deliveries.push((row, enqueue_record(producer, record).await?));
         }
-        let ids = rows.iter().map(|r| r.id).collect();
-        let checkpoint = serde_json::to_vec(&Checkpoint { instance: session.instance, ids })?;
-        let topic = self.topic(CHECKPOINT_TOPIC);
-        let record = FutureRecord::to(&topic)
-            .partition(CHECKPOINT_PARTITION)
-            .key(self.relay_id.as_str())
-            .payload(checkpoint.as_slice());
-        deliveries.push((None, enqueue_record(producer, record).await?));
         for (row, delivery) in deliveries {
             if let Err((e, m)) = delivery.await.context("producer dropped a delivery")? {
-                if let Some(row) = row
-                    && refused(&e)
-                {
+                if refused(&e) {
                     self.failed(row, format!("Kafka refused the record: {e}"));
                 }
                 anyhow::bail!("producing to {}: {e}", rdkafka::Message::topic(&m));
             }
         }
-        blocking(producer, |p| p.commit_transaction(KAFKA_TIMEOUT)).await.context("committing the Kafka transaction")
+        Ok(())
     }
 }
 
@@ -640,15 +640,6 @@ async fn enqueue_record<'a>(
             Err((e, back)) => anyhow::bail!("producing to {}: {e}", back.topic),
         }
     }
-}
-
-/// Run a blocking producer call (transactions) off the async workers.
-async fn blocking<T: Send + 'static>(
-    producer: &FutureProducer,
-    call: impl FnOnce(&FutureProducer) -> KafkaResult<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    let producer = producer.clone();
-    Ok(tokio::task::spawn_blocking(move || call(&producer)).await??)
 }
 
 fn meta<'a>(row: &'a OutboxRow, key: &str) -> Option<&'a str> {

@@ -314,8 +314,7 @@ async fn events_stored_in_a_span_reach_kafka_with_its_traceparent_through_the_ou
     if let Ok(admin) = sqlx::PgPool::connect(&format!("{base}/postgres")).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")).execute(&admin).await;
     }
-    let checkpoints = format!("{prefix}{}", messaging::outbox::CHECKPOINT_TOPIC);
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create().expect("admin");
-    let _ = admin.delete_topics(&[topic.as_str(), checkpoints.as_str()], &AdminOptions::new()).await;
+    let _ = admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await;
 }

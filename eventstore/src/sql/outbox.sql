@@ -1,5 +1,5 @@
--- Messages waiting for Kafka. The relay publishes rows in id order, in Kafka transactions, and
--- deletes them once their transaction committed, so a row committed late (a "hole" in the id
+-- Messages waiting for Kafka. The relay publishes rows in id order and deletes them once Kafka
+-- acknowledged them, so a row committed late (a "hole" in the id
 -- sequence) is simply picked up by a later pass: nothing is skipped because nothing tracks a
 -- high-water mark. See messaging/src/outbox.rs for the protocol.
 CREATE TABLE IF NOT EXISTS outbox
@@ -21,13 +21,16 @@ CREATE TABLE IF NOT EXISTS outbox
 ALTER TABLE outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
                         autovacuum_vacuum_cost_delay = 0);
 
--- Identifies this outbox in the relay's Kafka checkpoints, which name row ids: ids mean nothing
--- in another database, or in a re-created one that happens to have the same name.
+-- The relay's one row: the batch it is sending (row ids) and since when. After a crash its
+-- successor reads the topics back from that time and deletes the rows already there.
+-- (`instance` named this outbox in the Kafka checkpoints of the transactional relay before.)
 CREATE TABLE IF NOT EXISTS outbox_relay
 (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     instance  uuid    NOT NULL DEFAULT gen_random_uuid()
 );
+ALTER TABLE outbox_relay ADD COLUMN IF NOT EXISTS sending bigint[] NOT NULL DEFAULT '{}';
+ALTER TABLE outbox_relay ADD COLUMN IF NOT EXISTS sending_since timestamptz;
 INSERT INTO outbox_relay DEFAULT VALUES ON CONFLICT DO NOTHING;
 
 -- Rows the relay failed to map, encode or get accepted by Kafka a few times, with the last error.

@@ -97,9 +97,9 @@ pub fn compare(before: &Marks, after: &Marks, orders: u64, measured_after: &'sta
         transactions,
         transactions_per_order: per_order(transactions),
         measured_after,
-        note: "offset deltas include transaction control markers (one per partition a transaction wrote, on \
-               every transactional topic), so they overstate the records; transactions = outbox.checkpoints \
-               delta / 2 (one checkpoint record + one commit marker per committed relay transaction)",
+        note: "offset deltas count records (and transaction control markers, where a producer uses \
+               transactions: today's relays do not); transactions = outbox.checkpoints delta / 2, the checkpoint \
+               record and commit marker of each transaction of a relay from before the relay stopped using them",
     }
 }
 

@@ -1,6 +1,6 @@
-//! The outbox relay against the real stack: exactly once on Kafka (for read_committed readers)
-//! and in per-aggregate order while the relay process is SIGKILLed and restarted; rows that
-//! commit late; a batch committed to Kafka whose DELETE was lost; a row that cannot be mapped.
+//! The outbox relay against the real stack: exactly once on Kafka and in per-aggregate order
+//! while the relay process is SIGKILLed and restarted; rows that commit late; a batch on Kafka
+//! whose DELETE was lost; a row that cannot be mapped.
 //! Each test has its own database, relay id and topics, and removes them.
 
 use domain::product::{Product, ProductCommand, ProductEvent};
@@ -9,7 +9,7 @@ use eventstore::db;
 use eventstore::es::{CommandError, EventStoreOf};
 use messaging::kafka;
 use messaging::outbox::Metadata;
-use messaging::outbox::{self, CHECKPOINT_TOPIC, DEAD_AFTER_ATTEMPTS, EventMapper, Relay, event_mapper};
+use messaging::outbox::{self, DEAD_AFTER_ATTEMPTS, EventMapper, Relay, event_mapper};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -100,8 +100,8 @@ impl Env {
         }
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &self.settings.kafka_brokers).create().expect("admin");
-        let topics = [self.topic(Topic::ProductEvents.name()), self.topic(CHECKPOINT_TOPIC)];
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let topic = self.topic(Topic::ProductEvents.name());
+        let names = [topic.as_str()];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
         if let Err(e) = admin.delete_topics(&names, &options).await {
             eprintln!("deleting topics: {e}");
@@ -234,7 +234,7 @@ async fn execute(store: &EventStoreOf<Product>, id: ProductId, command: ProductC
 /// What the relay logs when it starts relaying, and when it deletes the rows of a batch that
 /// reached Kafka before its predecessor died.
 const ACTIVE: &str = "outbox relay active";
-const RECOVERED: &str = "deleted the rows of the last committed batch";
+const RECOVERED: &str = "deleted the rows of the last batch found on Kafka";
 
 fn count_in(log: &std::path::Path, line: &str) -> usize {
     std::fs::read_to_string(log).unwrap_or_default().matches(line).count()
@@ -343,7 +343,7 @@ async fn stress(env: Env) {
     let _ = std::fs::remove_file(&log);
     eprintln!(
         "{EVENTS} events by {WRITERS} writers over {AGGREGATES} aggregates in {written:?}; \
-         relay killed {kills} times, {active} of its starts got as far as relaying; {recovered} starts found a committed batch still in the outbox; \
+         relay killed {kills} times, {active} of its starts got as far as relaying; {recovered} starts found rows of the last batch on Kafka and still in the outbox; \
          outbox drained after {drained:?}; {} records read",
         records.len()
     );
@@ -446,7 +446,7 @@ async fn a_row_that_commits_late_is_relayed_after_a_higher_id_went_out() {
 
 #[tokio::test]
 #[ignore = "needs the running stack: ./stack test"]
-async fn a_batch_committed_to_kafka_whose_delete_was_lost_is_not_sent_again() {
+async fn a_batch_on_kafka_whose_delete_was_lost_is_not_sent_again() {
     within_limit(Env::new("gap").await, |env| async move {
         let mut sent = Vec::new();
         for _ in 0..3 {
@@ -456,12 +456,17 @@ async fn a_batch_committed_to_kafka_whose_delete_was_lost_is_not_sent_again() {
         let relay = env.relay();
         assert_eq!(relay.pass().await.expect("pass"), 3);
         drop(relay);
-        // As if the relay had died between its Kafka commit and its DELETE.
+        // As if the relay had died between Kafka's acknowledgement and its DELETE.
         sqlx::query("INSERT INTO outbox SELECT * FROM lost").execute(&env.pool).await.unwrap();
         sent.push(enqueue_committed(&env.pool, &stock_added(ProductId::new())).await);
+        // ... and had recorded the new row as being sent too, though it never reached Kafka.
+        sqlx::query("UPDATE outbox_relay SET sending = sending || (SELECT max(id) FROM outbox)")
+            .execute(&env.pool)
+            .await
+            .unwrap();
 
         let relay = env.relay();
-        assert_eq!(drain(&env, &relay).await, 1, "only the new row goes out");
+        assert_eq!(drain(&env, &relay).await, 1, "only the row not on Kafka goes out");
         let records = env.records().await;
         assert_eq!(message_ids(&records), sorted(&sent), "each row once");
     })

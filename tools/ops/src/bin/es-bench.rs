@@ -2,7 +2,7 @@
 //! events per command, 16 concurrent writers (as many commands as a service's connection pool has
 //! in flight) over 100 aggregates, on the real PostgreSQL of the
 //! local stack (a throwaway database); then the outbox relay's throughput publishing real
-//! product events to Kafka (exactly-once transactions, topics of its own). Writes
+//! product events to Kafka (idempotent producer, topics of its own). Writes
 //! `bench-results/event-store.json`.
 //!
 //! `cargo run --release -p ops --bin es-bench -- [--events N] [--snapshot-every N] [--writers N]`

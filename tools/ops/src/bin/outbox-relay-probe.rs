@@ -4,7 +4,7 @@
 //! - `SHOP_KAFKA_BROKERS`, `SHOP_SCHEMA_REGISTRY_URL`: as for every service;
 //! - `SHOP_OUTBOX_RELAY_ID`: the relay id (default `outbox-relay-<database>`);
 //! - `SHOP_OUTBOX_TOPIC_PREFIX`: prefix of every topic written (default none: the live topics);
-//! - `SHOP_OUTBOX_BATCH`: rows per Kafka transaction (default 500).
+//! - `SHOP_OUTBOX_BATCH`: rows per batch (default 500).
 //!
 //! Event rows of every aggregate in `domain` are mapped; direct rows need no mapping.
 
