@@ -133,7 +133,9 @@ pub struct Queued {
 }
 
 /// Queue wire messages in the caller's transaction (used where state is not event-sourced, e.g.
-/// the saga's commands and states), in the given order, with one statement and one notification.
+/// the saga's commands and states), in the given order, with one statement. Call [`written`]
+/// after the commit, so this process's relay sends them at once (without that, or from another
+/// process, the relay finds them at its next poll: a `NOTIFY` here would serialize the commits).
 /// A message's metadata without a `traceparent` gets the current span's, so the message continues
 /// the trace that queued it. Returns the messages' ids, in order.
 pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued]) -> anyhow::Result<Vec<Uuid>> {
@@ -170,7 +172,6 @@ pub async fn enqueue_many(tx: &mut Transaction<'_, Postgres>, queued: &[Queued])
     .bind(&metadata)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("SELECT pg_notify('outbox', '')").execute(&mut **tx).await?;
     Ok(ids)
 }
 

@@ -201,6 +201,7 @@ impl Orchestrator {
         }
         persist(&mut tx, &mut sagas, commands).await?;
         tx.commit().await?;
+        outbox::written();
         Ok(())
     }
 }
@@ -329,6 +330,7 @@ pub(crate) async fn store_one(
     let mut touched = HashMap::from([(order_id, Touched { saga, new: false, moved: true, traceparent })]);
     persist(&mut tx, &mut touched, commands).await?;
     tx.commit().await?;
+    outbox::written();
     Ok(())
 }
 
@@ -356,6 +358,12 @@ async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> 
     Ok(axum::Json(saga).into_response())
 }
 
+const CONSUMER_GROUP: &str = "saga-orchestrator";
+
+/// How long a batch of replies waits for more after its first: each batch is one transaction
+/// (about eight statements), and under load the replies of several sagas arrive within this.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let timeouts = Timeouts { step_ms: i64::try_from(settings.saga_step_timeout_ms)? };
     let consumes = [Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents];
@@ -369,7 +377,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         event_mapper(|_: &str, e: &serde_json::Value| anyhow::bail!("unexpected event row in saga outbox: {e}")),
     );
     let orchestrator = Arc::new(Orchestrator { pool: pool.clone(), timeouts });
-    wiring.spawn_consumer("saga-orchestrator", &consumes, orchestrator.clone());
+    let mut config =
+        messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &consumes);
+    config.linger = LINGER;
+    wiring.spawn_consumer_with(config, orchestrator.clone());
     let token = wiring.shutdown.clone();
     let timer = orchestrator.clone();
     wiring.spawn(async move {

@@ -22,7 +22,7 @@ use readstore::query::{self, Owned};
 use readstore::readmodel::{self, ReadModel};
 use runtime::Settings;
 use runtime::client::{CallError, Downstream};
-use runtime::consistency::{self, Token};
+use runtime::consistency::{self, Freshness, Token};
 use runtime::http::{ApiError, Json, path_id};
 use runtime::identity::Caller;
 use schemas::{Message, Topic, convert};
@@ -45,6 +45,9 @@ pub struct AppState {
     pub admission: Arc<admission::Admission>,
     /// Whether the read model keeps up (see [`admission`]).
     pub visible: Arc<admission::Admission>,
+    /// How long a settled order recently took to show in the read model: when a long-poll
+    /// first looks.
+    pub show_delay: Arc<query::ShowDelay>,
 }
 
 /// A placed order's body ([`contract::PlaceOrder`]) is `Serialize`: its canonical JSON is what
@@ -224,15 +227,27 @@ async fn find(
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(consistency::LONG_POLL_MAX);
     let until = tokio::time::Instant::now() + wait;
     let settled = if wait.is_zero() { None } else { until_settled(&s, &id, &caller, wait).await? };
+    let mut shown = None;
     if let Some(token) = &settled {
-        // The read model shows it a moment later: look then, and less and less often after
-        // that (one look usually does; the token makes the read below wait no longer).
+        // The read model shows it a moment later: look about when it did lately, and less and
+        // less often after that. What the look finds is the answer.
         let left = until.saturating_duration_since(tokio::time::Instant::now()).max(SHOWN_AT_LEAST);
-        query::until_shown(&s.orders, token, SHOWN_FIRST_LOOK, SHOWN_PACE, left).await.map_err(readmodel::api_error)?;
+        let first = s.show_delay.first_look();
+        let looked = tokio::time::Instant::now();
+        shown = query::until_shown(&s.orders, token, first, SHOWN_PACE, left).await.map_err(readmodel::api_error)?;
+        if shown.is_some() {
+            // Found at the first look: it may have been there earlier, so try a little sooner
+            // next time; found later: that is how long it took.
+            let took = looked.elapsed();
+            s.show_delay.shown_after(if took < first + SHOWN_PACE / 2 { first.mul_f64(0.75) } else { took });
+        }
         let (name, value) = token.header();
         headers.insert(name, value);
     }
-    let answer = query::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await?;
+    let answer = match shown {
+        Some(doc) => query::view_answer::<OrderView>(Some(doc), Some(Freshness::Fresh), &id, &caller, "order")?,
+        None => query::find_view::<OrderView>(&s.orders, &id, &headers, &caller, "order").await?,
+    };
     // How long the settled order took to be shown: the read side's pace. One the read model
     // does not show yet counts too, with the time so far: when the read side is far behind,
     // long-polls end before it shows anything, and that must not look like an idle read side.
@@ -246,9 +261,11 @@ async fn find(
 /// the wait asked for is over (the read itself then waits no longer).
 const SHOWN_AT_LEAST: Duration = Duration::from_secs(1);
 
-/// When a long-poll first looks whether the read model shows an order that just settled (about
-/// what the relay and the projector take), and how often after that.
+/// When a long-poll first looks whether the read model shows an order that just settled, until
+/// it has seen how long that takes (about what the relay and the projector take), never sooner
+/// than the floor; and how long it waits after a look that found nothing.
 const SHOWN_FIRST_LOOK: Duration = Duration::from_millis(60);
+const SHOWN_FLOOR: Duration = Duration::from_millis(10);
 const SHOWN_PACE: Duration = Duration::from_millis(40);
 
 /// Wait at most `wait` for order `id` to settle; the version that settled it, if it did. An
@@ -353,6 +370,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         outcomes,
         admission,
         visible: Arc::new(admission::Admission::from_env()?),
+        show_delay: Arc::new(query::ShowDelay::new(SHOWN_FIRST_LOOK, SHOWN_FLOOR)),
     };
     wiring.serve(app(state)).await
 }
