@@ -20,8 +20,8 @@ pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 /// Consumed messages by `group`, `topic` and `outcome` ([`Outcome`]).
 pub const CONSUMER_MESSAGES: &str = "consumer_messages_total";
 /// Messages between a partition's end and the group's position, by `group`, `topic`, `partition`.
-/// As librdkafka computes it: behind a transactional producer, an idle partition reads 1 (the
-/// last transaction's commit marker takes an offset).
+/// As librdkafka computes it: on a partition written in Kafka transactions (by a relay of an
+/// older version), an idle partition reads 1 (the last transaction's commit marker takes an offset).
 pub const CONSUMER_LAG: &str = "consumer_lag_messages";
 /// Rows waiting in the service's outbox for Kafka.
 pub const OUTBOX_BACKLOG: &str = "outbox_backlog_rows";

@@ -358,7 +358,7 @@ async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> 
     Ok(axum::Json(saga).into_response())
 }
 
-const CONSUMER_GROUP: &str = "saga-orchestrator";
+pub const CONSUMER_GROUP: &str = "saga-orchestrator";
 
 /// How long a batch of replies waits for more after its first: each batch is one transaction
 /// (about eight statements), and under load the replies of several sagas arrive within this.

@@ -65,8 +65,7 @@
 //!
 //! - One key, one order. Kafka keeps order per partition and a key always maps to one partition;
 //!   each key has a single producer (the outbox relay of the service owning the aggregate, or the
-//!   orchestrator's), which publishes its rows in order with an idempotent, transactional
-//!   producer; and the consumers hand each key's records over in order
+//!   orchestrator's), which publishes its rows in order with an idempotent producer; and the consumers hand each key's records over in order
 //!   (`messaging::consumer::per_key`, `handle_many`). Keys that share a partition are ordered
 //!   more strictly in reality than here: the model allows more interleavings, not fewer.
 //! - A redelivery comes from an older offset, so it repeats a run of the key's latest records, in

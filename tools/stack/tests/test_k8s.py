@@ -3,7 +3,7 @@
 Reads the base manifests as YAML (no kustomize needed): every service of ports.py has its
 Deployment, Service and PodDisruptionBudget on its port, the shared settings point at the
 in-cluster Services, each service's database is bootstrapped by a CloudNativePG Cluster, every
-topic of schemas/src/topics.rs (and its DLQ, and the outbox checkpoints) is a KafkaTopic, and
+topic of schemas/src/topics.rs (and its DLQ) is a KafkaTopic, and
 every consumer group the code starts has a KEDA ScaledObject and a KafkaUser that may read it.
 deploy/k8s/validate.sh (a step of `./stack test`) checks the rendered overlays against the
 Kubernetes and CRD schemas.
@@ -106,9 +106,7 @@ class K8sManifestsTest(unittest.TestCase):
     def test_every_topic_of_the_code_is_a_kafka_topic(self):
         topics = code_topics()
         self.assertGreaterEqual(len(topics), 8)
-        outbox = (REPO / "messaging" / "src" / "outbox.rs").read_text()
-        checkpoints = re.search(r'CHECKPOINT_TOPIC: &str = "([^"]+)"', outbox).group(1)
-        wanted = topics | {f"{t}.dlq" for t in topics} | {checkpoints}
+        wanted = topics | {f"{t}.dlq" for t in topics}
         self.assertEqual(set(by_kind(self.docs, "KafkaTopic")), wanted)
 
     def test_every_consumer_group_scales_on_lag_and_has_a_kafka_user(self):
