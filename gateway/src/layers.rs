@@ -26,30 +26,50 @@ pub fn api(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = state.rate_limit.clone().apply(router);
     let router = router.layer(axum::middleware::from_fn_with_state(state.verifier.clone(), crate::auth::authenticate));
-    router.layer(axum::middleware::from_fn_with_state(InFlight::new(MAX_IN_FLIGHT), bounded))
+    router.layer(axum::middleware::from_fn_with_state(InFlight::new(MAX_IN_FLIGHT, MAX_WRITES_IN_FLIGHT), bounded))
 }
 
 /// Requests the API handles at once (long-polls included); more are refused, not queued.
 pub const MAX_IN_FLIGHT: usize = 2048;
 
-/// The permits of requests in flight.
+/// Of those, requests that change something (every method but GET and HEAD: placing an order,
+/// an operator's action). They are what costs the shop work, and reads (long-polls above all)
+/// must not crowd them out nor they the reads; past this many, a flood of orders is refused at
+/// once rather than queued in front of a saturated service, where every order would wait
+/// seconds for its 202 and the memory of the queue would grow with the flood.
+pub const MAX_WRITES_IN_FLIGHT: usize = 32;
+
+/// The permits of requests in flight, and of writes among them.
 #[derive(Clone)]
-pub struct InFlight(Arc<Semaphore>);
+pub struct InFlight {
+    all: Arc<Semaphore>,
+    writes: Arc<Semaphore>,
+}
 
 impl InFlight {
-    pub fn new(max: usize) -> Self {
-        Self(Arc::new(Semaphore::new(max)))
+    pub fn new(max: usize, max_writes: usize) -> Self {
+        Self { all: Arc::new(Semaphore::new(max)), writes: Arc::new(Semaphore::new(max_writes)) }
     }
 }
 
-/// Hold a permit for the request's whole life, or answer 503 with `Retry-After` when none is left.
+/// Hold a permit (and a write permit for a write) for the request's whole life, or answer 503
+/// with `Retry-After` when none is left.
 pub async fn bounded(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
-    match in_flight.0.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => ApiError::busy("the gateway is busy, try again shortly", 1)
-            .with_detail(serde_json::json!({ "in_flight": "limit reached" }))
-            .into_response(),
-    }
+    let busy = |what: &str| {
+        ApiError::busy("the gateway is busy, try again shortly", 1)
+            .with_detail(serde_json::json!({ "in_flight": what }))
+            .into_response()
+    };
+    let Ok(_permit) = in_flight.all.clone().try_acquire_owned() else { return busy("limit reached") };
+    let write = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let _write_permit = match write {
+        true => match in_flight.writes.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return busy("write limit reached"),
+        },
+        false => None,
+    };
+    next.run(request).await
 }
 
 #[cfg(test)]
@@ -75,7 +95,7 @@ mod tests {
                 }),
             )
             .route("/fast", get(|| async { "fast" }))
-            .layer(axum::middleware::from_fn_with_state(InFlight::new(2), bounded));
+            .layer(axum::middleware::from_fn_with_state(InFlight::new(2, 2), bounded));
         let call = |path: &'static str| app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap());
         let slow = [tokio::spawn(call("/slow")), tokio::spawn(call("/slow"))];
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -87,5 +107,35 @@ mod tests {
             assert_eq!(s.await.unwrap().unwrap().status(), StatusCode::OK);
         }
         assert_eq!(call("/fast").await.unwrap().status(), StatusCode::OK);
+    }
+
+    /// One write may be in flight: a second write is refused while reads still go through.
+    #[tokio::test]
+    async fn writes_past_their_bound_are_refused_while_reads_go_on() {
+        let limits = InFlight::new(10, 1);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = release.clone();
+        let app = Router::new()
+            .route(
+                "/orders",
+                axum::routing::post(move || async move {
+                    held.notified().await;
+                    "placed"
+                })
+                .get(|| async { "list" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(limits.clone(), bounded));
+        let call = |method: &str| {
+            app.clone().oneshot(Request::builder().method(method).uri("/orders").body(Body::empty()).unwrap())
+        };
+        let first = tokio::spawn(call("POST"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let refused = call("POST").await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(call("GET").await.unwrap().status(), StatusCode::OK, "reads are not writes");
+        release.notify_waiters();
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        assert_eq!(limits.writes.available_permits(), 1, "the write's permit is back");
     }
 }
