@@ -100,6 +100,40 @@ const BURY: &str = "WITH dead AS (DELETE FROM outbox WHERE id = $1 RETURNING *) 
      SELECT id, message_id, aggregate_type, aggregate_id, sequence, record, payload, metadata, created_at, $2, $3 \
      FROM dead";
 
+/// Take this database's relay lock away from its relay, on `conn`, for whoever must stop
+/// publishing for a while (fault tests, the auditor's tests): end the holder's session (its next
+/// statement fails, it drops the session and asks for the lock again 500 ms later) and take
+/// the lock first. While `conn` holds it, events still commit and none is published. Gives up
+/// after `timeout`.
+pub async fn take_relay_lock(conn: &mut PgConnection, database: &str, timeout: Duration) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let holders: Vec<(i32,)> = sqlx::query_as(
+            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
+               AND l.classid = 0 AND l.objid::bigint = $2 AND l.objsubid = 1",
+        )
+        .bind(database)
+        .bind(LOCK_KEY)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (pid,) in holders {
+            sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut *conn).await?;
+        }
+        // Ask often: the relay waits 500 ms after the failure before it asks again.
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *conn).await?;
+            if locked {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        anyhow::ensure!(start.elapsed() < timeout, "could not take the outbox relay lock of {database}");
+    }
+}
+
 /// Queue one wire message in the caller's transaction (see [`enqueue_many`]); its message id.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,

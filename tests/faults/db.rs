@@ -4,9 +4,6 @@
 use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
 
-/// The session advisory lock of a database's outbox relay (messaging/src/outbox.rs).
-const RELAY_LOCK: i64 = 7062;
-
 fn url(database: &str) -> String {
     let base = std::env::var("SHOP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
     format!("{base}/{database}")
@@ -27,41 +24,14 @@ pub async fn lock_events(database: &str) -> PgConnection {
     conn
 }
 
-/// Take the outbox relay's lock from the service: end the relay's session (its next statement
-/// fails, it drops the session and, half a second later, asks for the lock again) and take the
-/// lock first. The relay then stands by: events still commit, none is published.
+/// Take the outbox relay's lock from the service ([`messaging::outbox::take_relay_lock`]): the
+/// relay then stands by, events still commit, none is published.
 pub async fn take_relay_lock(database: &str) -> PgConnection {
     let mut conn = connect(database).await;
-    let start = Instant::now();
-    loop {
-        let holders: Vec<(i32,)> = sqlx::query_as(
-            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
-               AND l.classid = 0 AND l.objid::bigint = $2 AND l.objsubid = 1",
-        )
-        .bind(database)
-        .bind(RELAY_LOCK)
-        .fetch_all(&mut conn)
+    messaging::outbox::take_relay_lock(&mut conn, database, Duration::from_secs(15))
         .await
-        .expect("pg_locks");
-        for (pid,) in holders {
-            sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut conn).await.expect("terminate");
-        }
-        // Ask often: the relay waits 500 ms after the failure before it asks again.
-        let until = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < until {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK)
-                .fetch_one(&mut conn)
-                .await
-                .expect("pg_try_advisory_lock");
-            if locked {
-                return conn;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "could not take the outbox relay lock of {database}");
-    }
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    conn
 }
 
 /// Backends of `database` waiting for a lock in an INSERT into the event store.

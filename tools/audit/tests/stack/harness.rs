@@ -192,43 +192,14 @@ pub async fn db(database: &str) -> PgConnection {
     PgConnection::connect(&url).await.unwrap_or_else(|e| panic!("connecting to {database}: {e}"))
 }
 
-/// The session advisory lock of a database's outbox relay (messaging/src/outbox.rs).
-const RELAY_LOCK: i64 = 7062;
-
-/// Take the outbox relay's lock from the service (end the relay's session, take the lock
-/// before it asks again): while the returned connection lives, events still commit in that
-/// database but none is published. As `tests/faults/db.rs` does.
+/// Take the outbox relay's lock from the service ([`messaging::outbox::take_relay_lock`]): while
+/// the returned connection lives, events still commit in that database but none is published.
 pub async fn hold_relay(database: &str) -> PgConnection {
     let mut conn = db(database).await;
-    let start = Instant::now();
-    loop {
-        let holders: Vec<(i32,)> = sqlx::query_as(
-            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
-               AND l.classid = 0 AND l.objid::bigint = $2 AND l.objsubid = 1",
-        )
-        .bind(database)
-        .bind(RELAY_LOCK)
-        .fetch_all(&mut conn)
+    messaging::outbox::take_relay_lock(&mut conn, database, Duration::from_secs(15))
         .await
-        .expect("pg_locks");
-        for (pid,) in holders {
-            sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut conn).await.expect("terminate");
-        }
-        let until = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < until {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK)
-                .fetch_one(&mut conn)
-                .await
-                .expect("pg_try_advisory_lock");
-            if locked {
-                return conn;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "could not take the outbox relay lock of {database}");
-    }
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    conn
 }
 
 pub async fn mongo() -> mongodb::Client {
