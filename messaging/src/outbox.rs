@@ -32,7 +32,6 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use schemas::headers as h;
 use schemas::{Codec, EncodeError, Message};
-use sqlx::postgres::PgListener;
 use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -338,7 +337,6 @@ impl Relay {
     /// sending is read back from Kafka at the next start.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut listener: Option<PgListener> = None;
         loop {
             let passed = tokio::select! {
                 biased;
@@ -353,34 +351,11 @@ impl Relay {
                     Duration::from_millis(500)
                 }
             };
-            let wait = async {
-                if pause.is_zero() {
-                    return;
-                }
-                if listener.is_none() {
-                    listener = self.listen().await.ok();
-                }
-                // Wake on a commit of this process, on a notification (direct rows, other
-                // processes' enqueues), or poll anyway after a while.
-                let woken = WRITTEN.notified();
-                match listener.as_mut() {
-                    Some(l) => tokio::select! {
-                        () = woken => {}
-                        got = tokio::time::timeout(pause, l.try_recv()) => match got {
-                            // One pass serves every notification that arrived meanwhile.
-                            Ok(Ok(Some(_))) => while l.next_buffered().is_some() {},
-                            Ok(Err(_)) => listener = None,
-                            _ => {}
-                        },
-                    },
-                    None => {
-                        let _ = tokio::time::timeout(pause, woken).await;
-                    }
-                }
-            };
+            // Wake on a commit of this process (see [`written`]), or poll anyway after a while:
+            // rows committed by other processes are found by the poll.
             let lingered = async {
-                wait.await;
                 if !pause.is_zero() {
+                    let _ = tokio::time::timeout(pause, WRITTEN.notified()).await;
                     tokio::time::sleep(LINGER).await;
                 }
             };
@@ -390,12 +365,6 @@ impl Relay {
                 () = lingered => {}
             }
         }
-    }
-
-    async fn listen(&self) -> anyhow::Result<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen("outbox").await?;
-        Ok(listener)
     }
 
     /// Publish one batch; returns how many rows went out (0 while another relay holds the
