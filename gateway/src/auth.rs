@@ -7,7 +7,8 @@
 //! - [`authenticate`]: the middleware in front of `/api`. No `Authorization` header makes the
 //!   request anonymous (the catalog is public); a header that does not hold a valid bearer token
 //!   is refused. The [`Caller`] goes into the request's extensions, and from there to the
-//!   services in trusted headers (see [`crate::extract::Incoming`]).
+//!   services in a caller token the gateway signs (see [`crate::extract::Incoming`] and
+//!   `runtime::identity`).
 //! - [`User`] and [`Admin`]: route guards as extractors (401 without a token, 403 without the role).
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use runtime::http::ApiError;
-use runtime::identity::{ADMIN_ROLE, Caller};
+use runtime::identity::{ADMIN_ROLE, Caller, bearer_token};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -261,13 +262,6 @@ pub async fn authenticate(State(verifier): State<Verifier>, mut request: Request
     next.run(request).await
 }
 
-/// `Bearer <token>`, the scheme in any case.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 fn caller_of(parts: &Parts) -> Caller {
     parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
 }
@@ -306,20 +300,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
             Ok(Admin(caller))
         } else {
             Err(ApiError::new(StatusCode::FORBIDDEN, "this needs the admin role").into_response())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer_token;
-
-    #[test]
-    fn bearer_tokens() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
-        for bad in ["", "Bearer", "Bearer ", "Basic abc", "abc", "Token abc"] {
-            assert_eq!(bearer_token(bad), None, "{bad:?}");
         }
     }
 }

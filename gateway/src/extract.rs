@@ -55,9 +55,11 @@ pub struct Incoming {
     pub method: Method,
     /// Raw and still percent-encoded: the service parses it.
     pub query: Option<String>,
-    /// Only [`FORWARDED_HEADERS`], and the caller's identity as the gateway checked it
-    /// (`runtime::identity`): identity headers a client sent are never passed on.
+    /// Only [`FORWARDED_HEADERS`]: nothing else a client sent is passed on.
     pub headers: HeaderMap,
+    /// Who is calling, as the gateway checked it; the forwarded call carries a caller token
+    /// saying so (`runtime::identity`).
+    pub caller: Caller,
     /// How long the service may hold the request on purpose (a long-poll) beyond the usual
     /// timeout of a forwarded call.
     pub patience: std::time::Duration,
@@ -87,15 +89,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Incoming {
             }
         }
         let caller = parts.extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous);
-        for (name, value) in caller.headers() {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
-            }
-        }
         Ok(Self {
             method: parts.method.clone(),
             query: parts.uri.query().map(str::to_owned),
             headers,
+            caller,
             patience: std::time::Duration::ZERO,
         })
     }

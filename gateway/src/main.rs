@@ -13,7 +13,8 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::from_env("gateway")?;
     let cluster = Cluster::join(&mut settings).await;
     let downstreams = Downstreams::from_settings(&settings).with_resolver(cluster.resolver.clone());
-    let state = AppState::new(downstreams, Timeouts::default())?
+    let caller_key = runtime::identity::CallerKey::from_settings(&settings)?;
+    let state = AppState::new(downstreams, Timeouts::default(), caller_key)?
         .with_live_config(cluster.config.subscribe())
         .with_auth(gateway::auth::AuthConfig::from_env()?);
     let listener = tokio::net::TcpListener::bind(settings.http_addr)

@@ -8,13 +8,16 @@ use crate::downstream::Service;
 use crate::extract::{CONSISTENCY, CONSISTENCY_TOKEN, Incoming, JsonObject, is_json};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
-use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use runtime::http::ApiError;
 
 /// The public collections: a `Location` into one of them gets its `/api` prefix back.
 const PUBLIC_COLLECTIONS: [&str; 4] = ["customers", "products", "orders", "sagas"];
+
+/// The issuer of the caller tokens the gateway signs.
+const GATEWAY: &str = "gateway";
 
 /// How much of a failed answer goes into the log.
 const LOGGED_BODY_BYTES: usize = 1024;
@@ -48,6 +51,7 @@ impl AppState {
         let timeout = self.request_timeout() + incoming.patience;
         let mut headers = incoming.headers.clone();
         runtime::telemetry::inject_headers(&mut headers);
+        headers.insert(AUTHORIZATION, self.caller_key.authorization(&incoming.caller, GATEWAY));
         let mut failure = None;
         for (i, base_url) in candidates.iter().enumerate() {
             let mut url = format!("{base_url}{path}");

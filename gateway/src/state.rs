@@ -6,6 +6,7 @@ use crate::downstream::Downstreams;
 use crate::rate_limit::{LiveRateLimit, RateLimit};
 use anyhow::Context;
 use runtime::Settings;
+use runtime::identity::CallerKey;
 use runtime::live_config::Tunables;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +37,12 @@ pub struct AppState {
     /// The central configuration's live settings (`http.timeout_ms` replaces `timeouts.request`).
     pub(crate) tunables: Option<watch::Receiver<Tunables>>,
     pub(crate) verifier: Verifier,
+    /// Signs the caller token each forwarded call carries: services believe nothing else.
+    pub(crate) caller_key: CallerKey,
 }
 
 impl AppState {
-    pub fn new(downstreams: Downstreams, timeouts: Timeouts) -> anyhow::Result<Self> {
+    pub fn new(downstreams: Downstreams, timeouts: Timeouts, caller_key: CallerKey) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeouts.request)
             .connect_timeout(timeouts.connect)
@@ -56,6 +59,7 @@ impl AppState {
             rate_limit: LiveRateLimit::fixed(RateLimit::default()),
             tunables: None,
             verifier,
+            caller_key,
         })
     }
 
@@ -79,7 +83,7 @@ impl AppState {
 
     /// Fixed settings from the environment (no central configuration).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        Ok(Self::new(Downstreams::from_settings(settings), Timeouts::default())?
+        Ok(Self::new(Downstreams::from_settings(settings), Timeouts::default(), CallerKey::from_settings(settings)?)?
             .with_rate_limit(RateLimit::from_env()?)
             .with_auth(AuthConfig::from_env()?))
     }

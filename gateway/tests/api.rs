@@ -13,7 +13,7 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 mod support;
-use support::{admin_token, auth_config, bearer};
+use support::{admin_token, auth_config, bearer, caller_key};
 
 const ORDER_ID: &str = "0190a8b0-1c2d-7e3f-8a4b-5c6d7e8f9a0b";
 
@@ -60,7 +60,7 @@ async fn spawn_echo() -> String {
 }
 
 async fn gateway_with(urls: impl FnMut(Service) -> String, timeouts: Timeouts) -> Router {
-    app(AppState::new(Downstreams::from_fn(urls), timeouts).unwrap().with_auth(auth_config().await))
+    app(AppState::new(Downstreams::from_fn(urls), timeouts, caller_key()).unwrap().with_auth(auth_config().await))
 }
 
 /// A gateway whose services are all unreachable: any answer but 503 was given by the gateway.
@@ -255,7 +255,8 @@ async fn a_dead_instance_is_skipped_by_gets_and_by_calls_it_refused() {
     let resolver =
         Resolver::fixed([("product", vec![dead.clone(), echo.clone()]), ("order", vec![dead.clone(), echo.clone()])]);
     let downstreams = Downstreams::from_fn(|_| unused.clone()).with_resolver(resolver);
-    let gateway = app(AppState::new(downstreams, Timeouts::default()).unwrap().with_auth(auth_config().await));
+    let gateway =
+        app(AppState::new(downstreams, Timeouts::default(), caller_key()).unwrap().with_auth(auth_config().await));
     // Round-robin starts at each instance in turn; every call reaches the live one.
     for _ in 0..4 {
         let (status, _, body) = send(gateway.clone(), get_req(&format!("/api/products/{ORDER_ID}"))).await;

@@ -1,5 +1,5 @@
 //! Bearer tokens at the gateway: every way a token can be wrong is 401, a missing role is 403,
-//! and the caller reaches the services only in the headers the gateway sets.
+//! and the caller reaches the services only in the caller token the gateway signs.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -14,17 +14,23 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod support;
-use support::{ISSUER, admin_token, auth_config, bearer, claims, now, sign, token};
+use runtime::identity::Caller;
+use support::{ISSUER, admin_token, auth_config, bearer, caller_key, claims, now, sign, token};
 
 const ID: &str = "0190a8b0-1c2d-7e3f-8a4b-5c6d7e8f9a0b";
 
-/// Every service: answers with the identity headers it was given.
+/// Every service: answers with the caller its token proves, and any identity header that
+/// reached it.
 async fn spawn_identity_echo() -> String {
     async fn echo(headers: HeaderMap) -> Json<Value> {
-        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
-        Json(json!({
-            "user_id": header("x-user-id"), "user_name": header("x-user-name"), "roles": header("x-user-roles"),
-        }))
+        let caller = match caller_key().caller_of(&headers) {
+            Ok(Caller::User { id, name, roles }) => json!({ "user": id, "name": name, "roles": roles }),
+            Ok(Caller::Anonymous) => json!("anonymous"),
+            Ok(Caller::Internal) => json!("service"),
+            Err(e) => json!({ "refused": e.to_string() }),
+        };
+        let forwarded: Vec<&str> = headers.keys().map(|k| k.as_str()).filter(|k| k.starts_with("x-user")).collect();
+        Json(json!({ "caller": caller, "identity_headers": forwarded }))
     }
     let service = Router::new().fallback(get(echo).post(echo));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -35,7 +41,9 @@ async fn spawn_identity_echo() -> String {
 
 async fn gateway_with(config: AuthConfig) -> Router {
     let url = spawn_identity_echo().await;
-    app(AppState::new(Downstreams::from_fn(|_| url.clone()), Timeouts::default()).unwrap().with_auth(config))
+    app(AppState::new(Downstreams::from_fn(|_| url.clone()), Timeouts::default(), caller_key())
+        .unwrap()
+        .with_auth(config))
 }
 
 async fn gateway() -> Router {
@@ -183,12 +191,15 @@ async fn services_get_the_checked_identity_and_never_the_clients_headers() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         seen,
-        json!({ "user_id": "alice-subject", "user_name": "alice-subject", "roles": "customer,offline_access" })
+        json!({
+            "caller": { "user": "alice-subject", "name": "alice-subject", "roles": ["customer", "offline_access"] },
+            "identity_headers": [],
+        })
     );
     // Anonymous on a public route: marked as such, so the service does not take it for another service.
     let (status, _, seen) = send(&app, forged(Request::get("/api/products"))).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(seen, json!({ "user_id": null, "user_name": null, "roles": "" }));
+    assert_eq!(seen, json!({ "caller": "anonymous", "identity_headers": [] }));
 }
 
 #[tokio::test]

@@ -23,7 +23,13 @@ async fn spawn_ok() -> String {
 
 async fn gateway(rate_limit: RateLimit) -> Router {
     let url = spawn_ok().await;
-    app(AppState::new(Downstreams::from_fn(|_| url.clone()), Timeouts::default()).unwrap().with_rate_limit(rate_limit))
+    app(AppState::new(
+        Downstreams::from_fn(|_| url.clone()),
+        Timeouts::default(),
+        runtime::identity::CallerKey::new(runtime::identity::DEFAULT_CALLER_KEY.as_bytes()).unwrap(),
+    )
+    .unwrap()
+    .with_rate_limit(rate_limit))
 }
 
 async fn call(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {

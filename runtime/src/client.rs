@@ -5,6 +5,7 @@
 //! which downstream failed.
 
 use crate::discovery::Resolver;
+use crate::identity::{Caller, CallerKey};
 use crate::live_config::Tunables;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -33,6 +34,8 @@ pub struct Downstream {
     resolver: Resolver,
     timeout: Option<watch::Receiver<Tunables>>,
     breaker: Arc<CircuitBreaker>,
+    /// Signs each call's caller token: the key and this service's name.
+    signer: Option<(CallerKey, &'static str)>,
 }
 
 impl Downstream {
@@ -51,7 +54,15 @@ impl Downstream {
             resolver: Resolver::disabled(),
             timeout: None,
             breaker: Arc::new(CircuitBreaker::new(service, BreakerConfig::default())),
+            signer: None,
         }
+    }
+
+    /// Call as the service `me`, with caller tokens signed with `key`: services answer nothing
+    /// else (see `identity`).
+    pub fn calling_as(mut self, me: &'static str, key: CallerKey) -> Self {
+        self.signer = Some((key, me));
+        self
     }
 
     /// Find instances through `resolver` (by this downstream's service name).
@@ -108,6 +119,9 @@ impl Downstream {
         let timeout = self.timeout.as_ref().map(|t| t.borrow().http_timeout);
         let mut headers = reqwest::header::HeaderMap::new();
         crate::telemetry::inject_headers(&mut headers);
+        if let Some((key, me)) = &self.signer {
+            headers.insert(reqwest::header::AUTHORIZATION, key.authorization(&Caller::Internal, me));
+        }
         let mut last = String::new();
         for (attempt, base) in instances.iter().cycle().take(tries).enumerate() {
             // Each instance is tried once at once; past that, back off before trying again.

@@ -45,6 +45,9 @@ pub struct Settings {
     pub advertise_url: String,
     /// Run the service's Kafka consumers (`SHOP_CONSUMERS=off`: an HTTP-only replica).
     pub consumers: bool,
+    /// The secret caller tokens are signed and checked with (`SHOP_CALLER_KEY`, see
+    /// `identity`); the dev profile falls back to the local stack's well-known key.
+    pub caller_key: String,
 }
 
 /// The local-stack port of each service, as in `tools/stack/ports.py`.
@@ -114,6 +117,7 @@ impl Settings {
             etcd_url: or("SHOP_ETCD_URL", "http://127.0.0.1:2379"),
             discovery: switch("SHOP_DISCOVERY", true)?,
             consumers: switch("SHOP_CONSUMERS", true)?,
+            caller_key: caller_key(profile)?,
             advertise_url: String::new(),
         }
         .with_advertise_url(var("SHOP_ADVERTISE_URL")))
@@ -130,6 +134,30 @@ impl Settings {
         };
         self
     }
+}
+
+/// The local stack's caller key (`identity`), used when `SHOP_CALLER_KEY` is not set in the dev
+/// profile; the prod profile refuses to start with it.
+pub const DEFAULT_CALLER_KEY: &str = "local-stack-caller-key-do-not-use-in-production";
+/// The shortest caller key accepted: HS256 wants at least the hash's 32 bytes.
+pub const MIN_CALLER_KEY_BYTES: usize = 32;
+
+/// `SHOP_CALLER_KEY`: required in the prod profile, where the local stack's well-known key is
+/// refused too; long enough for HS256 either way.
+fn caller_key(profile: Profile) -> anyhow::Result<String> {
+    let key = match (var("SHOP_CALLER_KEY"), profile) {
+        (Some(key), Profile::Prod) if key == DEFAULT_CALLER_KEY => {
+            anyhow::bail!("SHOP_CALLER_KEY is the local stack's key, which the prod profile refuses")
+        }
+        (Some(key), _) => key,
+        (None, Profile::Dev) => DEFAULT_CALLER_KEY.to_owned(),
+        (None, Profile::Prod) => anyhow::bail!("SHOP_CALLER_KEY must be set in the prod profile"),
+    };
+    anyhow::ensure!(
+        key.len() >= MIN_CALLER_KEY_BYTES,
+        "SHOP_CALLER_KEY must have at least {MIN_CALLER_KEY_BYTES} bytes"
+    );
+    Ok(key)
 }
 
 /// An on/off setting: `on`/`off`, `true`/`false`, `1`/`0`.

@@ -1,6 +1,8 @@
 //! HTTP plumbing: errors as `{"error", "detail"}` JSON, a strict JSON extractor whose
 //! rejections are 4xx with a message, health, and serving with graceful shutdown and metrics.
 
+pub use crate::error::ApiError;
+use crate::identity::CallerKey;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::StatusCode;
@@ -11,79 +13,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::net::TcpListener;
-
-/// An error answer. Client errors carry their message; server errors are opaque to the
-/// client and logged with their cause.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub error: String,
-    pub detail: serde_json::Value,
-    /// Seconds after which the client may try again (`Retry-After`), for a refusal under load.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self { status, error: error.into(), detail: serde_json::Value::Null, retry_after: None }
-    }
-    /// 503 with `Retry-After`: too busy now, come back in `seconds`.
-    pub fn busy(msg: impl Into<String>, seconds: u64) -> Self {
-        Self::unavailable(msg).with_retry_after(seconds)
-    }
-    /// Answer with `Retry-After: <seconds>`.
-    pub fn with_retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
-    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
-        self.detail = detail;
-        self
-    }
-    pub fn bad_request(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, msg)
-    }
-    pub fn unprocessable(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
-    }
-    pub fn not_found(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, msg)
-    }
-    pub fn conflict(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, msg)
-    }
-    pub fn unavailable(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, msg)
-    }
-    /// Log the cause, answer an opaque 500.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(cause = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = axum::Json(json!({ "error": self.error, "detail": self.detail }));
-        let mut response = (self.status, body).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        ApiError::internal(format!("{e:#}"))
-    }
-}
-
-impl From<domain::values::InvalidValue> for ApiError {
-    fn from(e: domain::values::InvalidValue) -> Self {
-        ApiError::unprocessable(e.to_string()).with_detail(json!({ "field": e.field }))
-    }
-}
 
 /// JSON body extractor: malformed JSON, wrong types, unknown fields (with
 /// `#[serde(deny_unknown_fields)]`) and a missing content type become 4xx with a message.
@@ -120,20 +49,22 @@ pub fn health() -> Router {
     Router::new().route("/health", get(|| async { axum::Json(json!({ "status": "up" })) }))
 }
 
-/// Serve until `shutdown` resolves, with `GET /metrics` and request metrics added. Handlers
-/// and layers can read the peer address as `ConnectInfo<SocketAddr>` (the gateway's rate
-/// limit counts by it). Every request runs in a server span that continues the caller's trace
-/// (its `traceparent` header), and every answer names the trace in `X-Trace-Id`.
+/// Serve a service until `shutdown` resolves, with `GET /metrics` and request metrics added.
+/// Every request but `/health` and `/metrics` must carry a caller token signed with `key`
+/// ([`crate::identity::require_caller`]). Handlers and layers can read the peer address as
+/// `ConnectInfo<SocketAddr>`. Every request runs in a server span that continues the caller's
+/// trace (its `traceparent` header), and every answer names the trace in `X-Trace-Id`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    key: CallerKey,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_with(listener, router, shutdown, Trust::Caller).await
+    serve_with(listener, router, shutdown, Trust::Callers(key)).await
 }
 
 /// Like [`serve`] for the public entry point: a client's `traceparent` is not trusted, every
-/// request starts a trace of its own.
+/// request starts a trace of its own, and callers prove themselves the entry point's own way.
 pub async fn serve_edge(
     listener: TcpListener,
     router: Router,
@@ -142,11 +73,12 @@ pub async fn serve_edge(
     serve_with(listener, router, shutdown, Trust::Nobody).await
 }
 
-/// Whose `traceparent` a server span continues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whom a server trusts.
+#[derive(Debug, Clone)]
 pub enum Trust {
-    /// Another of our services: continue its trace.
-    Caller,
+    /// Callers with a token signed with this key (our services and the gateway): every request
+    /// needs one, and the caller's trace continues.
+    Callers(CallerKey),
     /// The public entry point: every request starts a trace of its own.
     Nobody,
 }
@@ -158,10 +90,18 @@ pub async fn serve_with(
     trust: Trust,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    let continue_traces = matches!(trust, Trust::Callers(_));
+    let mut router = router.merge(crate::metrics::router());
+    if let Trust::Callers(key) = trust {
+        router = router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            crate::identity::require_caller(key.clone(), request, next)
+        }));
+    }
     let router = router
-        .merge(crate::metrics::router())
         .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| trace_request(trust, request, next)))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            trace_request(continue_traces, request, next)
+        }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024));
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -171,7 +111,7 @@ pub async fn serve_with(
 }
 
 /// Run the request in a server span named after its route; answer with its trace id.
-async fn trace_request(trust: Trust, request: Request, next: Next) -> Response {
+async fn trace_request(continue_traces: bool, request: Request, next: Next) -> Response {
     use crate::telemetry;
     use tracing::Instrument;
     use tracing::field::Empty;
@@ -193,9 +133,10 @@ async fn trace_request(trust: Trust, request: Request, next: Next) -> Response {
         span_id = Empty,
         correlation_id = Empty,
     );
-    let parent = match trust {
-        Trust::Caller => telemetry::context_from_headers(request.headers()),
-        Trust::Nobody => opentelemetry::Context::new(),
+    let parent = if continue_traces {
+        telemetry::context_from_headers(request.headers())
+    } else {
+        opentelemetry::Context::new()
     };
     telemetry::adopt(&span, parent);
     let trace_id = telemetry::ids_of(&span).map(|(trace_id, _)| trace_id);

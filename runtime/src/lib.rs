@@ -8,7 +8,8 @@
 //!
 //! - [`config`]: settings from the environment, defaults for the local stack, `dev`/`prod` profile.
 //! - [`telemetry`]: logs (text or JSON with trace ids), spans exported to Zipkin, W3C propagation.
-//! - [`http`]: JSON errors, a strict JSON extractor, health, serving with graceful shutdown.
+//! - [`error`]: the JSON error answer.
+//! - [`http`]: a strict JSON extractor, health, serving with graceful shutdown.
 //! - [`metrics`]: Prometheus recorder, `GET /metrics`, HTTP/consumer/outbox metrics.
 //! - [`client`]: outgoing HTTP with timeouts, retries across instances and a circuit breaker.
 //! - [`discovery`]: service registry in etcd: leased registrations, a watching [`discovery::Resolver`].
@@ -16,7 +17,7 @@
 //! - [`cluster`]: joins a service to both at start.
 //! - [`consistency`]: read-your-writes tokens and their headers (the waiting reads are
 //!   `readstore`'s).
-//! - [`identity`]: the caller, as the gateway passes it on in trusted headers.
+//! - [`identity`]: the caller, proven by a token the gateway (or a calling service) signs.
 
 pub mod cli;
 pub mod client;
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod consistency;
 pub mod discovery;
+pub mod error;
 pub mod http;
 pub mod identity;
 pub mod live_config;

@@ -15,6 +15,7 @@ use messaging::outbox::{self, EventMapper, Relay};
 use rdkafka::producer::FutureProducer;
 use runtime::Settings;
 use runtime::cluster::{self, Cluster};
+use runtime::identity::CallerKey;
 use schemas::{Codec, Topic};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct Wiring {
     pub shutdown: CancellationToken,
     /// etcd: central configuration and the service registry.
     pub cluster: Cluster,
+    /// Checks the caller token of every request, and signs this service's calls to others.
+    pub caller_key: CallerKey,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -58,6 +61,7 @@ impl Wiring {
     /// Register the schemas of the topics this service produces and make sure every topic it
     /// touches exists.
     pub async fn connect(mut settings: Settings, produces: &[Topic], consumes: &[Topic]) -> anyhow::Result<Self> {
+        let caller_key = CallerKey::from_settings(&settings)?;
         let cluster = Cluster::join(&mut settings).await;
         let codec = Arc::new(Codec::new(&settings.schema_registry_url)?);
         let wait = Duration::from_secs(120);
@@ -71,7 +75,15 @@ impl Wiring {
         .await?;
         tracing::info!(schemas = n, "schemas registered");
         let producer = kafka::producer(&settings.kafka_brokers)?;
-        Ok(Self { settings, codec, producer, shutdown: CancellationToken::new(), cluster, tasks: Vec::new() })
+        Ok(Self {
+            settings,
+            codec,
+            producer,
+            shutdown: CancellationToken::new(),
+            cluster,
+            caller_key,
+            tasks: Vec::new(),
+        })
     }
 
     /// The service's own database, migrated.
@@ -144,7 +156,7 @@ impl Wiring {
             listener,
             router,
             signal,
-            runtime::http::Trust::Caller,
+            runtime::http::Trust::Callers(self.caller_key.clone()),
         )
         .await;
         self.shutdown.cancel();

@@ -161,6 +161,10 @@ async fn a_trace_continues_through_kafka_headers_into_the_consumer() {
     let _ = admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await;
 }
 
+fn caller_key() -> runtime::identity::CallerKey {
+    runtime::identity::CallerKey::new(runtime::identity::DEFAULT_CALLER_KEY.as_bytes()).unwrap()
+}
+
 /// Serve `router` on a free loopback port until `stop`; its base URL.
 async fn serve(router: axum::Router, edge: bool, stop: &tokio_util::sync::CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -170,7 +174,7 @@ async fn serve(router: axum::Router, edge: bool, stop: &tokio_util::sync::Cancel
         let served = if edge {
             runtime::http::serve_edge(listener, router, stop).await
         } else {
-            runtime::http::serve(listener, router, stop).await
+            runtime::http::serve(listener, router, caller_key(), stop).await
         };
         served.expect("serve");
     });
@@ -194,7 +198,7 @@ async fn an_edge_request_starts_a_trace_that_outgoing_calls_continue() {
         }),
     );
     let inner_url = serve(inner, false, &stop).await;
-    let downstream = Downstream::new("inner", &inner_url, Duration::from_secs(5));
+    let downstream = Downstream::new("inner", &inner_url, Duration::from_secs(5)).calling_as("outer", caller_key());
     let outer = axum::Router::new().route(
         "/outer",
         get(move || {

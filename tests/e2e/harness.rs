@@ -8,6 +8,24 @@ pub fn gateway() -> String {
     std::env::var("SHOP_GATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
 }
 
+/// The services behind the gateway, each with the `SHOP_*_URL` variable that moves it and its
+/// local-stack port.
+pub const SERVICES: [(&str, &str, u16); 7] = [
+    ("customer", "SHOP_CUSTOMER_URL", 8081),
+    ("product", "SHOP_PRODUCT_URL", 8082),
+    ("order", "SHOP_ORDER_URL", 8083),
+    ("payment", "SHOP_PAYMENT_URL", 8084),
+    ("notification", "SHOP_NOTIFICATION_URL", 8085),
+    ("saga-orchestrator", "SHOP_SAGA_URL", 8086),
+    ("projectors", "SHOP_PROJECTORS_URL", 8087),
+];
+
+/// A service's own base URL, past the gateway.
+pub fn service_url(name: &str) -> String {
+    let (_, var, port) = SERVICES.iter().find(|(n, _, _)| *n == name).unwrap_or_else(|| panic!("no service {name}"));
+    std::env::var(var).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"))
+}
+
 pub fn registry() -> String {
     std::env::var("SHOP_SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8090/apis/ccompat/v7".into())
 }
@@ -33,6 +51,21 @@ pub fn http_as(user: Option<&str>) -> reqwest::Client {
         let value = format!("Bearer {}", token_for(user));
         headers.insert(reqwest::header::AUTHORIZATION, value.parse().expect("token header"));
     }
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
+
+/// A client that calls a service directly, past the gateway, as another service would: with a
+/// caller token signed with the stack's key (`SHOP_CALLER_KEY`, else the local stack's). The
+/// token is good for a minute, so make one per call or burst.
+pub fn service_http() -> reqwest::Client {
+    let key = runtime::identity::CallerKey::from_env().expect("caller key");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, key.authorization(&runtime::identity::Caller::Internal, "tests"));
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(20))

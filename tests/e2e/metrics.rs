@@ -6,17 +6,8 @@ use reqwest::StatusCode;
 
 /// Each component and its own `/metrics` address (the gateway's is its public one).
 fn components() -> Vec<(&'static str, String)> {
-    let local = |var: &str, port: u16| std::env::var(var).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"));
-    vec![
-        ("gateway", gateway()),
-        ("customer", local("SHOP_CUSTOMER_URL", 8081)),
-        ("product", local("SHOP_PRODUCT_URL", 8082)),
-        ("order", local("SHOP_ORDER_URL", 8083)),
-        ("payment", local("SHOP_PAYMENT_URL", 8084)),
-        ("notification", local("SHOP_NOTIFICATION_URL", 8085)),
-        ("saga-orchestrator", local("SHOP_SAGA_URL", 8086)),
-        ("projectors", local("SHOP_PROJECTORS_URL", 8087)),
-    ]
+    let services = SERVICES.iter().map(|(name, _, _)| (*name, service_url(name)));
+    std::iter::once(("gateway", gateway())).chain(services).collect()
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ const TOPICS: [&str; 7] = [
 ];
 
 fn payment_service() -> String {
-    std::env::var("SHOP_PAYMENT_URL").unwrap_or_else(|_| "http://127.0.0.1:8084".into())
+    service_url("payment")
 }
 
 fn mailpit() -> String {
@@ -28,7 +28,7 @@ fn mailpit() -> String {
 }
 
 async fn get_url(url: &str) -> Value {
-    let r = http().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let r = service_http().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     assert!(r.status().is_success(), "GET {url}: {}", r.status());
     r.json().await.unwrap_or(Value::Null)
 }

@@ -1,7 +1,10 @@
 //! Tokens from the real Keycloak against the running gateway: every bad token is 401, a
 //! customer on an admin route is 403, and one customer cannot see another's data (404).
 
-use crate::harness::{gateway, http, http_as, keycloak, new_product, password_grant, send, token_for, unique};
+use crate::harness::{
+    SERVICES, gateway, http, http_as, keycloak, new_product, password_grant, send, service_http, service_url,
+    token_for, unique,
+};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
@@ -143,4 +146,51 @@ async fn alice_cannot_see_bobs_customer_or_order() {
     assert_eq!(list.as_array().map(Vec::len), Some(1));
     let (status, _) = as_user("alice", Method::POST, &format!("/api/orders/{order_id}/cancel"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "alice cancelling bob's order");
+}
+
+/// Behind the gateway nobody is trusted on their word: every service's port refuses identity
+/// headers without a caller token, a realm token (it proves a user to the gateway, not a caller
+/// to a service), and a caller token signed with another key (401 each); it answers a caller
+/// token signed with the stack's key, and `/health` without any.
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn every_service_refuses_callers_without_a_valid_caller_token() {
+    use runtime::identity::{Caller, CallerKey};
+    let admin = Caller::User { id: "someone".into(), name: "mallory".into(), roles: vec!["admin".into()] };
+    let foreign = CallerKey::new(b"a key that is not the stack's, 32+ bytes").unwrap();
+    let realm_token = format!("Bearer {}", token_for("admin"));
+    let raw = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+    let account = uuid::Uuid::now_v7(); // no such account or order: 404 or an empty list
+    let routes = [
+        ("customer", "/customers".to_owned()),
+        ("product", "/products".to_owned()),
+        ("order", "/orders".to_owned()),
+        ("payment", format!("/accounts/{account}")),
+        ("notification", format!("/notifications?order_id={account}")),
+        ("saga-orchestrator", "/sagas".to_owned()),
+        ("projectors", "/status".to_owned()),
+    ];
+    assert_eq!(routes.len(), SERVICES.len(), "a route for every service");
+    for (service, path) in routes {
+        let url = format!("{}{path}", service_url(service));
+        let refusals = [
+            ("identity headers alone", raw.get(&url).header("x-user-id", "someone").header("x-user-roles", "admin")),
+            ("a realm token", raw.get(&url).header(reqwest::header::AUTHORIZATION, &realm_token)),
+            (
+                "a caller token of another key",
+                raw.get(&url).header(reqwest::header::AUTHORIZATION, foreign.authorization(&admin, "gateway")),
+            ),
+        ];
+        for (what, request) in refusals {
+            let r = request.send().await.unwrap_or_else(|e| panic!("{service}: GET {url}: {e}"));
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{service} with {what}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer", "{service} with {what}");
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("caller token")), "{service}: {body}");
+        }
+        let r = service_http().get(&url).send().await.expect("GET as a service");
+        assert!(r.status().is_success() || r.status() == StatusCode::NOT_FOUND, "{service}: {}", r.status());
+        let health = raw.get(format!("{}/health", service_url(service))).send().await.expect("health");
+        assert!(health.status() != StatusCode::UNAUTHORIZED, "{service}: /health needs no token");
+    }
 }

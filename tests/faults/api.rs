@@ -2,7 +2,7 @@
 //! stop services (and other tests may restart them meanwhile), so a refused connection or a
 //! 502/503 from the gateway is retried, within a bound.
 
-use crate::harness::{gateway, http, unique};
+use crate::harness::{gateway, http, service_http, unique};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -13,9 +13,11 @@ fn url(path_or_url: &str) -> String {
     if path_or_url.starts_with("http") { path_or_url.to_owned() } else { format!("{}{path_or_url}", gateway()) }
 }
 
-/// GET; `None` unless it answered 2xx with JSON.
+/// GET (a path through the gateway, a URL straight to a service); `None` unless it answered
+/// 2xx with JSON.
 pub async fn get(path_or_url: &str) -> Option<Value> {
-    let r = http().get(url(path_or_url)).send().await.ok()?;
+    let client = if path_or_url.starts_with("http") { service_http() } else { http() };
+    let r = client.get(url(path_or_url)).send().await.ok()?;
     if !r.status().is_success() {
         return None;
     }

@@ -10,6 +10,7 @@
 
 use crate::api::{SETTLE, eventually, new_customer, new_product, place_order, post};
 use crate::db;
+use crate::harness::service_url;
 use crate::kafka::{self, Offsets, Rec};
 use crate::stack::{self, Faults};
 use schemas::headers as h;
@@ -76,11 +77,11 @@ const CONFIRM_ORDER: Step = Step {
 const COMMAND_TOPICS: [&str; 3] = ["product.commands", "payment.commands", "order.commands"];
 
 fn payment_service() -> String {
-    std::env::var("SHOP_PAYMENT_URL").unwrap_or_else(|_| "http://127.0.0.1:8084".into())
+    service_url("payment")
 }
 
 fn product_service() -> String {
-    std::env::var("SHOP_PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:8082".into())
+    service_url("product")
 }
 
 /// The saga's step timeout on the stack under test (the local stack's setting, see

@@ -360,6 +360,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Downstream::new(name, url, timeout)
             .with_resolver(wiring.cluster.resolver.clone())
             .with_live_timeout(wiring.cluster.config.subscribe())
+            .calling_as("order", wiring.caller_key.clone())
     };
     let state = AppState {
         store,

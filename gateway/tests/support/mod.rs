@@ -56,3 +56,8 @@ pub fn admin_token() -> String {
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
+
+/// The key the gateway signs caller tokens with in these tests (the local stack's).
+pub fn caller_key() -> runtime::identity::CallerKey {
+    runtime::identity::CallerKey::new(runtime::identity::DEFAULT_CALLER_KEY.as_bytes()).unwrap()
+}

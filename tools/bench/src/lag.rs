@@ -19,8 +19,15 @@ struct Projection {
     behind_ms: i64,
 }
 
+/// The projectors answer only callers with a token (see `runtime::identity`): the bench calls as
+/// a service, with the stack's key.
 async fn read(http: &reqwest::Client, url: &str) -> Result<Status, reqwest::Error> {
-    http.get(url).timeout(Duration::from_secs(5)).send().await?.error_for_status()?.json().await
+    let mut request = http.get(url).timeout(Duration::from_secs(5));
+    if let Ok(key) = runtime::identity::CallerKey::from_env() {
+        request = request
+            .header(reqwest::header::AUTHORIZATION, key.authorization(&runtime::identity::Caller::Internal, "bench"));
+    }
+    request.send().await?.error_for_status()?.json().await
 }
 
 /// Waits (up to `limit`) until the projections have applied everything, so the setup's own
@@ -70,12 +77,7 @@ pub async fn sample(
         if *stop.borrow() {
             break;
         }
-        let read = async {
-            let s: Status =
-                http.get(&url).timeout(Duration::from_secs(5)).send().await?.error_for_status()?.json().await?;
-            Ok::<_, reqwest::Error>(s)
-        };
-        match read.await {
+        match read(&http, &url).await {
             Ok(s) => samples.push(Sample {
                 t_s: round3(t0.elapsed().as_secs_f64()),
                 total_lag: s.projections.iter().map(|p| p.lag.max(0)).sum(),
