@@ -1,8 +1,10 @@
 //! Settings from `SHOP_*` environment variables. Defaults are the local stack's loopback
-//! addresses (see `tools/stack/ports.py`), so `./stack` starts services without any variables
+//! addresses (`tools/stack/ports.toml`), so `./stack` starts services without any variables
 //! and compose overrides them with container host names.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -50,28 +52,64 @@ pub struct Settings {
     pub caller_key: String,
 }
 
-/// The local-stack port of each service, as in `tools/stack/ports.py`.
-pub fn default_port(service: &str) -> u16 {
-    match service {
-        "gateway" => 8080,
-        "customer" => 8081,
-        "product" => 8082,
-        "order" => 8083,
-        "payment" => 8084,
-        "notification" => 8085,
-        "saga-orchestrator" => 8086,
-        "projectors" => 8087,
-        _ => 0,
-    }
+/// The local stack's components, ports and databases: `tools/stack/ports.toml`, the table the
+/// launcher reads too, embedded.
+const LOCAL_STACK: &str = include_str!("../../tools/stack/ports.toml");
+
+#[derive(Debug, serde::Deserialize)]
+struct LocalStack {
+    infra: HashMap<String, u16>,
+    other: HashMap<String, u16>,
+    services: HashMap<String, LocalService>,
+    postgres: LocalLogin,
 }
 
-/// The service's own database in the local stack's PostgreSQL.
+#[derive(Debug, serde::Deserialize)]
+struct LocalService {
+    port: u16,
+    database: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LocalLogin {
+    user: String,
+    password: String,
+}
+
+fn local_stack() -> &'static LocalStack {
+    static TABLE: OnceLock<LocalStack> = OnceLock::new();
+    TABLE.get_or_init(|| toml::from_str(LOCAL_STACK).expect("tools/stack/ports.toml is a valid table (unit-tested)"))
+}
+
+/// The local-stack port of a component: a service (`order`), a server (`kafka`) or another
+/// port of one (`mailpit_smtp`); 0 for a name the table does not know.
+pub fn default_port(component: &str) -> u16 {
+    let table = local_stack();
+    table
+        .services
+        .get(component)
+        .map(|s| s.port)
+        .or_else(|| table.infra.get(component).copied())
+        .or_else(|| table.other.get(component).copied())
+        .unwrap_or(0)
+}
+
+/// `127.0.0.1:<port>` of a component of the local stack.
+pub fn local(component: &str) -> String {
+    format!("127.0.0.1:{}", default_port(component))
+}
+
+/// The local stack's PostgreSQL server, without a database: `postgres://user:password@host:port`.
+pub fn local_postgres() -> String {
+    let login = &local_stack().postgres;
+    format!("postgres://{}:{}@{}", login.user, login.password, local("postgres"))
+}
+
+/// The service's own database in the local stack's PostgreSQL (`shop_<service>` for a name the
+/// table gives none).
 pub fn default_database(service: &str) -> String {
-    let name = match service {
-        "saga-orchestrator" => "saga",
-        other => other,
-    };
-    format!("postgres://shop:shop@127.0.0.1:5432/shop_{name}")
+    let name = local_stack().services.get(service).and_then(|s| s.database.clone());
+    format!("{}/{}", local_postgres(), name.unwrap_or_else(|| format!("shop_{service}")))
 }
 
 fn var(name: &str) -> Option<String> {
@@ -90,23 +128,29 @@ impl Settings {
             "prod" => Profile::Prod,
             other => anyhow::bail!("SHOP_PROFILE must be dev or prod, not {other:?}"),
         };
-        let url = |svc: &str| format!("http://127.0.0.1:{}", default_port(svc));
-        let http_addr = or("SHOP_HTTP_ADDR", format!("127.0.0.1:{}", default_port(service)));
+        let url = |svc: &str| format!("http://{}", local(svc));
+        let http_addr = or("SHOP_HTTP_ADDR", local(service));
         Ok(Self {
             service,
             profile,
             http_addr: http_addr.parse().with_context(|| format!("SHOP_HTTP_ADDR {http_addr:?}"))?,
             database_url: or("SHOP_DATABASE_URL", default_database(service)),
-            kafka_brokers: or("SHOP_KAFKA_BROKERS", "127.0.0.1:9092"),
-            schema_registry_url: or("SHOP_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8090/apis/ccompat/v7"),
-            mongodb_url: or("SHOP_MONGODB_URL", "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false"),
+            kafka_brokers: or("SHOP_KAFKA_BROKERS", local("kafka")),
+            schema_registry_url: or(
+                "SHOP_SCHEMA_REGISTRY_URL",
+                format!("http://{}/apis/ccompat/v7", local("registry")),
+            ),
+            mongodb_url: or(
+                "SHOP_MONGODB_URL",
+                format!("mongodb://{}/?directConnection=true&retryWrites=false", local("mongo")),
+            ),
             customer_url: or("SHOP_CUSTOMER_URL", url("customer")),
             product_url: or("SHOP_PRODUCT_URL", url("product")),
             order_url: or("SHOP_ORDER_URL", url("order")),
             payment_url: or("SHOP_PAYMENT_URL", url("payment")),
             saga_url: or("SHOP_SAGA_URL", url("saga-orchestrator")),
             projectors_url: or("SHOP_PROJECTORS_URL", url("projectors")),
-            smtp_addr: or("SHOP_SMTP_ADDR", "127.0.0.1:1025"),
+            smtp_addr: or("SHOP_SMTP_ADDR", local("mailpit_smtp")),
             initial_credit_cents: or("SHOP_INITIAL_CREDIT_CENTS", "100000")
                 .parse()
                 .context("SHOP_INITIAL_CREDIT_CENTS")?,
@@ -114,7 +158,7 @@ impl Settings {
             saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000")
                 .parse()
                 .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
-            etcd_url: or("SHOP_ETCD_URL", "http://127.0.0.1:2379"),
+            etcd_url: or("SHOP_ETCD_URL", format!("http://{}", local("etcd"))),
             discovery: switch("SHOP_DISCOVERY", true)?,
             consumers: switch("SHOP_CONSUMERS", true)?,
             caller_key: caller_key(profile)?,
@@ -167,5 +211,26 @@ fn switch(name: &str, default: bool) -> anyhow::Result<bool> {
         Some("on" | "true" | "1" | "yes") => Ok(true),
         Some("off" | "false" | "0" | "no") => Ok(false),
         Some(other) => anyhow::bail!("{name} must be on or off, not {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_stack_table_gives_every_default() {
+        assert_eq!(default_port("gateway"), 8080);
+        assert_eq!(default_port("saga-orchestrator"), 8086);
+        assert_eq!(local("kafka"), "127.0.0.1:9092");
+        assert_eq!(local("mailpit_smtp"), "127.0.0.1:1025");
+        assert_eq!(default_port("nothing"), 0);
+        assert_eq!(default_database("saga-orchestrator"), "postgres://shop:shop@127.0.0.1:5432/shop_saga");
+        assert_eq!(default_database("order"), "postgres://shop:shop@127.0.0.1:5432/shop_order");
+        // Every service has a port of its own.
+        let mut ports: Vec<u16> = local_stack().services.values().map(|s| s.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), local_stack().services.len());
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn etcd_url() -> String {
-    std::env::var("SHOP_ETCD_URL").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
+    std::env::var("SHOP_ETCD_URL").unwrap_or_else(|_| format!("http://{}", runtime::config::local("etcd")))
 }
 
 async fn etcd() -> Client {

@@ -1,41 +1,42 @@
 //! Talking to the running stack through the gateway.
 
 use reqwest::StatusCode;
+use runtime::config::local;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 pub fn gateway() -> String {
-    std::env::var("SHOP_GATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+    std::env::var("SHOP_GATEWAY_URL").unwrap_or_else(|_| format!("http://{}", local("gateway")))
 }
 
-/// The services behind the gateway, each with the `SHOP_*_URL` variable that moves it and its
-/// local-stack port.
-pub const SERVICES: [(&str, &str, u16); 7] = [
-    ("customer", "SHOP_CUSTOMER_URL", 8081),
-    ("product", "SHOP_PRODUCT_URL", 8082),
-    ("order", "SHOP_ORDER_URL", 8083),
-    ("payment", "SHOP_PAYMENT_URL", 8084),
-    ("notification", "SHOP_NOTIFICATION_URL", 8085),
-    ("saga-orchestrator", "SHOP_SAGA_URL", 8086),
-    ("projectors", "SHOP_PROJECTORS_URL", 8087),
+/// The services behind the gateway, each with the `SHOP_*_URL` variable that moves it.
+pub const SERVICES: [(&str, &str); 7] = [
+    ("customer", "SHOP_CUSTOMER_URL"),
+    ("product", "SHOP_PRODUCT_URL"),
+    ("order", "SHOP_ORDER_URL"),
+    ("payment", "SHOP_PAYMENT_URL"),
+    ("notification", "SHOP_NOTIFICATION_URL"),
+    ("saga-orchestrator", "SHOP_SAGA_URL"),
+    ("projectors", "SHOP_PROJECTORS_URL"),
 ];
 
-/// A service's own base URL, past the gateway.
+/// A service's own base URL, past the gateway: its variable, else its local-stack address.
 pub fn service_url(name: &str) -> String {
-    let (_, var, port) = SERVICES.iter().find(|(n, _, _)| *n == name).unwrap_or_else(|| panic!("no service {name}"));
-    std::env::var(var).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"))
+    let (_, var) = SERVICES.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no service {name}"));
+    std::env::var(var).unwrap_or_else(|_| format!("http://{}", local(name)))
 }
 
 pub fn registry() -> String {
-    std::env::var("SHOP_SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8090/apis/ccompat/v7".into())
+    std::env::var("SHOP_SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| format!("http://{}/apis/ccompat/v7", local("registry")))
 }
 
 pub fn brokers() -> String {
-    std::env::var("SHOP_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("SHOP_KAFKA_BROKERS").unwrap_or_else(|_| local("kafka"))
 }
 
 pub fn keycloak() -> String {
-    std::env::var("SHOP_KEYCLOAK_URL").unwrap_or_else(|_| "http://127.0.0.1:8180".into())
+    std::env::var("SHOP_KEYCLOAK_URL").unwrap_or_else(|_| format!("http://{}", local("keycloak")))
 }
 
 /// A client that calls as the dev user `admin`, who may see and do everything.
@@ -46,17 +47,8 @@ pub fn http() -> reqwest::Client {
 /// A client that calls as one of the realm's dev users (`alice`, `bob`, `admin`; the password
 /// is the name), or anonymously.
 pub fn http_as(user: Option<&str>) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(user) = user {
-        let value = format!("Bearer {}", token_for(user));
-        headers.insert(reqwest::header::AUTHORIZATION, value.parse().expect("token header"));
-    }
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .default_headers(headers)
-        .build()
-        .expect("http client")
+    let authorization = user.map(|user| format!("Bearer {}", token_for(user)).parse().expect("token header"));
+    client_with(authorization)
 }
 
 /// A client that calls a service directly, past the gateway, as another service would: with a
@@ -64,8 +56,15 @@ pub fn http_as(user: Option<&str>) -> reqwest::Client {
 /// token is good for a minute, so make one per call or burst.
 pub fn service_http() -> reqwest::Client {
     let key = runtime::identity::CallerKey::from_env().expect("caller key");
+    client_with(Some(key.authorization(&runtime::identity::Caller::Internal, "tests")))
+}
+
+/// A client that sends `authorization` (if any) with every request.
+fn client_with(authorization: Option<reqwest::header::HeaderValue>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, key.authorization(&runtime::identity::Caller::Internal, "tests"));
+    if let Some(value) = authorization {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(20))
@@ -189,7 +188,7 @@ pub async fn new_customer_with_email() -> (String, String) {
 }
 
 pub fn mailpit() -> String {
-    std::env::var("SHOP_MAILPIT_URL").unwrap_or_else(|_| "http://127.0.0.1:8025".into())
+    std::env::var("SHOP_MAILPIT_URL").unwrap_or_else(|_| format!("http://{}", local("mailpit")))
 }
 
 /// Subjects of the e-mails Mailpit holds for `to`.
@@ -244,7 +243,7 @@ pub async fn place_order_traced(customer: &str, items: &[(&str, i64)]) -> (Strin
 }
 
 pub fn zipkin() -> String {
-    std::env::var("SHOP_ZIPKIN_API_URL").unwrap_or_else(|_| "http://127.0.0.1:9411/api/v2".into())
+    std::env::var("SHOP_ZIPKIN_API_URL").unwrap_or_else(|_| format!("http://{}/api/v2", local("zipkin")))
 }
 
 /// The spans Zipkin holds for `trace_id` (empty while it has none).

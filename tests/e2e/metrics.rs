@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 
 /// Each component and its own `/metrics` address (the gateway's is its public one).
 fn components() -> Vec<(&'static str, String)> {
-    let services = SERVICES.iter().map(|(name, _, _)| (*name, service_url(name)));
+    let services = SERVICES.iter().map(|(name, _)| (*name, service_url(name)));
     std::iter::once(("gateway", gateway())).chain(services).collect()
 }
 

@@ -23,10 +23,6 @@ fn payment_service() -> String {
     service_url("payment")
 }
 
-fn mailpit() -> String {
-    std::env::var("SHOP_MAILPIT_URL").unwrap_or_else(|_| "http://127.0.0.1:8025".into())
-}
-
 async fn get_url(url: &str) -> Value {
     let r = service_http().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     assert!(r.status().is_success(), "GET {url}: {}", r.status());

@@ -5,7 +5,7 @@ use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
 
 fn url(database: &str) -> String {
-    let base = std::env::var("SHOP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
+    let base = std::env::var("SHOP_TEST_POSTGRES_URL").unwrap_or_else(|_| runtime::config::local_postgres());
     format!("{base}/{database}")
 }
 

@@ -32,23 +32,19 @@ struct Cli {
     offenders: usize,
     /// PostgreSQL server of the services' databases (shop_customer, shop_product, shop_order,
     /// shop_payment, shop_saga), without a database name.
-    #[arg(long, env = "SHOP_AUDIT_POSTGRES_URL", default_value = "postgres://shop:shop@127.0.0.1:5432")]
+    #[arg(long, env = "SHOP_AUDIT_POSTGRES_URL", default_value_t = Sources::local().postgres)]
     postgres: String,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "SHOP_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(long, env = "SHOP_KAFKA_BROKERS", default_value_t = Sources::local().kafka)]
     kafka: String,
     /// The schema registry's Confluent API.
-    #[arg(long, env = "SHOP_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8090/apis/ccompat/v7")]
+    #[arg(long, env = "SHOP_SCHEMA_REGISTRY_URL", default_value_t = Sources::local().registry)]
     registry: String,
     /// The MongoDB-wire server of the read models (a scratch database is made and dropped).
-    #[arg(
-        long,
-        env = "SHOP_MONGODB_URL",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false"
-    )]
+    #[arg(long, env = "SHOP_MONGODB_URL", default_value_t = Sources::local().mongodb)]
     mongodb: String,
     /// Mailpit's web API.
-    #[arg(long, env = "SHOP_MAILPIT_URL", default_value = "http://127.0.0.1:8025")]
+    #[arg(long, env = "SHOP_MAILPIT_URL", default_value_t = Sources::local().mailpit)]
     mailpit: String,
 }
 

@@ -42,7 +42,7 @@ impl Store {
         }
     }
 
-    /// The service's database in the local stack (`tools/stack/ports.py`, `SERVICE_DATABASES`).
+    /// The service's database in the local stack (`tools/stack/ports.toml`, `SERVICE_DATABASES`).
     pub const fn database(self) -> &'static str {
         match self {
             Store::Customer => "shop_customer",

@@ -90,24 +90,29 @@ pub struct Cli {
     pub no_projection_lag: bool,
 
     /// Base URL of the API gateway.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value_t = http_of("gateway"))]
     pub gateway: String,
 
     /// Base URL of Keycloak (realm `shop`, client `shop-web`).
-    #[arg(long, default_value = "http://127.0.0.1:8180")]
+    #[arg(long, default_value_t = http_of("keycloak"))]
     pub keycloak: String,
 
     /// Kafka bootstrap servers.
-    #[arg(long, default_value = "127.0.0.1:9092")]
+    #[arg(long, default_value_t = runtime::config::local("kafka"))]
     pub brokers: String,
 
     /// Base URL of Mailpit's web API.
-    #[arg(long, default_value = "http://127.0.0.1:8025")]
+    #[arg(long, default_value_t = http_of("mailpit"))]
     pub mailpit: String,
 
     /// Base URL of the projectors service (its `GET /status` gives the lag).
-    #[arg(long, default_value = "http://127.0.0.1:8087")]
+    #[arg(long, default_value_t = http_of("projectors"))]
     pub projectors: String,
+}
+
+/// `http://` and a component's local-stack address (`tools/stack/ports.toml`).
+fn http_of(component: &str) -> String {
+    format!("http://{}", runtime::config::local(component))
 }
 
 #[derive(Debug, thiserror::Error)]

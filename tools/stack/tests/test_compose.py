@@ -1,7 +1,7 @@
-"""compose/docker-compose.yml stays in line with tools/stack/ports.py, the one table of the stack.
+"""compose/docker-compose.yml stays in line with tools/stack/ports.toml, the one table of the stack.
 
 Reads the compose file as YAML (anchors and merge keys resolved, no engine needed) and checks that
-every component and service of ports.py is there with the same host port, the settings the services
+every component and service of ports.toml is there with the same host port, the settings the services
 read (SHOP_*), their databases and health checks; then, when a Compose validator is installed, runs
 compose/validate.sh on it.
 """
@@ -104,7 +104,7 @@ class ComposeTestCase(unittest.TestCase):
         cls.services = cls.compose["services"]
 
     def service(self, name: str) -> dict:
-        self.assertIn(name, self.services, f"compose has no service {name!r} (named as in ports.py)")
+        self.assertIn(name, self.services, f"compose has no service {name!r} (named as in ports.toml)")
         return self.services[name]
 
 
@@ -151,7 +151,7 @@ class InfrastructureTest(ComposeTestCase):
         self.assertTrue(internal, f"no listener advertises {broker} to containers")
         self.assertEqual(bound[internal[0]][1], broker[1])
 
-        # The host uses ports.py's port: a listener advertised there, bound on the container port published to it.
+        # The host uses ports.toml's port: a listener advertised there, bound on the container port published to it.
         port = ports.INFRA_PORTS["kafka"]
         outside = [n for n, (h, p) in advertised.items() if h in ("localhost", "127.0.0.1") and p == port]
         self.assertTrue(outside, f"no listener advertises localhost:{port} to the host")
@@ -197,7 +197,7 @@ class ServicesTest(ComposeTestCase):
             "SHOP_ETCD_URL": ("etcd", ports.INFRA_PORTS["etcd"]),
         }
         expected.update({key: (peer, ports.SERVICES[peer][1]) for key, peer in PEER_URLS.items()})
-        # The registry listens on its container port; the host reaches it on ports.py's port.
+        # The registry listens on its container port; the host reaches it on ports.toml's port.
         registry_port = published(self.service("registry"))[ports.INFRA_PORTS["registry"]]
         expected["SHOP_SCHEMA_REGISTRY_URL"] = ("registry", registry_port)
         for name in ports.SERVICES:
@@ -216,7 +216,7 @@ class ServicesTest(ComposeTestCase):
                 url = environment(self.service(name)).get("SHOP_DATABASE_URL")
                 database = ports.SERVICE_DATABASES.get(name)
                 if database is None:
-                    self.assertIsNone(url, f"{name} owns no database in ports.py")
+                    self.assertIsNone(url, f"{name} owns no database in ports.toml")
                     continue
                 self.assertIsNotNone(url, f"{name} needs SHOP_DATABASE_URL")
                 parts = urlsplit(url)

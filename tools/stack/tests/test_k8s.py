@@ -1,6 +1,6 @@
-"""deploy/k8s/base stays in line with tools/stack/ports.py and with the code's topics and groups.
+"""deploy/k8s/base stays in line with tools/stack/ports.toml and with the code's topics and groups.
 
-Reads the base manifests as YAML (no kustomize needed): every service of ports.py has its
+Reads the base manifests as YAML (no kustomize needed): every service of ports.toml has its
 Deployment, Service and PodDisruptionBudget on its port, the shared settings point at the
 in-cluster Services, each service's database is bootstrapped by a CloudNativePG Cluster, every
 topic of schemas/src/topics.rs (and its DLQ) is a KafkaTopic, and

@@ -181,19 +181,22 @@ def rust_defaults(service: str) -> dict[str, str]:
     launcher relies on for everything it does not set. Read from the Rust sources."""
     _path, config = rust_file("fn from_env", 'or("SHOP_')
     defaults = dict(re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*"([^"]*)"\s*\)', config))
-    port_of = {name: port for name, port in re.findall(r'"([\w-]+)"\s*=>\s*(\d+)', fn_body(config, "default_port"))}
-    url = re.search(r'let url = \|\w+: &str\| format!\("([^"{]*)\{\}", default_port\(\w+\)\)', config)
-    for key, peer in re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*url\(\s*"([\w-]+)"\s*\)\s*\)', config):
-        defaults[key] = f"{url.group(1)}{port_of[peer]}"
-    for key, prefix in re.findall(
-            r'\bor\(\s*"(SHOP_\w+)"\s*,\s*format!\(\s*"([^"{]*)\{\}"\s*,\s*default_port\(service\)\s*\)\s*\)', config):
-        defaults[key] = f"{prefix}{port_of[service]}"
+    # Addresses come from the same table as ours (runtime::config embeds tools/stack/ports.toml):
+    # `local(x)` is 127.0.0.1 and x's port, `url(x)` that over http.
+    local = {"local": lambda c: f"127.0.0.1:{ports.PORTS[c]}", "url": lambda c: f"http://127.0.0.1:{ports.PORTS[c]}"}
+    for key, fn, arg in re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*(local|url)\(\s*"([\w-]+)"\s*\)\s*\)', config):
+        defaults[key] = local[fn](arg)
+    for key in re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*local\(service\)\s*\)', config):
+        defaults[key] = local["local"](service)
+    for key, before, after, arg in re.findall(
+            r'\bor\(\s*"(SHOP_\w+)"\s*,\s*format!\(\s*"([^"{]*)\{\}([^"]*)"\s*,\s*local\(\s*"([\w-]+)"\s*\)\s*\)\s*,?\s*\)',
+            config):
+        defaults[key] = before + local["local"](arg) + after
     database = re.search(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*default_database\(service\)\s*\)', config)
     if database:
-        body = fn_body(config, "default_database")
-        renamed = dict(re.findall(r'"([\w-]+)"\s*=>\s*"(\w+)"', body))
-        template = re.search(r'format!\("([^"]*)\{name\}"\)', body).group(1)
-        defaults[database.group(1)] = template + renamed.get(service, service)
+        db = ports.SERVICE_DATABASES.get(service, f"shop_{service}")
+        defaults[database.group(1)] = (f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:"
+                                       f"{ports.INFRA_PORTS['postgres']}/{db}")
     if '"SHOP_ADVERTISE_URL"' in config and 'format!("http://{}", self.http_addr)' in config:
         defaults["SHOP_ADVERTISE_URL"] = f"http://{defaults['SHOP_HTTP_ADDR']}"
     # `const DEFAULT_X: &str = "..."` beside the variable SHOP_X that falls back to it

@@ -38,14 +38,15 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The local stack's addresses (`tools/stack/ports.py`).
+    /// The local stack's addresses (`tools/stack/ports.toml`), as the services default to them.
     pub fn local() -> Self {
+        use runtime::config::{local, local_postgres};
         Self {
-            postgres: "postgres://shop:shop@127.0.0.1:5432".into(),
-            kafka: "127.0.0.1:9092".into(),
-            registry: "http://127.0.0.1:8090/apis/ccompat/v7".into(),
-            mongodb: "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into(),
-            mailpit: "http://127.0.0.1:8025".into(),
+            postgres: local_postgres(),
+            kafka: local("kafka"),
+            registry: format!("http://{}/apis/ccompat/v7", local("registry")),
+            mongodb: format!("mongodb://{}/?directConnection=true&retryWrites=false", local("mongo")),
+            mailpit: format!("http://{}", local("mailpit")),
         }
     }
 }
