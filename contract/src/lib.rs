@@ -228,10 +228,11 @@ pub struct SagaPage {
     pub counts: BTreeMap<String, i64>,
 }
 
-/// An operator's reason for acting on a saga: kept in the saga's history with who acted.
+/// An operator's reason for an action on a saga or a dead letter: kept with who acted and when
+/// (in the saga's history, or next to the dead letter).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SagaAction {
+pub struct OperatorReason {
     #[schema(example = "the payment service was down; it is back")]
     pub reason: String,
 }
@@ -297,6 +298,151 @@ pub struct BulkSagaResult {
 pub struct SagaRefusal {
     pub id: String,
     pub error: String,
+}
+
+/// The dead-letter topics and the messages parked on them (newest first).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetters {
+    pub queues: Vec<DeadLetterQueue>,
+}
+
+/// One dead-letter topic, `<topic>.dlq`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterQueue {
+    #[schema(example = "order.events.dlq")]
+    pub dlq: String,
+    /// The topic its messages came from.
+    #[schema(example = "order.events")]
+    pub topic: String,
+    /// Messages ever parked here.
+    pub parked: usize,
+    /// Parked messages nobody redrove or discarded yet.
+    pub open: usize,
+    /// The newest parked messages (at most `limit`).
+    pub messages: Vec<DeadLetter>,
+}
+
+/// One parked message, decoded where its schema is known.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    pub dlq: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// When it was parked.
+    pub parked_at: Option<String>,
+    /// Why the consumer gave up on it.
+    pub error: String,
+    /// How many times the consumer tried.
+    pub attempts: Option<u32>,
+    /// `topic/partition/offset` where it was first consumed.
+    pub origin: String,
+    pub key: Option<String>,
+    pub message_id: Option<String>,
+    /// The Avro record's full name, when the payload decodes.
+    pub record: Option<String>,
+    /// The payload as JSON, when it decodes with the schema registry.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// Why the payload does not decode, when it does not.
+    pub undecodable: Option<String>,
+    pub size: usize,
+    /// `open`, `redriven` or `discarded`.
+    #[schema(example = "open")]
+    pub state: String,
+    /// What an operator did with it, if anything.
+    pub handled: Option<DeadLetterHandled>,
+}
+
+/// An operator's redrive or discard of a dead letter: who, when, why, and where it went.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterHandled {
+    /// `redrive` or `discard`.
+    pub action: String,
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    pub at: Option<String>,
+    /// Where a redriven message was republished: `topic/partition/offset`.
+    pub to: Option<String>,
+}
+
+/// Where each projection stands, the rebuilds under way and those the service ran lately.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionsStatus {
+    pub projections: Vec<ProjectionStatus>,
+    /// Rebuilds started and not finished (running, or interrupted and resumable).
+    pub rebuilds: Vec<RebuildProgress>,
+    /// Rebuilds the projectors service ran since it started, newest first (not kept across
+    /// restarts; a rebuild run with the CLI is not listed).
+    #[serde(default)]
+    pub finished: Vec<FinishedRebuild>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// The collection the services read.
+    pub active_collection: String,
+    /// Sum over the projection's partitions of the next offset to apply.
+    pub position: i64,
+    /// Sum of the high watermarks.
+    pub high_watermark: i64,
+    /// Committed events not applied yet (transaction markers excluded).
+    pub lag: i64,
+    /// Now − occurrence time of the last applied event; 0 when nothing is waiting.
+    pub behind_ms: i64,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    pub position: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+/// A rebuild in progress.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RebuildProgress {
+    /// `all`, or the read models' names joined by `+`.
+    pub id: String,
+    /// `replay` (into the shadow collections) or `switched` (serving, handing over).
+    pub phase: String,
+    /// (read model, the collection it is rebuilt into).
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub targets: Vec<(String, String)>,
+    /// Events applied so far.
+    pub applied: i64,
+    /// Records read so far, of `total` (the topics' records when it last looked).
+    #[serde(default)]
+    pub position: i64,
+    #[serde(default)]
+    pub total: i64,
+}
+
+/// Rebuild read models from the event topics: name them, or all.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRebuild {
+    /// customers, catalog, orders, payments or sagas.
+    #[serde(default)]
+    pub read_models: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// A rebuild the projectors service ran.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FinishedRebuild {
+    pub id: String,
+    pub started_by: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// Events applied.
+    pub applied: u64,
+    /// Why it failed; none when it switched and handed over.
+    pub error: Option<String>,
 }
 
 /// One saga with its history: steps, compensations and errors.

@@ -36,7 +36,9 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::customers::router())
         .merge(routes::products::router())
         .merge(routes::orders::router())
-        .merge(routes::sagas::router());
+        .merge(routes::sagas::router())
+        .merge(routes::dead_letters::router())
+        .merge(routes::projections::router());
     Router::new()
         .merge(layers::api(api, &state))
         .merge(routes::health::router())

@@ -6,10 +6,11 @@
 use crate::routes;
 use axum::Router;
 use contract::{
-    AddStock, BulkSagaAction, BulkSagaResult, CreateProduct, Created, Customer, ErrorBody, Health, Order,
-    OrderAccepted, OrderItem, OrderLine, OrderStatus, PlaceOrder, Product, RegisterCustomer, Saga, SagaAction,
-    SagaActionKind, SagaDefinition, SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaState, SagaStepSpec, SagaSummary,
-    StatusChange, StockAdded,
+    AddStock, BulkSagaAction, BulkSagaResult, CreateProduct, Created, Customer, DeadLetter, DeadLetterHandled,
+    DeadLetterQueue, DeadLetters, ErrorBody, FinishedRebuild, Health, OperatorReason, Order, OrderAccepted, OrderItem,
+    OrderLine, OrderStatus, PartitionStatus, PlaceOrder, Product, ProjectionStatus, ProjectionsStatus, RebuildProgress,
+    RegisterCustomer, Saga, SagaActionKind, SagaDefinition, SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaState,
+    SagaStepSpec, SagaSummary, StartRebuild, StatusChange, StockAdded,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
@@ -44,19 +45,25 @@ pub const DOCS_PATH: &str = "/docs";
         routes::sagas::bulk,
         routes::sagas::definition,
         routes::sagas::find,
+        routes::dead_letters::list,
+        routes::dead_letters::redrive,
+        routes::dead_letters::discard,
+        routes::projections::status,
+        routes::projections::rebuild,
         routes::health::health,
     ),
     components(schemas(
         ErrorBody, Created, RegisterCustomer, Customer, CreateProduct, Product, AddStock, StockAdded, PlaceOrder,
         OrderItem, OrderStatus, OrderAccepted, Order, OrderLine, StatusChange, SagaSummary, Saga, SagaEvent,
-        SagaDefinition, SagaStepSpec, Health, SagaPage, SagaAction, SagaActionKind, BulkSagaAction, SagaFilter,
-        BulkSagaResult, SagaRefusal, SagaState,
+        SagaDefinition, SagaStepSpec, Health, SagaPage, OperatorReason, SagaActionKind, BulkSagaAction, SagaFilter,
+        BulkSagaResult, SagaRefusal, SagaState, DeadLetters, DeadLetterQueue, DeadLetter, DeadLetterHandled,
+        ProjectionsStatus, ProjectionStatus, PartitionStatus, RebuildProgress, StartRebuild, FinishedRebuild,
     )),
     modifiers(&ApiWideErrors),
     tags(
         (name = "customers"), (name = "products"), (name = "orders"),
         (name = "sagas", description = "The CreateOrder saga, read-only"),
-        (name = "operations", description = "Probes"),
+        (name = "operations", description = "Probes; the dead-letter topics and the projections (admin)"),
     ),
 )]
 pub struct ApiDoc;

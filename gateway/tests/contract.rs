@@ -173,7 +173,7 @@ fn ui_files_named_in(text: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_storefront_and_every_file_it_loads_are_served_from_the_binary_with_a_strict_policy() {
+async fn every_page_and_every_file_it_loads_are_served_from_the_binary_with_a_strict_policy() {
     let app = gateway(RateLimit::default()).await;
     let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
     let (status, headers, _) = call(&app, get("/shop")).await;
@@ -182,8 +182,9 @@ async fn the_storefront_and_every_file_it_loads_are_served_from_the_binary_with_
     let (_, _, index) = call(&app, get("/")).await;
     assert!(String::from_utf8(index).unwrap().contains("href=\"/shop/\""), "the landing page links the shop");
 
-    // The page, and transitively every file it links or a module imports.
-    let mut todo = vec!["/shop/".to_owned()];
+    // Every page, and transitively every file it links or a module imports.
+    let mut todo: Vec<String> =
+        ["/", "/shop/", "/dashboard/", "/dashboard/dead-letters/", "/dashboard/projections/"].map(str::to_owned).into();
     let mut served = std::collections::BTreeSet::new();
     while let Some(path) = todo.pop() {
         if path == "/ui/config.json" || !served.insert(path.clone()) {
@@ -219,8 +220,16 @@ async fn the_storefront_and_every_file_it_loads_are_served_from_the_binary_with_
         }
         todo.extend(ui_files_named_in(&text));
     }
-    for file in ["/ui/shop.js", "/ui/auth.js", "/ui/dom.js", "/ui/app.css"] {
-        assert!(served.contains(file), "{file} is not loaded by the storefront: {served:?}");
+    for file in [
+        "/ui/shop.js",
+        "/ui/dashboard.js",
+        "/ui/dead-letters.js",
+        "/ui/projections.js",
+        "/ui/auth.js",
+        "/ui/dom.js",
+        "/ui/app.css",
+    ] {
+        assert!(served.contains(file), "{file} is not loaded by any page: {served:?}");
     }
 }
 

@@ -1,7 +1,7 @@
 // The saga dashboard: the CreateOrder saga as the orchestrator declares it, sagas searched and
 // paged on the server (counts over all of them), one saga's progress and history, and the
 // operator's actions on it. Text from the API only ever reaches the page as text nodes.
-import { api, completeSignIn, send, signIn, signOut, who } from "/ui/auth.js";
+import { api, completeSignIn, loadConfig, send, signIn, signOut, who } from "/ui/auth.js";
 import { $, el, money } from "/ui/dom.js";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
@@ -13,7 +13,7 @@ const duration = (ms) => (ms === null || ms === undefined ? "" : ms < 1000 ? `${
 const short = (fullName) => fullName.split(".").pop();
 
 const state = { definition: null, sagas: [], counts: {}, filter: null, search: {}, pages: [], next: null,
-  selected: null, timer: null };
+  selected: null, timer: null, previewed: null };
 
 function showError(message) {
   $("error").textContent = message;
@@ -77,6 +77,7 @@ function renderCounts() {
 
 function setFilter(status) {
   state.filter = status;
+  resetBulk();
   state.pages = [];
   // At once with what is shown; the server's page (over all sagas) follows.
   if (status) state.sagas = state.sagas.filter((s) => s.status === status);
@@ -128,8 +129,12 @@ async function showDetail() {
     return;
   }
   if (state.selected !== id) return;
+  const traceId = state.sagas.find((s) => s.id === id)?.trace_id;
+  const traceUrl = traceId ? (await loadConfig()).trace_url?.replace("{trace_id}", encodeURIComponent(traceId)) : null;
   $("detail").replaceChildren(
     el("h2", {}, "Order ", el("span", { class: "id" }, saga.id)),
+    ...(traceUrl ? [el("p", {}, el("a", { class: "trace", href: traceUrl, target: "_blank", rel: "noopener" },
+      "Its trace in Zipkin"))] : []),
     el("div", { class: "flow compact" }, flow(saga)),
     el("dl", { class: "facts" },
       el("dt", {}, "status"), el("dd", {}, el("span", { class: `badge ${saga.status}` }, saga.status)),
@@ -170,6 +175,52 @@ function actions(saga) {
     el("button", { type: "button", onclick: act("retry") }, "Retry"),
     el("button", { type: "button", onclick: act("compensate") }, "Compensate now"),
     outcome);
+}
+
+// --- bulk actions -------------------------------------------------------------------------------
+
+/** The search and status filter shown, as the bulk API's filter. */
+function bulkFilter() {
+  const filter = {};
+  for (const [k, v] of Object.entries(state.search)) if (v) filter[k] = v;
+  if (state.filter) filter.status = state.filter;
+  return filter;
+}
+
+/** What was previewed no longer matches what is shown: preview again before applying. */
+function resetBulk() {
+  state.previewed = null;
+  $("bulk-apply").disabled = true;
+  $("bulk-apply").textContent = "Apply";
+}
+
+/** Preview (count and list) or apply one action to every saga the filter matches. */
+async function bulk(preview) {
+  const form = $("bulk");
+  const reason = form.elements.reason;
+  if (!reason.value.trim()) { reason.reportValidity(); return; }
+  const request = { action: form.elements.action.value, filter: bulkFilter() };
+  const key = JSON.stringify(request);
+  if (!preview && state.previewed !== key) { resetBulk(); return; }
+  const outcome = $("bulk-outcome");
+  try {
+    const { body } = await send("POST", "/api/sagas/actions", { ...request, reason: reason.value, preview });
+    if (preview) {
+      state.previewed = key;
+      $("bulk-apply").disabled = body.matched === 0;
+      $("bulk-apply").textContent = `Apply to ${body.matched}`;
+      outcome.textContent = `${body.matched} saga(s) match${body.more ? " (one call acts on the oldest 1000)" : ""}.`;
+    } else {
+      resetBulk();
+      const refused = body.refused.length ? `; refused ${body.refused.length}: ${body.refused.slice(0, 3)
+        .map((r) => `${r.id.slice(-12)} (${r.error})`).join(", ")}` : "";
+      outcome.textContent = `Applied to ${body.applied}${refused}.`;
+      reason.value = "";
+      await refresh();
+    }
+  } catch (err) {
+    outcome.textContent = err.message;
+  }
 }
 
 // --- refresh ------------------------------------------------------------------------------------
@@ -244,8 +295,13 @@ $("search").addEventListener("submit", (e) => {
     from: time(form.get("from")), to: time(form.get("to")),
   };
   state.pages = [];
+  resetBulk();
   refresh();
 });
+$("bulk").addEventListener("submit", (e) => e.preventDefault());
+$("bulk").elements.action.addEventListener("change", resetBulk);
+$("bulk-preview").addEventListener("click", () => bulk(true));
+$("bulk-apply").addEventListener("click", () => bulk(false));
 $("older").addEventListener("click", () => { if (state.next) { state.pages.push(state.next); refresh(); } });
 $("newer").addEventListener("click", () => { state.pages.pop(); refresh(); });
 $("signin-button").addEventListener("click", () => signIn().catch((e) => showError(e.message)));

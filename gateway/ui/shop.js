@@ -9,6 +9,9 @@ import { $, el, money } from "/ui/dom.js";
 const BASKET = "shop.basket"; // sessionStorage: [{ product_id, quantity }]
 const ATTEMPT = "shop.order-attempt"; // sessionStorage: { key, body } of an order not known to be placed
 const PROFILE = "shop.customer:"; // localStorage, + the user's subject: the profile they registered here
+// How often the catalog's stock is read again, and how long after an order settles.
+const CATALOG_EVERY_MS = 10_000;
+const CATALOG_SETTLE_MS = 1500;
 const WAIT_S = 20; // each long-poll's wait (the API allows up to 25 s)
 const MAX_QUANTITY = 999;
 const RESUMED_WATCHES = 3; // long-polls hold a connection each: the browser has six per host
@@ -386,6 +389,9 @@ function watch(id) {
     state.watching.delete(id);
     renderOrders();
     refresh();
+    // The catalog is projected from other topics than the order: a stock change that came before
+    // the order settled may show a moment later, so the catalog is read once more.
+    setTimeout(liveStock, CATALOG_SETTLE_MS);
   });
   state.watching.set(id, loop);
   return loop;
@@ -488,7 +494,13 @@ function refresh() {
   return refreshing;
 }
 
+/** The catalog read again, quietly: stock moves with everyone's orders. */
+function liveStock() {
+  if (state.customer && !document.hidden) loadCatalog().catch(() => {});
+}
+
 async function enterStore(customer) {
+  if (!state.customer) setInterval(liveStock, CATALOG_EVERY_MS);
   state.customer = customer;
   $("register").hidden = true;
   $("store").hidden = false;

@@ -428,6 +428,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     config.max_attempts = 14;
     config.linger = LINGER;
     wiring.spawn_consumer_with(config, Arc::new(handler));
-    let router = status::router(status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone() });
+    let source =
+        status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone(), finished: Default::default() };
+    let router = status::router(source, wiring.settings.clone());
     wiring.serve(router).await
 }

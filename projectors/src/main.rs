@@ -62,7 +62,8 @@ async fn main() -> anyhow::Result<()> {
         None => projectors::run(settings).await,
         Some(Command::Status { json }) => {
             let mongo = readstore::readmodel::connect(&settings.mongodb_url).await?;
-            let source = status::StatusSource { mongo, brokers: settings.kafka_brokers.clone() };
+            let source =
+                status::StatusSource { mongo, brokers: settings.kafka_brokers.clone(), finished: Default::default() };
             let s = source.collect().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);

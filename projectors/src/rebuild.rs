@@ -28,6 +28,7 @@ use crate::fold::{self, Known};
 use crate::offsets::{self, Offsets, Tp};
 use crate::{Projections, topics_of};
 use anyhow::Context;
+use contract::RebuildProgress;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use messaging::consumer::{Envelope, Handler, HandlerError};
@@ -39,7 +40,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use readstore::readmodel::{self, META_DB, POINTER_TTL, ReadModel};
 use runtime::Settings;
 use schemas::{Codec, DecodeError, Topic};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -107,15 +107,6 @@ pub struct Report {
     pub until_switch: Duration,
 }
 
-/// A rebuild in progress, for `status`.
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub id: String,
-    pub phase: String,
-    pub targets: Vec<(String, String)>,
-    pub applied: i64,
-}
-
 #[derive(Debug, Clone)]
 struct Progress {
     id: String,
@@ -144,7 +135,7 @@ fn rebuilds(meta: &Database) -> Collection<Document> {
     meta.collection(REBUILDS)
 }
 
-fn rebuild_id(read_models: &[ReadModel]) -> String {
+pub fn rebuild_id(read_models: &[ReadModel]) -> String {
     if ReadModel::ALL.iter().all(|r| read_models.contains(r)) {
         return "all".to_owned();
     }
@@ -193,18 +184,22 @@ impl Progress {
     }
 }
 
-/// Unfinished rebuilds.
-pub async fn summaries(client: &Client) -> anyhow::Result<Vec<Summary>> {
+/// Unfinished rebuilds, each with the next offset it will read per partition (from which
+/// `status` computes how far it is).
+pub async fn summaries(client: &Client) -> anyhow::Result<Vec<(RebuildProgress, BTreeMap<Tp, i64>)>> {
     let docs: Vec<Document> = rebuilds(&client.database(META_DB)).find(doc! {}).await?.try_collect().await?;
     docs.iter()
         .map(|d| {
             let p = Progress::from_doc(d)?;
-            Ok(Summary {
+            let summary = RebuildProgress {
                 id: p.id,
                 phase: p.phase.as_str().to_owned(),
                 targets: p.targets.iter().map(|(r, c)| (r.name().to_owned(), c.clone())).collect(),
                 applied: p.applied,
-            })
+                position: 0,
+                total: 0,
+            };
+            Ok((summary, p.next))
         })
         .collect()
 }

@@ -6,49 +6,23 @@ use crate::checkpoint::Checkpoints;
 use crate::offsets::{self, Tp};
 use crate::rebuild;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use contract::{FinishedRebuild, PartitionStatus, ProjectionStatus, ProjectionsStatus as Status, StartRebuild};
 use readstore::readmodel::{self, ReadModel};
 use runtime::http::ApiError;
-use serde::Serialize;
+use runtime::http::Json;
+use runtime::identity::Caller;
 use std::collections::BTreeMap;
-
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub projections: Vec<ProjectionStatus>,
-    /// Rebuilds started and not finished (running, or interrupted and resumable).
-    pub rebuilds: Vec<rebuild::Summary>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProjectionStatus {
-    pub name: &'static str,
-    /// The collection the services read.
-    pub active_collection: String,
-    /// Sum over the projection's partitions of the next offset to apply.
-    pub position: i64,
-    /// Sum of the high watermarks.
-    pub high_watermark: i64,
-    /// Committed events not applied yet (transaction markers excluded).
-    pub lag: i64,
-    /// Now − occurrence time of the last applied event; 0 when nothing is waiting.
-    pub behind_ms: i64,
-    pub partitions: Vec<PartitionStatus>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PartitionStatus {
-    pub topic: String,
-    pub partition: i32,
-    pub position: i64,
-    pub high_watermark: i64,
-    pub lag: i64,
-}
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct StatusSource {
     pub mongo: mongodb::Client,
     pub brokers: String,
+    /// Rebuilds this process ran (the service's, through `POST /rebuilds`), newest first.
+    pub finished: Arc<Mutex<Vec<FinishedRebuild>>>,
 }
 
 impl StatusSource {
@@ -82,7 +56,7 @@ impl StatusSource {
         for read_model in ReadModel::ALL {
             let names: Vec<&str> = crate::topics_of(read_model).iter().map(|t| t.name()).collect();
             let mut p = ProjectionStatus {
-                name: read_model.name(),
+                name: read_model.name().to_owned(),
                 active_collection: readmodel::active_name(&self.mongo, read_model).await?,
                 position: 0,
                 high_watermark: 0,
@@ -114,18 +88,125 @@ impl StatusSource {
             }
             projections.push(p);
         }
-        Ok(Status { projections, rebuilds: rebuild::summaries(&self.mongo).await? })
+        let mut rebuilds = Vec::new();
+        for (mut summary, next) in rebuild::summaries(&self.mongo).await? {
+            for (tp, next) in &next {
+                if let Some((low, high)) = marks.get(tp) {
+                    summary.position += (next - low).max(0);
+                    summary.total += high - low;
+                }
+            }
+            rebuilds.push(summary);
+        }
+        let finished = self.finished.lock().map(|f| f.clone()).unwrap_or_default();
+        Ok(Status { projections, rebuilds, finished })
     }
 }
 
-/// `GET /status`.
-pub fn router(source: StatusSource) -> axum::Router {
-    axum::Router::new().route("/status", get(status)).with_state(source)
+/// `GET /status`, and `POST /rebuilds` (admin): start a rebuild in this process, one at a time.
+pub fn router(source: StatusSource, settings: runtime::Settings) -> axum::Router {
+    let desk = Desk { source, settings: Arc::new(settings), running: Arc::default() };
+    axum::Router::new().route("/status", get(status)).route("/rebuilds", post(start_rebuild)).with_state(desk)
 }
 
-async fn status(State(source): State<StatusSource>) -> Result<Response, ApiError> {
-    let s = source.collect().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
+#[derive(Clone)]
+struct Desk {
+    source: StatusSource,
+    settings: Arc<runtime::Settings>,
+    /// The rebuild this process runs, if any.
+    running: Arc<Mutex<Option<String>>>,
+}
+
+/// Rebuilds kept in [`StatusSource::finished`].
+const KEEP_FINISHED: usize = 20;
+
+async fn status(State(desk): State<Desk>) -> Result<Response, ApiError> {
+    let s = desk.source.collect().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok(axum::Json(s).into_response())
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Which read models a request names, sorted, each once.
+fn chosen(body: &StartRebuild) -> Result<Vec<ReadModel>, ApiError> {
+    let mut models = if body.all {
+        ReadModel::ALL.to_vec()
+    } else {
+        body.read_models
+            .iter()
+            .map(|n| {
+                ReadModel::parse(n).ok_or_else(|| {
+                    let names: Vec<_> = ReadModel::ALL.iter().map(|r| r.name()).collect();
+                    ApiError::unprocessable(format!("unknown read model {n:?}; one of {}", names.join(", ")))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if models.is_empty() {
+        return Err(ApiError::unprocessable("name at least one read model, or all"));
+    }
+    models.sort();
+    models.dedup();
+    Ok(models)
+}
+
+/// `POST /rebuilds`: 202 with the rebuild's id; its progress shows in `GET /status`.
+async fn start_rebuild(
+    State(desk): State<Desk>,
+    caller: Caller,
+    Json(body): Json<StartRebuild>,
+) -> Result<Response, ApiError> {
+    if !caller.is_privileged() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "operators only: this needs the admin role"));
+    }
+    let models = chosen(&body)?;
+    let id = rebuild::rebuild_id(&models);
+    {
+        let mut running = desk.running.lock().map_err(|_| ApiError::internal("rebuild state poisoned"))?;
+        if let Some(other) = running.as_ref() {
+            return Err(ApiError::conflict(format!("rebuild {other} is running; one at a time")));
+        }
+        *running = Some(id.clone());
+    }
+    let started_by = match &caller {
+        Caller::User { name, id, .. } => {
+            if name.is_empty() {
+                id.clone()
+            } else {
+                name.clone()
+            }
+        }
+        _ => "an internal caller".to_owned(),
+    };
+    tracing::warn!(id, started_by, "rebuild started over HTTP");
+    let started_at = now();
+    // The rebuild's future is not `Send` (its Kafka stream): it runs on a blocking thread of its
+    // own, driven by this runtime's handle.
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking({
+        let (desk, id) = (desk.clone(), id.clone());
+        move || {
+            let result = handle.block_on(rebuild::run(&desk.settings, rebuild::Options::new(models)));
+            let (applied, error) = match result {
+                Ok(report) => (report.map_or(0, |r| r.applied), None),
+                Err(e) => {
+                    tracing::error!(id, error = format!("{e:#}"), "rebuild failed");
+                    (0, Some(format!("{e:#}")))
+                }
+            };
+            let done = FinishedRebuild { id, started_by, started_at, finished_at: now(), applied, error };
+            if let Ok(mut finished) = desk.source.finished.lock() {
+                finished.insert(0, done);
+                finished.truncate(KEEP_FINISHED);
+            }
+            if let Ok(mut running) = desk.running.lock() {
+                *running = None;
+            }
+        }
+    });
+    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id }))).into_response())
 }
 
 /// The status as a table, for the CLI.

@@ -7,6 +7,7 @@
 //! Under load the consumer hands over what is waiting at once: one transaction for the whole
 //! batch, each saga it touches stored once with one `SagaUpdated` ([`Orchestrator::handle_many`]).
 
+pub mod dead_letters;
 pub mod definition;
 pub mod engine;
 pub mod operations;
@@ -336,18 +337,24 @@ pub(crate) async fn store_one(
 
 /// The HTTP API: the saga's declaration; one saga from the `sagas` read model (built by the
 /// projectors from `saga.events`); and the operators' search and actions on the saga table
-/// ([`operations`]).
-pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>) -> Router {
+/// ([`operations`]); the dead-letter topics and the operators' redrive and discard
+/// ([`dead_letters`]).
+pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>, desk: dead_letters::DeadLetterDesk) -> Router {
     let ops = Router::new()
         .route("/sagas", get(operations::list))
         .route("/sagas/actions", post(operations::bulk))
         .route("/sagas/{id}/{action}", post(operations::act_on_one))
         .with_state(orchestrator);
+    let dead_letters = Router::new()
+        .route("/dlq", get(dead_letters::list))
+        .route("/dlq/{dlq}/{partition}/{offset}/{action}", post(dead_letters::act))
+        .with_state(desk);
     Router::new()
         .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))
         .route("/sagas/{id}", get(find))
         .with_state(sagas)
         .merge(ops)
+        .merge(dead_letters)
 }
 
 async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -397,7 +404,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let token = wiring.shutdown.clone();
     wiring.spawn(sample_saga_counts(pool.clone(), token));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
-    wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas), orchestrator)).await
+    let desk = dead_letters::DeadLetterDesk {
+        brokers: wiring.settings.kafka_brokers.clone(),
+        codec: wiring.codec.clone(),
+        producer: wiring.producer.clone(),
+        acting: Arc::default(),
+    };
+    wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas), orchestrator, desk)).await
 }
 
 /// Gauge of sagas by status (`shop_sagas{status}`), counted in the saga table every few seconds.

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use contract::{
-    BulkSagaAction, BulkSagaResult, SagaAction, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaState,
+    BulkSagaAction, BulkSagaResult, OperatorReason, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaState,
     SagaSummary,
 };
 use runtime::http::{ApiError, Json};
@@ -210,7 +210,7 @@ pub async fn list(
     Ok(axum::Json(SagaPage { items, next, total, counts }).into_response())
 }
 
-fn admin(caller: &Caller) -> Result<(), ApiError> {
+pub(crate) fn admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_privileged() {
         Ok(())
     } else {
@@ -219,7 +219,7 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// Who acts, for the history: the user's name, else their id.
-fn who(caller: &Caller) -> String {
+pub(crate) fn who(caller: &Caller) -> String {
     match caller {
         Caller::User { name, id, .. } if !name.is_empty() => name.clone(),
         Caller::User { id, .. } => id.clone(),
@@ -228,10 +228,10 @@ fn who(caller: &Caller) -> String {
     }
 }
 
-fn reason(raw: &str) -> Result<&str, ApiError> {
+pub(crate) fn reason(raw: &str) -> Result<&str, ApiError> {
     let r = raw.trim();
     if r.is_empty() {
-        return Err(ApiError::unprocessable("a reason is required: it is kept in the saga's history"));
+        return Err(ApiError::unprocessable("a reason is required: it is kept with who acted"));
     }
     if r.chars().count() > MAX_REASON {
         return Err(ApiError::unprocessable(format!("the reason is longer than {MAX_REASON} characters")));
@@ -294,7 +294,7 @@ pub async fn act_on_one(
     State(o): State<Arc<Orchestrator>>,
     caller: Caller,
     Path((id, action)): Path<(String, String)>,
-    Json(body): Json<SagaAction>,
+    Json(body): Json<OperatorReason>,
 ) -> Result<Response, ApiError> {
     admin(&caller)?;
     let kind = match action.as_str() {

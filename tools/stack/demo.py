@@ -88,7 +88,11 @@ def _request_once(method: str, url: str, body: dict | None, timeout: float, acce
         if e.code == 503 and retry_after.strip().isdigit():
             raise _Busy(float(retry_after.strip())) from None
         if e.code in accept:
-            return e.code, None
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw) if raw else None
+            except ValueError:
+                return e.code, None
         raise StackError(f"demo data: {method} {url} answered {e.code}: "
                          f"{e.read().decode('utf-8', 'replace')[:500]}") from None
     except OSError as e:

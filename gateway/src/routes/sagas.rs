@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use contract::{BulkSagaAction, BulkSagaResult, ErrorBody, Saga, SagaAction, SagaDefinition, SagaPage};
+use contract::{BulkSagaAction, BulkSagaResult, ErrorBody, OperatorReason, Saga, SagaDefinition, SagaPage};
 use runtime::http::ApiError;
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ pub(crate) async fn list(State(s): State<AppState>, _: Admin, incoming: Incoming
 /// commits and the ending's. Participants are idempotent. Kept in the saga's history with who
 /// asked and why (admin).
 #[utoipa::path(security(("bearer" = [])), post, path = "/api/sagas/{id}/retry", tag = "sagas",
-    request_body = SagaAction,
+    request_body = OperatorReason,
     params(("id" = Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "Sent again"),
@@ -88,7 +88,7 @@ pub(crate) async fn retry(
 /// Give up on a saga's running step and compensate what was done, then reject the order.
 /// Refused past the point of no return. Kept in the saga's history with who and why (admin).
 #[utoipa::path(security(("bearer" = [])), post, path = "/api/sagas/{id}/compensate", tag = "sagas",
-    request_body = SagaAction,
+    request_body = OperatorReason,
     params(("id" = Uuid, Path, description = "The order's id")),
     responses(
         (status = 200, description = "Compensating"),

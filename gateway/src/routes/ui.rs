@@ -1,5 +1,6 @@
-//! The browser UI: a landing page at `/`, the customers' storefront at `/shop/` and the saga
-//! dashboard at `/dashboard/`. Plain HTML, CSS and JavaScript modules from `gateway/ui/`, compiled
+//! The browser UI: a landing page at `/`, the customers' storefront at `/shop/`, the saga
+//! dashboard at `/dashboard/`, the dead letters at `/dashboard/dead-letters/` and the
+//! projections at `/dashboard/projections/`. Plain HTML, CSS and JavaScript modules from `gateway/ui/`, compiled
 //! into the binary: no build step, no CDN.
 //! The pages sign in against the realm themselves (authorization code + PKCE, client
 //! `SHOP_UI_CLIENT_ID`, default `shop-web`) and call `/api` with the token like any client.
@@ -14,17 +15,24 @@ use runtime::http::ApiError;
 use serde_json::json;
 
 pub const CLIENT_ID_VAR: &str = "SHOP_UI_CLIENT_ID";
+/// Where an operator's browser opens one trace: a URL with `{trace_id}` in it. By default the
+/// local stack's Zipkin UI.
+pub const TRACE_URL_VAR: &str = "SHOP_UI_TRACE_URL";
 
 /// `(name, content type, body)` of every file under `/ui/`.
-const ASSETS: [(&str, &str, &str); 8] = [
+const ASSETS: [(&str, &str, &str); 12] = [
     ("app.css", "text/css; charset=utf-8", include_str!("../../ui/app.css")),
     ("auth.js", "text/javascript; charset=utf-8", include_str!("../../ui/auth.js")),
     ("dom.js", "text/javascript; charset=utf-8", include_str!("../../ui/dom.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../../ui/dashboard.js")),
     ("shop.js", "text/javascript; charset=utf-8", include_str!("../../ui/shop.js")),
+    ("dead-letters.js", "text/javascript; charset=utf-8", include_str!("../../ui/dead-letters.js")),
+    ("projections.js", "text/javascript; charset=utf-8", include_str!("../../ui/projections.js")),
     ("index.html", "text/html; charset=utf-8", include_str!("../../ui/index.html")),
     ("dashboard.html", "text/html; charset=utf-8", include_str!("../../ui/dashboard.html")),
     ("shop.html", "text/html; charset=utf-8", include_str!("../../ui/shop.html")),
+    ("dead-letters.html", "text/html; charset=utf-8", include_str!("../../ui/dead-letters.html")),
+    ("projections.html", "text/html; charset=utf-8", include_str!("../../ui/projections.html")),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -32,6 +40,10 @@ pub fn router() -> Router<AppState> {
         .route("/", get(|s: State<AppState>| async move { page(&s, "index.html") }))
         .route("/dashboard", get(|| async { Redirect::permanent("/dashboard/") }))
         .route("/dashboard/", get(|s: State<AppState>| async move { page(&s, "dashboard.html") }))
+        .route("/dashboard/dead-letters", get(|| async { Redirect::permanent("/dashboard/dead-letters/") }))
+        .route("/dashboard/dead-letters/", get(|s: State<AppState>| async move { page(&s, "dead-letters.html") }))
+        .route("/dashboard/projections", get(|| async { Redirect::permanent("/dashboard/projections/") }))
+        .route("/dashboard/projections/", get(|s: State<AppState>| async move { page(&s, "projections.html") }))
         .route("/shop", get(|| async { Redirect::permanent("/shop/") }))
         .route("/shop/", get(|s: State<AppState>| async move { page(&s, "shop.html") }))
         .route("/ui/config.json", get(config))
@@ -79,12 +91,16 @@ async fn asset(State(s): State<AppState>, Path(file): Path<String>) -> Response 
     }
 }
 
-/// Where the pages sign in: the realm's OpenID Connect endpoints and the public client.
+/// Where the pages sign in (the realm's OpenID Connect endpoints and the public client), and
+/// where a trace is shown.
 async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
     let issuer = &s.verifier.config().issuer;
-    let client_id =
-        std::env::var(CLIENT_ID_VAR).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "shop-web".into());
+    let setting = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let client_id = setting(CLIENT_ID_VAR).unwrap_or_else(|| "shop-web".into());
+    let trace_url = setting(TRACE_URL_VAR)
+        .unwrap_or_else(|| format!("http://{}/zipkin/traces/{{trace_id}}", runtime::config::local("zipkin")));
     Json(json!({
+        "trace_url": trace_url,
         "issuer": issuer,
         "client_id": client_id,
         "authorization_endpoint": format!("{issuer}/protocol/openid-connect/auth"),

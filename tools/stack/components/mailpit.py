@@ -32,7 +32,10 @@ class Mailpit(Component):
                 "--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--disable-version-check",
                 # Mailpit keeps 500 messages by default; a benchmark's audit counts every e-mail of
                 # tens of thousands of orders, so keep them all (`./stack down --wipe` clears them).
-                "--max", "0"]
+                "--max", "0",
+                # Chaos lets a test make the SMTP server refuse (`PUT /api/v1/chaos`): the browser
+                # test parks a notification on a DLQ that way. Off until set; loopback only.
+                "--enable-chaos"]
 
     def env(self) -> dict[str, str | None]:
         return {key: None for key in ("MP_DATABASE", "MP_SMTP_BIND_ADDR", "MP_UI_BIND_ADDR")}

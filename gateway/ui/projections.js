@@ -1,0 +1,108 @@
+// The projections: each read model's position, lag and time behind, rebuilds started from here
+// with their progress, and the rebuilds the projectors service ran lately. Text from the API
+// only ever reaches the page as text nodes.
+import { api, completeSignIn, send, signIn, signOut, who } from "/ui/auth.js";
+import { $, el } from "/ui/dom.js";
+
+const BUSY_MS = 1000;
+const IDLE_MS = 5000;
+const state = { timer: null, models: null };
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+const behind = (ms) => (ms ? (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`) : "");
+
+function renderModels(projections) {
+  if (state.models) return;
+  state.models = projections.map((p) => p.name);
+  $("models").append(...state.models.map((name) =>
+    el("label", {}, el("input", { type: "checkbox", name: "read_model", value: name }), ` ${name}`)));
+}
+
+function rebuildItem(r, finished) {
+  const percent = r.total ? Math.min(100, Math.floor((100 * r.position) / r.total)) : 0;
+  const state = finished ? (r.error ? "failed" : "done") : r.phase;
+  return el("li", { class: "rebuild", "data-id": r.id, "data-state": state },
+    el("div", { class: "order-head" },
+      el("span", { class: `badge ${finished ? (r.error ? "REJECTED" : "CONFIRMED") : "RUNNING"}` }, state),
+      el("strong", {}, r.id)),
+    finished
+      ? el("p", {}, `${r.applied} events applied, started by ${r.started_by} at ${new Date(r.started_at).toLocaleTimeString()}, `
+        + `finished ${new Date(r.finished_at).toLocaleTimeString()}`, r.error ? el("span", { class: "error-text" }, ` ${r.error}`) : "")
+      : el("p", {},
+        el("progress", { max: String(r.total || 1), value: String(r.position), "aria-label": `rebuild ${r.id}` }),
+        el("span", { class: "progress-text" }, ` ${percent}% read (${r.position} of ${r.total} records), ${r.applied} events applied`),
+        el("span", { class: "muted" }, ` into ${r.targets.map(([m, c]) => `${m} → ${c}`).join(", ")}`)));
+}
+
+function render(s) {
+  renderModels(s.projections);
+  $("projections").tBodies[0].replaceChildren(...s.projections.map((p) => el("tr", { "data-name": p.name },
+    el("td", {}, p.name),
+    el("td", {}, el("code", {}, p.active_collection)),
+    el("td", { class: "num" }, String(p.position)),
+    el("td", { class: "num" }, String(p.high_watermark)),
+    el("td", { class: "num lag" }, String(p.lag)),
+    el("td", { class: "num" }, behind(p.behind_ms)))));
+  const items = [...s.rebuilds.map((r) => rebuildItem(r, false)), ...s.finished.map((r) => rebuildItem(r, true))];
+  $("rebuilds").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "No rebuild yet.")]));
+}
+
+async function refresh() {
+  clearTimeout(state.timer);
+  let busy = false;
+  try {
+    const s = await api("/api/projections");
+    render(s);
+    busy = s.rebuilds.length > 0;
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    showError("");
+  } catch (e) {
+    if (e.status === 401) return start();
+    showError(`Could not load the projections: ${e.message}`);
+  }
+  state.timer = setTimeout(refresh, busy ? BUSY_MS : IDLE_MS);
+}
+
+async function rebuild(e) {
+  e.preventDefault();
+  const chosen = [...$("models").querySelectorAll("input:checked")].map((i) => i.value);
+  const outcome = $("rebuild-outcome");
+  if (!chosen.length) { outcome.textContent = "Choose at least one read model."; return; }
+  try {
+    const { body } = await send("POST", "/api/projections/rebuild", { read_models: chosen });
+    outcome.textContent = `Rebuild ${body.id} started.`;
+    await refresh();
+  } catch (err) {
+    outcome.textContent = err.message;
+  }
+}
+
+async function start() {
+  clearTimeout(state.timer);
+  try {
+    await completeSignIn();
+  } catch (e) {
+    showError(`Sign-in failed: ${e.message}`);
+  }
+  const user = await who();
+  $("signin").hidden = !!user;
+  $("board").hidden = true;
+  $("user").replaceChildren(...(user
+    ? [el("span", {}, user.name), el("button", { type: "button", onclick: signOut }, "Sign out")]
+    : []));
+  if (!user) return;
+  if (!user.roles.includes("admin")) {
+    showError(`Signed in as ${user.name}, who lacks the admin role this page needs.`);
+    return;
+  }
+  $("board").hidden = false;
+  await refresh();
+}
+
+$("rebuild").addEventListener("submit", rebuild);
+$("signin-button").addEventListener("click", () => signIn().catch((e) => showError(e.message)));
+start();
