@@ -445,6 +445,35 @@ pub struct FinishedRebuild {
     pub error: Option<String>,
 }
 
+/// The Kafka consumer groups and how far behind each is, per partition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerGroups {
+    pub groups: Vec<ConsumerGroup>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerGroup {
+    #[schema(example = "saga-orchestrator")]
+    pub group: String,
+    /// As the group coordinator says: Stable, Empty, PreparingRebalance, …
+    pub state: String,
+    pub members: usize,
+    /// Records committed on nowhere yet, over every partition.
+    pub lag: i64,
+    pub partitions: Vec<ConsumerPartition>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the group will read.
+    pub committed: i64,
+    pub high_watermark: i64,
+    /// high watermark − committed (transaction markers, if any, count too).
+    pub lag: i64,
+}
+
 /// One saga with its history: steps, compensations and errors.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Saga {

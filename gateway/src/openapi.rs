@@ -6,11 +6,12 @@
 use crate::routes;
 use axum::Router;
 use contract::{
-    AddStock, BulkSagaAction, BulkSagaResult, CreateProduct, Created, Customer, DeadLetter, DeadLetterHandled,
-    DeadLetterQueue, DeadLetters, ErrorBody, FinishedRebuild, Health, OperatorReason, Order, OrderAccepted, OrderItem,
-    OrderLine, OrderStatus, PartitionStatus, PlaceOrder, Product, ProjectionStatus, ProjectionsStatus, RebuildProgress,
-    RegisterCustomer, Saga, SagaActionKind, SagaDefinition, SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaState,
-    SagaStepSpec, SagaSummary, StartRebuild, StatusChange, StockAdded,
+    AddStock, BulkSagaAction, BulkSagaResult, ConsumerGroup, ConsumerGroups, ConsumerPartition, CreateProduct, Created,
+    Customer, DeadLetter, DeadLetterHandled, DeadLetterQueue, DeadLetters, ErrorBody, FinishedRebuild, Health,
+    OperatorReason, Order, OrderAccepted, OrderItem, OrderLine, OrderStatus, PartitionStatus, PlaceOrder, Product,
+    ProjectionStatus, ProjectionsStatus, RebuildProgress, RegisterCustomer, Saga, SagaActionKind, SagaDefinition,
+    SagaEvent, SagaFilter, SagaPage, SagaRefusal, SagaState, SagaStepSpec, SagaSummary, StartRebuild, StatusChange,
+    StockAdded,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
@@ -50,6 +51,7 @@ pub const DOCS_PATH: &str = "/docs";
         routes::dead_letters::discard,
         routes::projections::status,
         routes::projections::rebuild,
+        routes::projections::consumers,
         routes::health::health,
     ),
     components(schemas(
@@ -58,6 +60,7 @@ pub const DOCS_PATH: &str = "/docs";
         SagaDefinition, SagaStepSpec, Health, SagaPage, OperatorReason, SagaActionKind, BulkSagaAction, SagaFilter,
         BulkSagaResult, SagaRefusal, SagaState, DeadLetters, DeadLetterQueue, DeadLetter, DeadLetterHandled,
         ProjectionsStatus, ProjectionStatus, PartitionStatus, RebuildProgress, StartRebuild, FinishedRebuild,
+        ConsumerGroups, ConsumerGroup, ConsumerPartition,
     )),
     modifiers(&ApiWideErrors),
     tags(

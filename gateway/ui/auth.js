@@ -2,6 +2,8 @@
 // client `shop-web`. Tokens live in sessionStorage (this tab only) and are refreshed before they
 // expire. Everything here uses browser APIs only: no library, no CDN.
 
+import { el } from "/ui/dom.js";
+
 const TOKENS = "shop.tokens";
 const PENDING = "shop.pkce";
 let config;
@@ -192,4 +194,28 @@ export async function api(path, headers = {}) {
  */
 export async function send(method, path, body = undefined, headers = {}) {
   return request(method, path, body, headers);
+}
+
+/**
+ * How every page starts: complete a sign-in that came back, show who is signed in in `#user`
+ * (with a Sign out button calling `onSignOut`) and the `#signin` panel when nobody is. The user
+ * when signed in with `role`; otherwise null, having said why through `showError`.
+ */
+export async function signedIn(role, page, showError, onSignOut = signOut) {
+  try {
+    await completeSignIn();
+  } catch (e) {
+    showError(`Sign-in failed: ${e.message}`);
+  }
+  const user = await who();
+  document.getElementById("signin").hidden = !!user;
+  document.getElementById("user").replaceChildren(...(user
+    ? [el("span", {}, user.name), el("button", { type: "button", onclick: onSignOut }, "Sign out")]
+    : []));
+  if (!user) return null;
+  if (!user.roles.includes(role)) {
+    showError(`Signed in as ${user.name}, who lacks the ${role} role ${page} needs.`);
+    return null;
+  }
+  return user;
 }

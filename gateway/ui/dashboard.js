@@ -1,7 +1,7 @@
 // The saga dashboard: the CreateOrder saga as the orchestrator declares it, sagas searched and
 // paged on the server (counts over all of them), one saga's progress and history, and the
 // operator's actions on it. Text from the API only ever reaches the page as text nodes.
-import { api, completeSignIn, loadConfig, send, signIn, signOut, who } from "/ui/auth.js";
+import { api, loadConfig, send, signedIn, signIn } from "/ui/auth.js";
 import { $, el, money } from "/ui/dom.js";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
@@ -258,22 +258,8 @@ function live(on) {
 
 async function start() {
   live(false);
-  try {
-    await completeSignIn();
-  } catch (e) {
-    showError(`Sign-in failed: ${e.message}`);
-  }
-  const user = await who();
-  $("signin").hidden = !!user;
   $("board").hidden = true;
-  $("user").replaceChildren(...(user
-    ? [el("span", {}, user.name), el("button", { type: "button", onclick: signOut }, "Sign out")]
-    : []));
-  if (!user) return;
-  if (!user.roles.includes("admin")) {
-    showError(`Signed in as ${user.name}, who lacks the admin role the dashboard needs.`);
-    return;
-  }
+  if (!(await signedIn("admin", "the dashboard", showError))) return;
   try {
     state.definition = await api("/api/sagas/definition");
   } catch (e) {

@@ -2,7 +2,7 @@
 // registry knows them, with the error they were parked with; an operator redrives one to where it
 // came from or discards it, with a reason kept next to it (who, when, why). Text from the API
 // only ever reaches the page as text nodes.
-import { api, completeSignIn, send, signIn, signOut, who } from "/ui/auth.js";
+import { api, send, signedIn, signIn } from "/ui/auth.js";
 import { $, el } from "/ui/dom.js";
 
 const state = { queues: [] };
@@ -86,22 +86,8 @@ async function refresh() {
 }
 
 async function start() {
-  try {
-    await completeSignIn();
-  } catch (e) {
-    showError(`Sign-in failed: ${e.message}`);
-  }
-  const user = await who();
-  $("signin").hidden = !!user;
   $("board").hidden = true;
-  $("user").replaceChildren(...(user
-    ? [el("span", {}, user.name), el("button", { type: "button", onclick: signOut }, "Sign out")]
-    : []));
-  if (!user) return;
-  if (!user.roles.includes("admin")) {
-    showError(`Signed in as ${user.name}, who lacks the admin role this page needs.`);
-    return;
-  }
+  if (!(await signedIn("admin", "this page", showError))) return;
   $("board").hidden = false;
   await refresh();
 }

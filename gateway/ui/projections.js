@@ -1,7 +1,8 @@
 // The projections: each read model's position, lag and time behind, rebuilds started from here
-// with their progress, and the rebuilds the projectors service ran lately. Text from the API
+// with their progress, the rebuilds the projectors service ran lately, and every Kafka consumer
+// group's lag per partition. Text from the API
 // only ever reaches the page as text nodes.
-import { api, completeSignIn, send, signIn, signOut, who } from "/ui/auth.js";
+import { api, send, signedIn, signIn } from "/ui/auth.js";
 import { $, el } from "/ui/dom.js";
 
 const BUSY_MS = 1000;
@@ -51,12 +52,28 @@ function render(s) {
   $("rebuilds").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "No rebuild yet.")]));
 }
 
+function renderConsumers(c) {
+  const rows = c.groups.flatMap((g) => (g.partitions.length ? g.partitions : [null]).map((p, i) => el("tr", {
+    "data-group": g.group, "data-topic": p?.topic ?? "", "data-partition": p ? String(p.partition) : "",
+  },
+  el("td", {}, i ? "" : g.group),
+  el("td", {}, i ? "" : g.state),
+  el("td", { class: "num" }, i ? "" : String(g.members)),
+  el("td", {}, p?.topic ?? "—"),
+  el("td", { class: "num" }, p ? String(p.partition) : ""),
+  el("td", { class: "num" }, p ? String(p.committed) : ""),
+  el("td", { class: "num" }, p ? String(p.high_watermark) : ""),
+  el("td", { class: "num lag" }, p ? String(p.lag) : ""))));
+  $("consumers").tBodies[0].replaceChildren(...rows);
+}
+
 async function refresh() {
   clearTimeout(state.timer);
   let busy = false;
   try {
-    const s = await api("/api/projections");
+    const [s, c] = await Promise.all([api("/api/projections"), api("/api/consumers")]);
     render(s);
+    renderConsumers(c);
     busy = s.rebuilds.length > 0;
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     showError("");
@@ -83,22 +100,8 @@ async function rebuild(e) {
 
 async function start() {
   clearTimeout(state.timer);
-  try {
-    await completeSignIn();
-  } catch (e) {
-    showError(`Sign-in failed: ${e.message}`);
-  }
-  const user = await who();
-  $("signin").hidden = !!user;
   $("board").hidden = true;
-  $("user").replaceChildren(...(user
-    ? [el("span", {}, user.name), el("button", { type: "button", onclick: signOut }, "Sign out")]
-    : []));
-  if (!user) return;
-  if (!user.roles.includes("admin")) {
-    showError(`Signed in as ${user.name}, who lacks the admin role this page needs.`);
-    return;
-  }
+  if (!(await signedIn("admin", "this page", showError))) return;
   $("board").hidden = false;
   await refresh();
 }

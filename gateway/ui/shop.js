@@ -3,7 +3,7 @@
 // attempt and followed to their outcome by long-polls, the order history and cancellation.
 // It talks to the gateway's /api like any client. Nothing polls on a timer: an order is watched
 // with `GET /api/orders/{id}?wait=N`, and the catalog is read again when one settles.
-import { api, completeSignIn, send, signIn, signOut, who } from "/ui/auth.js";
+import { api, send, signedIn, signIn, signOut } from "/ui/auth.js";
 import { $, el, money } from "/ui/dom.js";
 
 const BASKET = "shop.basket"; // sessionStorage: [{ product_id, quantity }]
@@ -512,24 +512,11 @@ async function enterStore(customer) {
 }
 
 async function start() {
-  try {
-    await completeSignIn();
-  } catch (e) {
-    showError(`Sign-in failed: ${e.message}`);
-  }
-  const user = await who();
-  state.user = user;
-  $("signin").hidden = !!user;
   $("store").hidden = true;
   $("register").hidden = true;
-  $("user").replaceChildren(...(user
-    ? [el("span", {}, user.name), el("button", { type: "button", onclick: leave }, "Sign out")]
-    : []));
+  const user = await signedIn("customer", "the shop", showError, leave);
+  state.user = user;
   if (!user) return;
-  if (!user.roles.includes("customer")) {
-    showError(`Signed in as ${user.name}, who lacks the customer role the shop needs.`);
-    return;
-  }
   let customer;
   try {
     customer = await persist(() => findProfile(user));
@@ -551,7 +538,7 @@ function leave() {
 $("signin-button").addEventListener("click", () => signIn().catch((e) => showError(e.message)));
 $("register-form").addEventListener("submit", register);
 $("place").addEventListener("click", placeOrder);
-// Coming back to the tab shows the stock as it is now (no timer polls it meanwhile).
+// Coming back to the tab shows the stock as it is now (the timer skips hidden tabs).
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && state.customer && !$("store").hidden) refresh();
 });

@@ -19,16 +19,14 @@
 //! the business topics for little gain: if the marker write fails after the republish, a second
 //! redrive repeats a message whose `message-id` the consumers deduplicate anyway.
 
+use crate::topic;
+pub use crate::topic::Record;
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use schemas::headers as h;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Suffix of every dead-letter topic.
 pub const SUFFIX: &str = ".dlq";
@@ -89,33 +87,9 @@ impl std::fmt::Display for Position {
     }
 }
 
-/// One record as read from a topic.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub position: Position,
-    /// Milliseconds since the epoch.
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Record {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    pub fn key_text(&self) -> Option<String> {
-        self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned())
-    }
-
-    pub fn time(&self) -> Option<DateTime<Utc>> {
-        self.timestamp.and_then(DateTime::<Utc>::from_timestamp_millis)
-    }
+/// Where a record sits.
+pub fn position(r: &Record) -> Position {
+    Position { partition: r.partition, offset: r.offset }
 }
 
 /// What an operator did with a parked message.
@@ -197,16 +171,16 @@ impl Dlq {
                 None => dlq.parked.push(r),
             }
         }
-        dlq.parked.sort_by_key(|r| r.position);
+        dlq.parked.sort_by_key(position);
         dlq
     }
 
     /// The parked message at `at`; an error naming what is there instead.
     pub fn message(&self, at: Position) -> anyhow::Result<&Record> {
-        if let Some(r) = self.parked.iter().find(|r| r.position == at) {
+        if let Some(r) = self.parked.iter().find(|r| position(r) == at) {
             return Ok(r);
         }
-        if self.handled.values().any(|m| m.marker.position == at) {
+        if self.handled.values().any(|m| position(&m.marker) == at) {
             bail!("{} holds no parked message at offset {at} (a marker)", self.name);
         }
         bail!("{} holds no parked message at offset {at}", self.name)
@@ -234,7 +208,7 @@ impl Dlq {
 
     /// Parked messages nobody acted on yet.
     pub fn open(&self) -> usize {
-        self.parked.iter().filter(|r| !self.handled.contains_key(&r.position)).count()
+        self.parked.iter().filter(|r| !self.handled.contains_key(&position(r))).count()
     }
 }
 
@@ -242,7 +216,7 @@ impl Dlq {
 /// it came from.
 pub fn republished_headers(dlq: &str, r: &Record) -> Vec<(String, Option<Vec<u8>>)> {
     let mut out: Vec<_> = r.headers.iter().filter(|(k, _)| !k.starts_with(HEADER_PREFIX)).cloned().collect();
-    out.push((REDRIVEN_FROM.to_owned(), Some(format!("{dlq}/{}/{}", r.position.partition, r.position.offset).into())));
+    out.push((REDRIVEN_FROM.to_owned(), Some(format!("{dlq}/{}/{}", r.partition, r.offset).into())));
     out
 }
 
@@ -250,123 +224,22 @@ fn owned_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
     pairs.iter().fold(OwnedHeaders::new(), |hs, (key, value)| hs.insert(Header { key, value: value.as_deref() }))
 }
 
-/// A consumer that is only ever assigned partitions: it joins no group and commits nothing.
-fn reader(brokers: &str) -> anyhow::Result<StreamConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "dlq-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .context("creating Kafka consumer")
-}
-
-/// Partition count of `topic`; an error if the topic does not exist.
-async fn partitions(brokers: &str, topic: &str) -> anyhow::Result<i32> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer = reader(&brokers)?;
-        let md = consumer.fetch_metadata(Some(&topic), TIMEOUT).with_context(|| format!("metadata of {topic}"))?;
-        let t = md.topics().first().with_context(|| format!("no metadata for {topic}"))?;
-        match t.error() {
-            None => Ok(i32::try_from(t.partitions().len())?),
-            Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
-                bail!("topic {topic} does not exist")
-            }
-            Some(e) => bail!("topic {topic}: {e:?}"),
-        }
-    })
-    .await?
-}
-
 /// Every DLQ on the cluster, by name.
 pub async fn topics(brokers: &str) -> anyhow::Result<Vec<String>> {
-    let brokers = brokers.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let md = reader(&brokers)?.fetch_metadata(None, TIMEOUT).context("listing topics")?;
-        let mut names: Vec<String> =
-            md.topics().iter().map(|t| t.name().to_owned()).filter(|n| n.ends_with(SUFFIX)).collect();
-        names.sort();
-        Ok(names)
-    })
-    .await?
-}
-
-/// Every record of `topic`, from the beginning up to the high watermarks taken at the start;
-/// fails if that takes longer than `patience`.
-pub async fn read_to_end(brokers: &str, topic: &str, patience: Duration) -> anyhow::Result<Vec<Record>> {
-    let n = partitions(brokers, topic).await?;
-    // (low, high) of each partition that holds records; fetched off the async threads.
-    let marks: BTreeMap<i32, (i64, i64)> = tokio::task::spawn_blocking({
-        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-        move || -> anyhow::Result<_> {
-            let consumer = reader(&brokers)?;
-            let mut marks = BTreeMap::new();
-            for p in 0..n {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, p, TIMEOUT)
-                    .with_context(|| format!("watermarks of {topic}/{p}"))?;
-                if high > low {
-                    marks.insert(p, (low, high));
-                }
-            }
-            Ok(marks)
-        }
-    })
-    .await??;
-    let consumer = reader(brokers)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for (p, (low, high)) in marks {
-        tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-        ends.insert(p, high);
-    }
-    let mut out = Vec::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + patience;
-    while !ends.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = match tokio::time::timeout(left, consumer.recv()).await {
-            Err(_) => bail!("reading {topic} did not reach the end within {patience:?} (partitions left: {ends:?})"),
-            Ok(Err(KafkaError::PartitionEOF(p))) => {
-                ends.remove(&p);
-                continue;
-            }
-            Ok(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
-            Ok(Ok(m)) => m,
-        };
-        if ends.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
-            ends.remove(&m.partition());
-        }
-        out.push(Record {
-            position: Position { partition: m.partition(), offset: m.offset() },
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|hs| hs.iter().map(|hd| (hd.key.to_owned(), hd.value.map(<[u8]>::to_vec))).collect())
-                .unwrap_or_default(),
-        });
-    }
-    Ok(out)
+    Ok(topic::names(brokers).await?.into_iter().filter(|n| n.ends_with(SUFFIX)).collect())
 }
 
 /// One DLQ, read whole.
 pub async fn load(brokers: &str, topic: &str, patience: Duration) -> anyhow::Result<Dlq> {
     let name = dlq_name(topic);
-    Ok(Dlq::new(&name, read_to_end(brokers, &name, patience).await?))
+    Ok(Dlq::new(&name, topic::read(brokers, &name, &topic::Offsets::new(), false, patience).await?))
 }
 
 /// Where a redrive would republish `r`: its original topic and, if that partition still exists,
 /// its partition (so it stays behind its key's earlier messages), else by key.
 pub async fn target(brokers: &str, dlq: &Dlq, r: &Record) -> anyhow::Result<(String, Option<i32>)> {
     let topic = dlq.original_topic(r);
-    let n = partitions(brokers, &topic).await?;
+    let n = topic::partitions(brokers, &topic).await?;
     let partition = r.header(h::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()).filter(|p| (0..n).contains(p));
     Ok((topic, partition))
 }
@@ -385,7 +258,7 @@ pub async fn redrive(
     let (p, o) = send(producer, topic, partition, r.key.as_deref(), r.payload.as_deref(), &headers).await?;
     let to = format!("{topic}/{p}/{o}");
     mark(producer, dlq, r, Action::Redrive, by, reason, Some(&to)).await.with_context(|| {
-        format!("offset {} was republished to {to}, but recording that in {} failed", r.position, dlq.name)
+        format!("offset {} was republished to {to}, but recording that in {} failed", position(r), dlq.name)
     })?;
     Ok(to)
 }
@@ -405,14 +278,14 @@ async fn mark(
     to: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut marker = vec![
-        (action.marker_header().to_owned(), Some(r.position.header().into_bytes())),
+        (action.marker_header().to_owned(), Some(position(r).header().into_bytes())),
         (BY.to_owned(), Some(by.as_bytes().to_vec())),
         (REASON.to_owned(), Some(reason.as_bytes().to_vec())),
     ];
     if let Some(to) = to {
         marker.push((REDRIVEN_TO.to_owned(), Some(to.as_bytes().to_vec())));
     }
-    send(producer, &dlq.name, Some(r.position.partition), None, None, &marker).await.map(drop)
+    send(producer, &dlq.name, Some(r.partition), None, None, &marker).await.map(drop)
 }
 
 /// Produce one record and wait for Kafka's acknowledgement; answers where it landed.
@@ -454,8 +327,8 @@ pub fn plan<'a>(
     Ok(dlq
         .parked
         .iter()
-        .filter(|r| all || wanted.contains(&r.position))
-        .map(|r| match dlq.handled.get(&r.position) {
+        .filter(|r| all || wanted.contains(&position(r)))
+        .map(|r| match dlq.handled.get(&position(r)) {
             Some(m) if !force => (r, Some(format!("already {} (--force to repeat)", describe_handled(m)))),
             _ => (r, None),
         })
@@ -481,7 +354,8 @@ mod tests {
 
     fn parked(offset: i64, headers: &[(&str, &str)]) -> Record {
         Record {
-            position: Position { partition: 0, offset },
+            partition: 0,
+            offset,
             timestamp: Some(0),
             key: Some(b"k".to_vec()),
             payload: Some(vec![1, 2, 3]),
@@ -529,7 +403,7 @@ mod tests {
     #[test]
     fn markers_are_not_parked_messages_and_say_who_did_what_and_why() {
         let dlq = sample();
-        assert_eq!(dlq.parked.iter().map(|r| r.position.offset).collect::<Vec<_>>(), [0, 1, 3]);
+        assert_eq!(dlq.parked.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1, 3]);
         let redriven = &dlq.handled[&Position { partition: 0, offset: 0 }];
         assert_eq!(
             (redriven.action, redriven.by.as_deref(), redriven.reason.as_deref()),
@@ -546,11 +420,11 @@ mod tests {
         let dlq = sample();
         let steps = plan(&dlq, &[], true, false).unwrap();
         assert_eq!(
-            steps.iter().map(|(r, skip)| (r.position.offset, skip.is_some())).collect::<Vec<_>>(),
+            steps.iter().map(|(r, skip)| (r.offset, skip.is_some())).collect::<Vec<_>>(),
             [(0, true), (1, false), (3, true)]
         );
         let forced = plan(&dlq, &[Position { partition: 0, offset: 0 }], false, true).unwrap();
-        assert!(matches!(forced[..], [(r, None)] if r.position.offset == 0));
+        assert!(matches!(forced[..], [(r, None)] if r.offset == 0));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
 //! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction,
 //!   and its relay (once per row across relay crashes, in each aggregate's order).
+//! - [`topic`]: a topic read between two points (to its end), detached from the client.
 //! - [`dlq`]: the dead-letter topics read whole, and an operator's redrive or discard of a
 //!   parked message, recorded in the DLQ with who and why.
 
@@ -17,6 +18,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod kafka;
 pub mod outbox;
+pub mod topic;
 
 #[cfg(test)]
 mod tests {

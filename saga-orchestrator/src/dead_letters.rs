@@ -1,4 +1,4 @@
-//! The dead-letter topics for operators (admin only): `GET /dlq` lists every DLQ with its newest
+//! The dead-letter topics and the consumer groups' lag for operators (admin only): `GET /dlq` lists every DLQ with its newest
 //! parked messages, decoded with the schema registry where they decode, and what operators did
 //! with them; `POST /dlq/{dlq}/{partition}/{offset}/redrive` republishes one to where it came
 //! from and `.../discard` sets it aside, each with a reason, recorded in the DLQ with who and why
@@ -8,7 +8,10 @@
 use crate::operations::{admin, reason, who};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use contract::{DeadLetter, DeadLetterHandled, DeadLetterQueue, DeadLetters, OperatorReason};
+use contract::{
+    ConsumerGroup, ConsumerGroups, ConsumerPartition, DeadLetter, DeadLetterHandled, DeadLetterQueue, DeadLetters,
+    OperatorReason,
+};
 use messaging::dlq::{self, Action, Dlq, Position, Record};
 use rdkafka::producer::FutureProducer;
 use runtime::http::{ApiError, Json};
@@ -46,22 +49,22 @@ async fn letter(codec: &Codec, dlq: &Dlq, r: &Record) -> DeadLetter {
             Err(e) => (r.header(h::RECORD), None, Some(e.to_string())),
         },
     };
-    let handled = dlq.handled.get(&r.position).map(|m| DeadLetterHandled {
+    let handled = dlq.handled.get(&dlq::position(r)).map(|m| DeadLetterHandled {
         action: m.action.as_str().to_owned(),
         by: m.by.clone(),
         reason: m.reason.clone(),
         at: rfc3339(m.marker.time()),
         to: m.to.clone(),
     });
-    let state = match dlq.handled.get(&r.position).map(|m| m.action) {
+    let state = match dlq.handled.get(&dlq::position(r)).map(|m| m.action) {
         None => "open",
         Some(Action::Redrive) => "redriven",
         Some(Action::Discard) => "discarded",
     };
     DeadLetter {
         dlq: dlq.name.clone(),
-        partition: r.position.partition,
-        offset: r.position.offset,
+        partition: r.partition,
+        offset: r.offset,
         parked_at: rfc3339(r.time()),
         error: r.header(h::DLQ_ERROR).unwrap_or_default(),
         attempts: r.header(h::DLQ_ATTEMPTS).and_then(|a| a.parse().ok()),
@@ -164,4 +167,36 @@ pub async fn act(
     Ok(axum::Json(serde_json::json!({ "dlq": name, "partition": at.partition, "offset": at.offset,
         "action": action.as_str(), "to": to }))
     .into_response())
+}
+
+/// `GET /consumers`: every consumer group with its lag per partition (admin).
+pub async fn consumers(State(desk): State<DeadLetterDesk>, caller: Caller) -> Result<Response, ApiError> {
+    admin(&caller)?;
+    let groups = messaging::topic::groups(&desk.brokers)
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    let groups = groups
+        .into_iter()
+        .map(|g| {
+            let partitions: Vec<ConsumerPartition> = g
+                .partitions
+                .into_iter()
+                .map(|p| ConsumerPartition {
+                    lag: (p.high_watermark - p.committed).max(0),
+                    topic: p.topic,
+                    partition: p.partition,
+                    committed: p.committed,
+                    high_watermark: p.high_watermark,
+                })
+                .collect();
+            ConsumerGroup {
+                group: g.name,
+                state: g.state,
+                members: g.members,
+                lag: partitions.iter().map(|p| p.lag).sum(),
+                partitions,
+            }
+        })
+        .collect();
+    Ok(axum::Json(ConsumerGroups { groups }).into_response())
 }

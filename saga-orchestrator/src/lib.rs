@@ -347,6 +347,7 @@ pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>, desk: dead_
         .with_state(orchestrator);
     let dead_letters = Router::new()
         .route("/dlq", get(dead_letters::list))
+        .route("/consumers", get(dead_letters::consumers))
         .route("/dlq/{dlq}/{partition}/{offset}/{action}", post(dead_letters::act))
         .with_state(desk);
     Router::new()

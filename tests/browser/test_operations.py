@@ -8,8 +8,9 @@ the error. With the server accepting mail again, an admin redrives it from the p
 reason: the page records who and why, the notification service handles the event again and the
 e-mail arrives. A customer's token gets 403 from the same API.
 
-On the projections page an admin starts a rebuild of the orders read model, watches its progress
-and sees it end; the orders are served throughout."""
+On the projections page an admin sees every consumer group's lag per partition, starts a rebuild
+of the orders read model, watches its progress and sees it end; the orders are served
+throughout."""
 
 from __future__ import annotations
 
@@ -135,6 +136,14 @@ class Projections(BrowserTest):
         page = self.page
         self.sign_in(page, "admin", path="/dashboard/projections/")
         expect(page.locator('#projections tr[data-name="orders"]')).to_be_visible()
+        # Every consumer group's lag per partition: the saga orchestrator's on the order events.
+        saga_rows = page.locator('#consumers tr[data-group="saga-orchestrator"][data-topic="order.events"]')
+        expect(saga_rows.first).to_be_visible()
+        consumers = demo.request("GET", f"{GATEWAY}/api/consumers", bearer=admin)[1]["groups"]
+        saga = next(g for g in consumers if g["group"] == "saga-orchestrator")
+        self.assertEqual(saga_rows.count(), len([p for p in saga["partitions"] if p["topic"] == "order.events"]))
+        self.assertTrue(all(p["lag"] == p["high_watermark"] - p["committed"] for p in saga["partitions"]), saga)
+        self.assertEqual(demo.request("GET", f"{GATEWAY}/api/consumers", bearer=alice, accept=(403,))[0], 403)
         done = page.locator('#rebuilds li.rebuild[data-id="orders"][data-state="done"]')
         before = done.count()
 

@@ -191,14 +191,14 @@ pub fn mailpit() -> String {
     std::env::var("SHOP_MAILPIT_URL").unwrap_or_else(|_| format!("http://{}", local("mailpit")))
 }
 
+/// The e-mails Mailpit holds for `to`, newest first.
+pub async fn mails_to(to: &str) -> Vec<mailpit::Mail> {
+    mailpit::Mailpit::new(http(), &mailpit()).search(&format!("to:\"{to}\"")).await.expect("mailpit search")
+}
+
 /// Subjects of the e-mails Mailpit holds for `to`.
 pub async fn mail_subjects(to: &str) -> Vec<String> {
-    let url = format!("{}/api/v1/search?query=to:{to}&limit=200", mailpit());
-    let body: Value = http().get(url).send().await.expect("mailpit").json().await.expect("mailpit json");
-    body["messages"]
-        .as_array()
-        .map(|ms| ms.iter().filter_map(|m| m["Subject"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+    mails_to(to).await.into_iter().map(|m| m.subject).collect()
 }
 
 /// Wait until `to` has received `n` e-mails, then make sure no more arrive for a moment.

@@ -3,41 +3,15 @@
 
 use crate::harness::brokers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Partition -> offset.
-pub type Offsets = BTreeMap<i32, i64>;
-
-/// One record as read back, detached from the client.
-#[derive(Debug, Clone)]
-pub struct Rec {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Rec {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    pub fn key_str(&self) -> String {
-        self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default()
-    }
-}
+/// Partition -> offset; one record as read back, detached from the client.
+pub use messaging::topic::{Offsets, Record as Rec};
 
 pub fn producer() -> FutureProducer {
     ClientConfig::new()
@@ -98,49 +72,9 @@ pub fn ends(topic: &str) -> Offsets {
 /// Every record of `topic` from `from` (partitions not named: from the beginning) up to the
 /// high watermarks of now.
 pub async fn read(topic: &str, from: &Offsets) -> Vec<Rec> {
-    let c = client("e2e-reader");
-    let mut tpl = TopicPartitionList::new();
-    let mut left = Offsets::new();
-    for p in 0..partitions(topic) {
-        let (low, high) = c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks");
-        let start = from.get(&p).copied().unwrap_or(low).max(low);
-        if high > start {
-            tpl.add_partition_offset(topic, p, Offset::Offset(start)).expect("partition");
-            left.insert(p, high);
-        }
-    }
-    let mut out = Vec::new();
-    if left.is_empty() {
-        return out;
-    }
-    c.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !left.is_empty() {
-        assert!(Instant::now() < deadline, "reading {topic} did not reach {left:?}");
-        let m = match tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
-            Err(_) => continue,
-            Ok(Err(KafkaError::PartitionEOF(p))) => {
-                left.remove(&p);
-                continue;
-            }
-            Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Ok(Ok(m)) => m,
-        };
-        if left.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
-            left.remove(&m.partition());
-        }
-        out.push(Rec {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
-                .unwrap_or_default(),
-        });
-    }
-    out
+    messaging::topic::read(&brokers(), topic, from, false, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// What `group` has committed on `topic` (partitions without a commit are left out). Asking

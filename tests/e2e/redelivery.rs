@@ -29,28 +29,12 @@ async fn get_url(url: &str) -> Value {
     r.json().await.unwrap_or(Value::Null)
 }
 
-/// The e-mails sent to `email`, as (subject, Message-ID) pairs, plus Mailpit's total.
+/// The e-mails sent to `email`, as (subject, Message-ID) pairs, plus how many.
 async fn mails(email: &str) -> Value {
-    let mut url = reqwest::Url::parse(&format!("{}/api/v1/search", mailpit())).expect("mailpit URL");
-    url.query_pairs_mut().append_pair("query", &format!("to:\"{email}\""));
-    let r = http().get(url).send().await.expect("mailpit search");
-    assert!(r.status().is_success(), "mailpit search: {}", r.status());
-    let body: Value = r.json().await.expect("mailpit JSON");
-    let mut list: Vec<(String, String)> = body["messages"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    (
-                        m["Subject"].as_str().unwrap_or_default().into(),
-                        m["MessageID"].as_str().unwrap_or_default().into(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut list: Vec<(String, String)> =
+        mails_to(email).await.into_iter().map(|m| (m.subject, m.message_id)).collect();
     list.sort();
-    json!({ "total": body["messages_count"], "messages": list })
+    json!({ "total": list.len(), "messages": list })
 }
 
 struct Flow {
@@ -90,7 +74,7 @@ impl Flow {
             .into_iter()
             .filter(|r| {
                 r.header(h::CORRELATION_ID).is_some_and(|c| ids.contains(c.as_str()))
-                    || ids.contains(r.key_str().as_str())
+                    || ids.contains(r.key_text().unwrap_or_default().as_str())
             })
             .collect()
     }

@@ -77,12 +77,10 @@ pub(crate) async fn redrive(
     State(s): State<AppState>,
     _: Admin,
     Path((dlq, partition, offset)): Path<(String, String, String)>,
-    mut incoming: Incoming,
+    incoming: Incoming,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    incoming.patience = PATIENCE;
-    let at = position(&dlq, &partition, &offset)?;
-    s.forward(Service::Saga, &format!("{at}/redrive"), incoming, Some(body)).await
+    act(&s, (&dlq, &partition, &offset), "redrive", incoming, body).await
 }
 
 /// Set a parked message aside for good: it stays in the DLQ, marked discarded with who and why
@@ -107,12 +105,22 @@ pub(crate) async fn discard(
     State(s): State<AppState>,
     _: Admin,
     Path((dlq, partition, offset)): Path<(String, String, String)>,
+    incoming: Incoming,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    act(&s, (&dlq, &partition, &offset), "discard", incoming, body).await
+}
+
+async fn act(
+    s: &AppState,
+    (dlq, partition, offset): (&str, &str, &str),
+    action: &str,
     mut incoming: Incoming,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
     incoming.patience = PATIENCE;
-    let at = position(&dlq, &partition, &offset)?;
-    s.forward(Service::Saga, &format!("{at}/discard"), incoming, Some(body)).await
+    let at = position(dlq, partition, offset)?;
+    s.forward(Service::Saga, &format!("{at}/{action}"), incoming, Some(body)).await
 }
 
 #[cfg(test)]

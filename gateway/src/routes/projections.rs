@@ -1,6 +1,7 @@
 //! `/api/projections` → projectors `/status` and `/rebuilds`: where each read model's projection
 //! stands (position, lag, time behind, per partition), the rebuilds under way with their
-//! progress, and starting one (admin only).
+//! progress, and starting one; and `/api/consumers` → saga orchestrator `/consumers`: every
+//! Kafka consumer group's lag per partition (admin only).
 
 use crate::auth::Admin;
 use crate::downstream::Service;
@@ -10,12 +11,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use contract::{ErrorBody, ProjectionsStatus, StartRebuild};
+use contract::{ConsumerGroups, ErrorBody, ProjectionsStatus, StartRebuild};
 use runtime::http::ApiError;
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/projections", get(status)).route("/api/projections/rebuild", post(rebuild))
+    Router::new()
+        .route("/api/projections", get(status))
+        .route("/api/projections/rebuild", post(rebuild))
+        .route("/api/consumers", get(consumers))
 }
 
 /// Reading every partition's watermarks and the checkpoints may take longer than one lookup.
@@ -54,4 +58,21 @@ pub(crate) async fn rebuild(
     body: JsonObject,
 ) -> Result<Response, ApiError> {
     s.forward(Service::Projectors, "/rebuilds", incoming, Some(body)).await
+}
+
+/// Every Kafka consumer group: its state, members, and per partition what it has committed,
+/// the high watermark and the lag (admin).
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/consumers", tag = "operations",
+    responses(
+        (status = 200, description = "The consumer groups", body = ConsumerGroups),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin role", body = ErrorBody),
+    ))]
+pub(crate) async fn consumers(
+    State(s): State<AppState>,
+    _: Admin,
+    mut incoming: Incoming,
+) -> Result<Response, ApiError> {
+    incoming.patience = PATIENCE;
+    s.forward(Service::Saga, "/consumers", incoming, None).await
 }

@@ -401,7 +401,12 @@ pub async fn run(ctx: &AuditContext<'_>, records: &[OrderRecord]) -> Vec<Check> 
     let since = ctx.run_started - chrono::Duration::seconds(5);
     let mail = loop {
         let reading = Instant::now();
-        let found = match ctx.mailpit.subjects_since(since).await {
+        let found = match ctx
+            .mailpit
+            .messages(Some(since))
+            .await
+            .map(|ms| ms.into_iter().map(|m| m.subject).collect::<Vec<_>>())
+        {
             Ok(subjects) => count_mails(&subjects),
             Err(e) => {
                 break Check::new("emails_exactly_once", false, format!("Mailpit could not be read: {e:#}"), vec![]);

@@ -1,15 +1,9 @@
-//! The e-mails the notification service sent, as Mailpit's web API lists them, and what each
-//! subject says (its kind and order id: the subjects are in
-//! `command-services/notification/src/templates.rs`).
+//! What each e-mail subject of the notification service says: its kind and order id (the
+//! subjects are in `command-services/notification/src/templates.rs`). Mailpit is read with the
+//! `mailpit` crate.
 
-use anyhow::Context;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use serde::Serialize;
 use uuid::Uuid;
-
-/// Messages per page: a few hundred kB of JSON.
-const PAGE: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,94 +38,7 @@ pub fn classify(subject: &str) -> Option<(MailKind, Uuid)> {
     Some((kind, id))
 }
 
-#[derive(Deserialize)]
-struct Page {
-    #[serde(default)]
-    messages: Vec<Message>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "Subject", default)]
-    subject: String,
-    /// RFC 3339; parsed leniently (a message whose time cannot be read is kept).
-    #[serde(rename = "Created", default)]
-    created: String,
-}
-
-#[derive(Deserialize)]
-struct Info {
-    #[serde(rename = "Messages", default)]
-    messages: u64,
-    #[serde(rename = "RuntimeStats")]
-    runtime: Option<Runtime>,
-}
-
-#[derive(Deserialize)]
-struct Runtime {
-    #[serde(rename = "MessagesDeleted", default)]
-    deleted: u64,
-}
-
-pub struct Mailpit {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Mailpit {
-    pub fn new(http: reqwest::Client, base: &str) -> Self {
-        Mailpit { http, base: base.trim_end_matches('/').to_owned() }
-    }
-
-    /// (messages held, messages deleted since Mailpit started). Mailpit keeps only the newest
-    /// 500 messages unless started with `--max 0`: deletions during a run mean some of its
-    /// mail may be gone, which the audit must say.
-    pub async fn counts(&self) -> anyhow::Result<(u64, u64)> {
-        let url = format!("{}/api/v1/info", self.base);
-        let info: Info = self.http.get(&url).send().await?.error_for_status()?.json().await.context("Mailpit info")?;
-        Ok((info.messages, info.runtime.map_or(0, |r| r.deleted)))
-    }
-
-    /// The subjects of the messages received since `since`. Pages newest first and stops at
-    /// the first page that reaches back before `since`, so mail of earlier runs is mostly not
-    /// read at all. A message seen twice (new mail shifts the pages while they are read) is
-    /// counted once.
-    pub async fn subjects_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
-        let mut seen = HashSet::new();
-        let mut subjects = Vec::new();
-        let mut start = 0;
-        loop {
-            let url = format!("{}/api/v1/messages?start={start}&limit={PAGE}", self.base);
-            let page: Page = self
-                .http
-                .get(&url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            let n = page.messages.len();
-            let mut reached_older = false;
-            for m in page.messages {
-                let created = DateTime::parse_from_rfc3339(&m.created).ok();
-                if created.is_some_and(|c| c < since) {
-                    reached_older = true;
-                    continue;
-                }
-                if seen.insert(m.id) {
-                    subjects.push(m.subject);
-                }
-            }
-            if n < PAGE || reached_older {
-                return Ok(subjects);
-            }
-            start += n;
-        }
-    }
-}
+pub use mailpit::Mailpit;
 
 #[cfg(test)]
 mod tests {

@@ -10,11 +10,9 @@ use eventstore::es::{CommandError, EventStoreOf};
 use messaging::kafka;
 use messaging::outbox::Metadata;
 use messaging::outbox::{self, DEAD_AFTER_ATTEMPTS, EventMapper, Relay, event_mapper};
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use runtime::Settings;
 use schemas::records::StockAdded;
 use schemas::{Codec, Message, Topic, convert, headers as h};
@@ -84,7 +82,16 @@ impl Env {
     /// Every record of the test's product events topic.
     async fn records(&self) -> Vec<Rec> {
         let (brokers, topic) = (self.settings.kafka_brokers.clone(), self.topic(Topic::ProductEvents.name()));
-        tokio::task::spawn_blocking(move || read_committed(&brokers, &topic)).await.expect("reader")
+        let read = messaging::topic::read(&brokers, &topic, &Default::default(), true, Duration::from_secs(60)).await;
+        read.unwrap_or_else(|e| panic!("{e:#}"))
+            .into_iter()
+            .map(|r| Rec {
+                partition: r.partition,
+                key: r.key_text().unwrap_or_default(),
+                version: r.header(h::AGGREGATE_VERSION).and_then(|v| v.parse().ok()),
+                message_id: r.header(h::MESSAGE_ID).unwrap_or_default(),
+            })
+            .collect()
     }
 
     async fn cleanup(self) {
@@ -141,57 +148,6 @@ struct Rec {
     key: String,
     version: Option<i64>,
     message_id: String,
-}
-
-fn header(m: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
-    m.headers()?.iter().find(|x| x.key == name).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// Read all of `topic` with `isolation.level=read_committed`, up to the high watermarks of
-/// when the call starts (the positions move over transaction markers too).
-fn read_committed(brokers: &str, topic: &str) -> Vec<Rec> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}.check"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
-    let partitions = i32::try_from(metadata.topics()[0].partitions().len()).expect("partitions");
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, timeout).expect("watermarks");
-        ends.insert(p, high);
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    loop {
-        let positions = consumer.position().expect("position");
-        let done = ends.iter().all(|(p, end)| {
-            let at = positions.find_partition(topic, *p).map(|e| e.offset());
-            *end == 0 || matches!(at, Some(Offset::Offset(n)) if n >= *end)
-        });
-        if done {
-            return out;
-        }
-        assert!(Instant::now() < deadline, "reading {topic} took over a minute");
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            Some(Ok(m)) if m.offset() < ends[&m.partition()] => out.push(Rec {
-                partition: m.partition(),
-                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                version: header(&m, h::AGGREGATE_VERSION).and_then(|v| v.parse().ok()),
-                message_id: header(&m, h::MESSAGE_ID).unwrap_or_default(),
-            }),
-            Some(Ok(_)) => {}
-        }
-    }
 }
 
 /// A small xorshift generator: the test needs spread, not quality.

@@ -75,7 +75,7 @@ struct RedriveArgs {
 fn describe(dlq: &Dlq, r: &Record) -> String {
     let mut line = format!(
         "offset={} from={} attempts={} record={} key={} size={} time={}",
-        r.position,
+        dlq::position(r),
         dlq.origin(r),
         r.header(h::DLQ_ATTEMPTS).unwrap_or_else(|| "?".into()),
         r.header(h::RECORD).unwrap_or_else(|| "-".into()),
@@ -83,7 +83,7 @@ fn describe(dlq: &Dlq, r: &Record) -> String {
         r.payload.as_ref().map_or(0, Vec::len),
         r.time().map_or_else(|| "-".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     );
-    match dlq.handled.get(&r.position) {
+    match dlq.handled.get(&dlq::position(r)) {
         Some(m) => {
             let at =
                 m.marker.time().map_or_else(|| "?".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -137,7 +137,7 @@ async fn redrive(brokers: &str, args: RedriveArgs) -> anyhow::Result<()> {
     let (mut done, mut skipped) = (0, 0);
     for (r, skip) in steps {
         if let Some(why) = skip {
-            println!("skip offset={}: {why}", r.position);
+            println!("skip offset={}: {why}", dlq::position(r));
             skipped += 1;
             continue;
         }
@@ -146,7 +146,7 @@ async fn redrive(brokers: &str, args: RedriveArgs) -> anyhow::Result<()> {
         let target = partition.map_or_else(|| format!("{topic} (by key)"), |p| format!("{topic}/{p}"));
         let what = format!(
             "offset={} -> {target} key={} record={} size={} headers={}",
-            r.position,
+            dlq::position(r),
             r.key_text().unwrap_or_else(|| "-".into()),
             r.header(h::RECORD).unwrap_or_else(|| "-".into()),
             r.payload.as_ref().map_or(0, Vec::len),
