@@ -45,6 +45,7 @@ pub const DOCS_PATH: &str = "/docs";
         routes::sagas::compensate,
         routes::sagas::bulk,
         routes::sagas::definition,
+        routes::sagas::live,
         routes::sagas::find,
         routes::dead_letters::list,
         routes::dead_letters::redrive,

@@ -92,6 +92,64 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// A GET whose answer is a stream of server-sent events, passed on as it arrives (not
+    /// buffered) for at most `for_at_most`; the client reconnects after. An answer that is not a
+    /// success is passed on as [`AppState::forward`] would.
+    pub async fn forward_stream(
+        &self,
+        service: Service,
+        path: &str,
+        incoming: Incoming,
+        for_at_most: std::time::Duration,
+    ) -> Result<Response, ApiError> {
+        let base_url = self
+            .downstreams
+            .candidates(service)
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::unavailable(format!("{} is unavailable", service.name())))?;
+        let mut headers = incoming.headers.clone();
+        runtime::telemetry::inject_headers(&mut headers);
+        headers.insert(AUTHORIZATION, self.caller_key.authorization(&incoming.caller, GATEWAY));
+        let answer = self
+            .http
+            .get(format!("{base_url}{path}"))
+            .headers(headers)
+            .timeout(for_at_most)
+            .send()
+            .await
+            .map_err(|e| call_failed(service, &e))?;
+        let status = answer.status();
+        if !status.is_success() {
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.map_err(|e| call_failed(service, &e))?;
+            if status.is_server_error() {
+                tracing::error!(%status, body = %snippet(&bytes), "downstream failed");
+                return Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{} failed to answer", service.name())));
+            }
+            return Ok(client_answer(&base_url, status, &headers, bytes));
+        }
+        // Chunk by chunk; after an error (the time is up, the service went away) the stream ends.
+        let chunks = futures::stream::unfold(Some(answer), |answer| async move {
+            let mut answer = answer?;
+            match answer.chunk().await {
+                Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), Some(answer))),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::debug!(error = %cause_chain(&e), "event stream ended");
+                    None
+                }
+            }
+        });
+        let mut response = Response::new(Body::from_stream(chunks));
+        let h = response.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        Ok(response)
+    }
+}
+
 /// No answer at all: the service is down, refused, or timed out.
 fn call_failed(service: Service, e: &reqwest::Error) -> ApiError {
     if e.is_builder() {

@@ -1,19 +1,21 @@
 // The saga dashboard: the CreateOrder saga as the orchestrator declares it, sagas searched and
 // paged on the server (counts over all of them), one saga's progress and history, and the
 // operator's actions on it. Text from the API only ever reaches the page as text nodes.
-import { api, loadConfig, send, signedIn, signIn } from "/ui/auth.js";
+import { accessToken, api, loadConfig, send, signedIn, signIn } from "/ui/auth.js";
 import { $, el, money } from "/ui/dom.js";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
 const FAILED = new Set(["COMPENSATING", "REJECTED", "CANCELLED"]);
-const REFRESH_MS = 3000;
+// Events within this window refresh the list once; a dropped stream is reopened after the pause.
+const DEBOUNCE_MS = 300;
+const RECONNECT_MS = 2000;
 const PAGE_SIZE = 50;
 const duration = (ms) => (ms === null || ms === undefined ? "" : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
 
 const short = (fullName) => fullName.split(".").pop();
 
 const state = { definition: null, sagas: [], counts: {}, filter: null, search: {}, pages: [], next: null,
-  selected: null, timer: null, previewed: null };
+  selected: null, previewed: null, stream: 0, abort: null, pending: null, moved: 0, actions: null };
 
 function showError(message) {
   $("error").textContent = message;
@@ -143,7 +145,7 @@ async function showDetail() {
       el("dt", {}, "total"), el("dd", {}, money(saga.total_cents, saga.currency)),
       el("dt", {}, "customer"), el("dd", { class: "id" }, saga.customer_id),
       saga.reason ? [el("dt", {}, "reason"), el("dd", {}, saga.reason)] : null),
-    actions(saga),
+    actionsFor(saga),
     el("h3", {}, "History"),
     el("ol", { class: "timeline" }, saga.history.map((h, i) => el("li", {},
       el("time", { datetime: h.at }, new Date(h.at).toLocaleTimeString()),
@@ -152,6 +154,13 @@ async function showDetail() {
       el("span", { class: "step" }, h.step),
       h.what))));
   $("detail").hidden = false;
+}
+
+/** The actions form of the saga shown: kept across refreshes of its panel, so a reason being
+ * typed and the outcome of the last action stay while the saga moves. */
+function actionsFor(saga) {
+  if (state.actions?.id !== saga.id) state.actions = { id: saga.id, form: actions(saga) };
+  return state.actions.form;
 }
 
 /** Retry or compensate this saga, with a reason the saga's history keeps. */
@@ -251,9 +260,73 @@ async function refresh() {
   }
 }
 
+// --- live updates ---------------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** One refresh for the events of a short window; the open saga's panel once more a moment later
+ * (it is read from the read model, which follows the saga table closely but not at once). */
+function soon() {
+  if (state.pending) return;
+  state.pending = setTimeout(() => {
+    state.pending = null;
+    refresh();
+    if (state.selected) setTimeout(showDetail, 1000);
+  }, DEBOUNCE_MS);
+}
+
+function liveStatus(text) {
+  $("live-status").textContent = text;
+}
+
+/**
+ * Follow `GET /api/sagas/live`, the orchestrator's server-sent events, read with fetch so the
+ * token goes along (EventSource cannot send it): each saga that moved refreshes the list, nothing
+ * else does. The stream ends every few minutes or when the network drops; it is reopened, and the
+ * list read again to catch up on what moved meanwhile.
+ */
+async function follow(stream) {
+  while (state.stream === stream) {
+    const abort = new AbortController();
+    state.abort = abort;
+    try {
+      const res = await fetch("/api/sagas/live", {
+        headers: { Authorization: `Bearer ${await accessToken()}`, Accept: "text/event-stream" }, signal: abort.signal,
+      });
+      if (res.status === 401) return start();
+      if (!res.ok) throw new Error(`the live stream answered ${res.status}`);
+      liveStatus(`live: ${state.moved} changes`);
+      await refresh();
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+          const event = /^event: ?(.*)$/m.exec(buffer.slice(0, end))?.[1];
+          buffer = buffer.slice(end + 2);
+          if (event === "saga" || event === "lagged") {
+            state.moved += 1;
+            liveStatus(`live: ${state.moved} changes`);
+            soon();
+          }
+        }
+      }
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      liveStatus(`reconnecting (${e.message})`);
+    }
+    if (state.stream === stream) await sleep(RECONNECT_MS);
+  }
+}
+
 function live(on) {
-  clearInterval(state.timer);
-  state.timer = on ? setInterval(refresh, REFRESH_MS) : null;
+  state.abort?.abort();
+  state.stream += 1;
+  liveStatus(on ? "connecting" : "paused");
+  if (on) follow(state.stream);
 }
 
 async function start() {

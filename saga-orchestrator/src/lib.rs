@@ -10,6 +10,7 @@
 pub mod dead_letters;
 pub mod definition;
 pub mod engine;
+pub mod live;
 pub mod operations;
 pub mod saga;
 
@@ -107,6 +108,14 @@ struct Touched {
 }
 
 impl Touched {
+    fn change(&self) -> live::Change {
+        live::Change {
+            id: self.saga.order_id().to_owned(),
+            status: self.saga.status.as_str(),
+            step: self.saga.step.as_str().to_owned(),
+        }
+    }
+
     fn loaded(saga: Saga) -> Self {
         Self { saga, new: false, moved: false, traceparent: None }
     }
@@ -203,6 +212,7 @@ impl Orchestrator {
         persist(&mut tx, &mut sagas, commands).await?;
         tx.commit().await?;
         outbox::written();
+        live::publish(sagas.values().filter(|t| t.moved).map(Touched::change));
         Ok(())
     }
 }
@@ -332,6 +342,7 @@ pub(crate) async fn store_one(
     persist(&mut tx, &mut touched, commands).await?;
     tx.commit().await?;
     outbox::written();
+    live::publish(touched.values().map(Touched::change));
     Ok(())
 }
 
@@ -352,6 +363,7 @@ pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>, desk: dead_
         .with_state(desk);
     Router::new()
         .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))
+        .route("/sagas/live", get(live::stream))
         .route("/sagas/{id}", get(find))
         .with_state(sagas)
         .merge(ops)

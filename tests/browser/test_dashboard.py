@@ -6,11 +6,13 @@ and history; a declined order shows the failed step and the compensation that ra
 finds an order by its id and opens its trace in Zipkin from the dashboard; with the payment
 service stalled, an admin retries one saga and compensates a customer's sagas in bulk, each
 recorded in the saga's history with who and why; a customer is told
-the dashboard needs the admin role. Any console error on the gateway's pages (a script
+the dashboard needs the admin role; the list follows the sagas by server-sent events, not a
+timer. Any console error on the gateway's pages (a script
 error, a failed request, a Content-Security-Policy violation) fails the test (support.py)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import unittest
 import uuid
@@ -192,6 +194,28 @@ class Dashboard(BrowserTest):
             history = demo.request("GET", f"{GATEWAY}/api/sagas/{order_id}", bearer=admin)[1]["history"]
             self.assertTrue(any(h["what"].endswith("compensated by admin: payment database stalled; releasing their "
                                                    "stock") for h in history), history)
+
+    def test_the_list_follows_the_sagas_by_server_sent_events_not_a_timer(self):
+        page = self.page
+        lists: list[str] = []
+        page.on("request", lambda r: lists.append(r.url) if "/api/sagas?" in r.url else None)
+        self.sign_in(page, "admin")
+        status = page.locator("#live-status")
+        expect(status).to_contain_text("live:")
+        moved = lambda: int(re.search(r"live: (\d+) changes", status.inner_text()).group(1))  # noqa: E731
+        page.wait_for_timeout(2000)
+
+        # The list is read again only when a saga moved: with nothing moving, not at all.
+        moved_before, lists_before = moved(), len(lists)
+        page.wait_for_timeout(7000)
+        self.assertLessEqual(len(lists) - lists_before, moved() - moved_before,
+                             "the list was read without a saga moving: a timer, not the event stream")
+
+        # An order placed now is announced by the stream and followed to its end.
+        quiet = moved()
+        order_id = place_order(price_cents=1100, quantity=1)
+        expect(page.locator(f'#sagas tr[data-id="{order_id}"] .badge')).to_have_text("CONFIRMED", timeout=SETTLE_MS)
+        self.assertGreater(moved(), quiet)
 
     def test_a_customer_is_told_the_dashboard_needs_the_admin_role(self):
         page = self.page

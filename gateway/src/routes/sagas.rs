@@ -18,6 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/sagas", get(list))
         .route("/api/sagas/definition", get(definition))
+        .route("/api/sagas/live", get(live))
         .route("/api/sagas/actions", post(bulk))
         .route("/api/sagas/{id}", get(find))
         .route("/api/sagas/{id}/retry", post(retry))
@@ -128,6 +129,22 @@ pub(crate) async fn bulk(
 ) -> Result<Response, ApiError> {
     incoming.patience = BULK_PATIENCE;
     s.forward(Service::Saga, "/sagas/actions", incoming, Some(body)).await
+}
+
+/// How long one event stream lasts; the page reconnects after.
+const LIVE_FOR: Duration = Duration::from_secs(300);
+
+/// Server-sent events, one per saga that moved (`event: saga`, data `{"id", "status", "step"}`),
+/// as the orchestrator commits it; `event: lagged` when this stream fell behind (read the list
+/// again). The stream ends after five minutes; reconnect (admin).
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/sagas/live", tag = "sagas",
+    responses(
+        (status = 200, description = "A stream of server-sent events", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin role", body = ErrorBody),
+    ))]
+pub(crate) async fn live(State(s): State<AppState>, _: Admin, incoming: Incoming) -> Result<Response, ApiError> {
+    s.forward_stream(Service::Saga, "/sagas/live", incoming, LIVE_FOR).await
 }
 
 /// One order's saga: state, steps with times, compensations, errors (admin).
