@@ -51,6 +51,7 @@ pub const DOCS_PATH: &str = "/docs";
         routes::dead_letters::redrive,
         routes::dead_letters::discard,
         routes::projections::status,
+        routes::projections::live,
         routes::projections::rebuild,
         routes::projections::consumers,
         routes::health::health,

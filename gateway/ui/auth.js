@@ -219,3 +219,36 @@ export async function signedIn(role, page, showError, onSignOut = signOut) {
   }
   return user;
 }
+
+/**
+ * Server-sent events of an API path, read with fetch so the token goes along (EventSource cannot
+ * send one): calls `onOpen()` once connected, then `onEvent(name, data)` for each event (comments
+ * and keep-alives are skipped). Resolves when the stream ends; throws on a failed connection (the
+ * error's `status` says which), or an `AbortError` when `signal` aborts.
+ */
+export async function readEvents(path, { signal, onOpen, onEvent }) {
+  const res = await fetch(path, {
+    headers: { Authorization: `Bearer ${await accessToken()}`, Accept: "text/event-stream" }, signal,
+  });
+  if (!res.ok) {
+    const error = new Error(`${path} answered ${res.status}`);
+    error.status = res.status;
+    throw error;
+  }
+  await onOpen?.();
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const name = /^event: ?(.*)$/m.exec(block)?.[1];
+      const data = [...block.matchAll(/^data: ?(.*)$/gm)].map((m) => m[1]).join("\n");
+      if (name) onEvent(name, data);
+    }
+  }
+}

@@ -1,7 +1,7 @@
 // The saga dashboard: the CreateOrder saga as the orchestrator declares it, sagas searched and
 // paged on the server (counts over all of them), one saga's progress and history, and the
 // operator's actions on it. Text from the API only ever reaches the page as text nodes.
-import { accessToken, api, loadConfig, send, signedIn, signIn } from "/ui/auth.js";
+import { api, loadConfig, readEvents, send, signedIn, signIn } from "/ui/auth.js";
 import { $, el, money } from "/ui/dom.js";
 
 const STATUSES = ["RUNNING", "COMPENSATING", "CONFIRMED", "REJECTED", "CANCELLED"];
@@ -290,32 +290,22 @@ async function follow(stream) {
     const abort = new AbortController();
     state.abort = abort;
     try {
-      const res = await fetch("/api/sagas/live", {
-        headers: { Authorization: `Bearer ${await accessToken()}`, Accept: "text/event-stream" }, signal: abort.signal,
+      await readEvents("/api/sagas/live", {
+        signal: abort.signal,
+        onOpen: async () => {
+          liveStatus(`live: ${state.moved} changes`);
+          await refresh();
+        },
+        onEvent: (name) => {
+          if (name !== "saga" && name !== "lagged") return;
+          state.moved += 1;
+          liveStatus(`live: ${state.moved} changes`);
+          soon();
+        },
       });
-      if (res.status === 401) return start();
-      if (!res.ok) throw new Error(`the live stream answered ${res.status}`);
-      liveStatus(`live: ${state.moved} changes`);
-      await refresh();
-      const reader = res.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
-          const event = /^event: ?(.*)$/m.exec(buffer.slice(0, end))?.[1];
-          buffer = buffer.slice(end + 2);
-          if (event === "saga" || event === "lagged") {
-            state.moved += 1;
-            liveStatus(`live: ${state.moved} changes`);
-            soon();
-          }
-        }
-      }
     } catch (e) {
       if (e.name === "AbortError") return;
+      if (e.status === 401) return start();
       liveStatus(`reconnecting (${e.message})`);
     }
     if (state.stream === stream) await sleep(RECONNECT_MS);

@@ -2,12 +2,12 @@
 // with their progress, the rebuilds the projectors service ran lately, and every Kafka consumer
 // group's lag per partition. Text from the API
 // only ever reaches the page as text nodes.
-import { api, send, signedIn, signIn } from "/ui/auth.js";
+import { api, readEvents, send, signedIn, signIn } from "/ui/auth.js";
 import { $, el } from "/ui/dom.js";
 
-const BUSY_MS = 1000;
-const IDLE_MS = 5000;
-const state = { timer: null, models: null };
+const RECONNECT_MS = 2000;
+const state = { models: null, stream: 0 };
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function showError(message) {
   $("error").textContent = message;
@@ -67,21 +67,39 @@ function renderConsumers(c) {
   $("consumers").tBodies[0].replaceChildren(...rows);
 }
 
-async function refresh() {
-  clearTimeout(state.timer);
-  let busy = false;
+/** Show a status (from the stream) and the consumer groups read with it. */
+async function show(s) {
+  render(s);
   try {
-    const [s, c] = await Promise.all([api("/api/projections"), api("/api/consumers")]);
-    render(s);
-    renderConsumers(c);
-    busy = s.rebuilds.length > 0;
+    renderConsumers(await api("/api/consumers"));
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     showError("");
   } catch (e) {
     if (e.status === 401) return start();
-    showError(`Could not load the projections: ${e.message}`);
+    showError(`Could not load the consumer groups: ${e.message}`);
   }
-  state.timer = setTimeout(refresh, busy ? BUSY_MS : IDLE_MS);
+}
+
+/**
+ * Follow `GET /api/projections/live`: the projectors send the status at once, whenever a rebuild
+ * moves (progress saved, switched, ended) and every few seconds otherwise; the page shows each
+ * one. The stream is reopened after it ends.
+ */
+async function follow(stream) {
+  while (state.stream === stream) {
+    try {
+      await readEvents("/api/projections/live", {
+        onEvent: (name, data) => {
+          if (name === "status") show(JSON.parse(data));
+          else if (name === "error") showError(`Could not load the projections: ${data}`);
+        },
+      });
+    } catch (e) {
+      if (e.status === 401) return start();
+      showError(`The live status dropped (${e.message}); reconnecting.`);
+    }
+    if (state.stream === stream) await sleep(RECONNECT_MS);
+  }
 }
 
 async function rebuild(e) {
@@ -92,18 +110,17 @@ async function rebuild(e) {
   try {
     const { body } = await send("POST", "/api/projections/rebuild", { read_models: chosen });
     outcome.textContent = `Rebuild ${body.id} started.`;
-    await refresh();
   } catch (err) {
     outcome.textContent = err.message;
   }
 }
 
 async function start() {
-  clearTimeout(state.timer);
+  state.stream += 1;
   $("board").hidden = true;
   if (!(await signedIn("admin", "this page", showError))) return;
   $("board").hidden = false;
-  await refresh();
+  follow(state.stream);
 }
 
 $("rebuild").addEventListener("submit", rebuild);

@@ -180,8 +180,19 @@ impl Progress {
 
     async fn save(&self, meta: &Database) -> mongodb::error::Result<()> {
         rebuilds(meta).replace_one(doc! { "_id": &self.id }, self.to_doc()).upsert(true).await?;
+        moved();
         Ok(())
     }
+}
+
+/// Bumped whenever a rebuild of this process saved its progress, switched or ended: what
+/// `GET /status/live` waits on.
+pub static PROGRESS: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Tell the followers of [`PROGRESS`] that something moved.
+pub fn moved() {
+    PROGRESS.send_modify(|n| *n += 1);
 }
 
 /// Unfinished rebuilds, each with the next offset it will read per partition (from which

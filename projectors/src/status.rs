@@ -7,6 +7,7 @@ use crate::offsets::{self, Tp};
 use crate::rebuild;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use contract::{FinishedRebuild, PartitionStatus, ProjectionStatus, ProjectionsStatus as Status, StartRebuild};
@@ -106,7 +107,11 @@ impl StatusSource {
 /// `GET /status`, and `POST /rebuilds` (admin): start a rebuild in this process, one at a time.
 pub fn router(source: StatusSource, settings: runtime::Settings) -> axum::Router {
     let desk = Desk { source, settings: Arc::new(settings), running: Arc::default() };
-    axum::Router::new().route("/status", get(status)).route("/rebuilds", post(start_rebuild)).with_state(desk)
+    axum::Router::new()
+        .route("/status", get(status))
+        .route("/status/live", get(live))
+        .route("/rebuilds", post(start_rebuild))
+        .with_state(desk)
 }
 
 #[derive(Clone)]
@@ -123,6 +128,31 @@ const KEEP_FINISHED: usize = 20;
 async fn status(State(desk): State<Desk>) -> Result<Response, ApiError> {
     let s = desk.source.collect().await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok(axum::Json(s).into_response())
+}
+
+/// How often `/status/live` sends the status when no rebuild moves: lag changes by itself.
+const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /status/live` (admin): the status as server-sent events (`event: status`, the JSON of
+/// `GET /status`): at once, whenever a rebuild of this process saved progress, switched or
+/// ended, and every few seconds otherwise.
+async fn live(State(desk): State<Desk>, caller: Caller) -> Result<Response, ApiError> {
+    if !caller.is_privileged() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "operators only: this needs the admin role"));
+    }
+    let events =
+        futures::stream::unfold((desk, rebuild::PROGRESS.subscribe(), true), |(desk, mut rx, first)| async move {
+            if !first {
+                // Either something moved or it is time anyway; a closed channel cannot happen (static).
+                let _ = tokio::time::timeout(LIVE_EVERY, rx.changed()).await;
+            }
+            let event = match desk.source.collect().await {
+                Ok(s) => Event::default().event("status").json_data(&s).unwrap_or_default(),
+                Err(e) => Event::default().event("error").data(format!("{e:#}")),
+            };
+            Some((Ok::<_, std::convert::Infallible>(event), (desk, rx, false)))
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response())
 }
 
 fn now() -> String {
@@ -204,6 +234,7 @@ async fn start_rebuild(
             if let Ok(mut running) = desk.running.lock() {
                 *running = None;
             }
+            rebuild::moved();
         }
     });
     Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id }))).into_response())

@@ -134,6 +134,8 @@ class Projections(BrowserTest):
         self.assertEqual(demo.request("POST", f"{GATEWAY}/api/projections/rebuild", {"read_models": ["orders"]},
                                       bearer=alice, accept=(403,))[0], 403)
         page = self.page
+        polls: list[str] = []
+        page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/api/projections") else None)
         self.sign_in(page, "admin", path="/dashboard/projections/")
         expect(page.locator('#projections tr[data-name="orders"]')).to_be_visible()
         # Every consumer group's lag per partition: the saga orchestrator's on the order events.
@@ -159,6 +161,7 @@ class Projections(BrowserTest):
         expect(done).to_have_count(before + 1, timeout=SETTLE_MS)
         expect(running).to_have_count(0)
         self.assertRegex(done.first.inner_text(), r"[1-9]\d* events applied, started by admin")
+        self.assertEqual(polls, [], "the status comes by server-sent events, not by polling")
         status = demo.request("GET", f"{GATEWAY}/api/projections", bearer=admin)[1]
         orders = next(p for p in status["projections"] if p["name"] == "orders")
         self.assertRegex(orders["active_collection"], r"^orders__rebuild_\d+$")

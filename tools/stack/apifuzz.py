@@ -43,8 +43,8 @@ def command(ctx: Context, gateway: str, token: str, report_dir: Path, config: Pa
             "--header", f"Authorization: Bearer {token}",
             "--checks", ",".join(CHECKS),
             "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_SECONDS),
-            # An event stream answers for minutes by design: not a request to time.
-            "--exclude-path", "/api/sagas/live",
+            # The event streams answer for minutes by design: not requests to time.
+            "--exclude-path", "/api/sagas/live", "--exclude-path", "/api/projections/live",
             "--phases", "examples,fuzzing", "--workers", "2", "--seed", "1",
             "--generation-database", "none", "--request-timeout", "20", "--no-color",
             "--report", "junit", "--report-dir", str(report_dir)]

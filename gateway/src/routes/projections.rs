@@ -18,6 +18,7 @@ use std::time::Duration;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/projections", get(status))
+        .route("/api/projections/live", get(live))
         .route("/api/projections/rebuild", post(rebuild))
         .route("/api/consumers", get(consumers))
 }
@@ -36,6 +37,22 @@ const PATIENCE: Duration = Duration::from_secs(20);
 pub(crate) async fn status(State(s): State<AppState>, _: Admin, mut incoming: Incoming) -> Result<Response, ApiError> {
     incoming.patience = PATIENCE;
     s.forward(Service::Projectors, "/status", incoming, None).await
+}
+
+/// How long one event stream lasts; the page reconnects after.
+const LIVE_FOR: Duration = Duration::from_secs(300);
+
+/// The same status as server-sent events (`event: status`, the JSON of `GET /api/projections`):
+/// at once, whenever a rebuild saved progress, switched or ended, and every 5 s otherwise. The
+/// stream ends after five minutes; reconnect (admin).
+#[utoipa::path(security(("bearer" = [])), get, path = "/api/projections/live", tag = "operations",
+    responses(
+        (status = 200, description = "A stream of server-sent events", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No bearer token, or not a valid one", body = ErrorBody),
+        (status = 403, description = "The token lacks the admin role", body = ErrorBody),
+    ))]
+pub(crate) async fn live(State(s): State<AppState>, _: Admin, incoming: Incoming) -> Result<Response, ApiError> {
+    s.forward_stream(Service::Projectors, "/status/live", incoming, LIVE_FOR).await
 }
 
 /// Rebuild read models by replaying the event topics into new collections while the old ones
