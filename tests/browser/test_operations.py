@@ -167,5 +167,21 @@ class Projections(BrowserTest):
         self.assertRegex(orders["active_collection"], r"^orders__rebuild_\d+$")
 
 
+class Landing(BrowserTest):
+    def test_the_landing_page_leads_to_every_page(self):
+        page = self.page
+        page.goto(f"{GATEWAY}/")
+        main = page.locator("main")
+        for name, path in [("Shop", "/shop/"), ("Saga dashboard", "/dashboard/"), ("Dead letters", "/dashboard/dead-letters/"),
+                           ("Projections", "/dashboard/projections/"), ("API docs", "/docs/")]:
+            expect(main.get_by_role("link", name=name, exact=True)).to_have_attribute("href", path)
+        # Signed out, each operator page offers the sign-in and shows nothing else.
+        for path in ("/dashboard/dead-letters/", "/dashboard/projections/"):
+            other = self.open_page()
+            other.goto(f"{GATEWAY}{path}")
+            expect(other.get_by_role("button", name="Sign in with Keycloak")).to_be_visible()
+            expect(other.locator("#board")).to_be_hidden()
+
+
 if __name__ == "__main__":
     unittest.main()
