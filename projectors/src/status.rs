@@ -137,9 +137,7 @@ const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// `GET /status`): at once, whenever a rebuild of this process saved progress, switched or
 /// ended, and every few seconds otherwise.
 async fn live(State(desk): State<Desk>, caller: Caller) -> Result<Response, ApiError> {
-    if !caller.is_privileged() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "operators only: this needs the admin role"));
-    }
+    caller.require_privileged()?;
     let events =
         futures::stream::unfold((desk, rebuild::PROGRESS.subscribe(), true), |(desk, mut rx, first)| async move {
             if !first {
@@ -188,9 +186,7 @@ async fn start_rebuild(
     caller: Caller,
     Json(body): Json<StartRebuild>,
 ) -> Result<Response, ApiError> {
-    if !caller.is_privileged() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "operators only: this needs the admin role"));
-    }
+    caller.require_privileged()?;
     let models = chosen(&body)?;
     let id = rebuild::rebuild_id(&models);
     {
@@ -200,16 +196,7 @@ async fn start_rebuild(
         }
         *running = Some(id.clone());
     }
-    let started_by = match &caller {
-        Caller::User { name, id, .. } => {
-            if name.is_empty() {
-                id.clone()
-            } else {
-                name.clone()
-            }
-        }
-        _ => "an internal caller".to_owned(),
-    };
+    let started_by = caller.who();
     tracing::warn!(id, started_by, "rebuild started over HTTP");
     let started_at = now();
     // The rebuild's future is not `Send` (its Kafka stream): it runs on a blocking thread of its

@@ -56,6 +56,25 @@ impl Caller {
         matches!(self, Caller::Internal) || self.has_role(ADMIN_ROLE)
     }
 
+    /// 403 unless [`Caller::is_privileged`]: what every operator endpoint checks first.
+    pub fn require_privileged(&self) -> Result<(), ApiError> {
+        if self.is_privileged() {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "operators only: this needs the admin role"))
+        }
+    }
+
+    /// Who acted, for histories and audit records: the user's name, else their id.
+    pub fn who(&self) -> String {
+        match self {
+            Caller::User { name, id, .. } if !name.is_empty() => name.clone(),
+            Caller::User { id, .. } => id.clone(),
+            Caller::Internal => "an internal caller".to_owned(),
+            Caller::Anonymous => "anonymous".to_owned(),
+        }
+    }
+
     /// The user's id, if the caller is a user.
     pub fn user_id(&self) -> Option<&str> {
         match self {

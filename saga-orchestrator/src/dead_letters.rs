@@ -5,7 +5,7 @@
 //! (`messaging::dlq`). The orchestrator serves them because it is the operators' service already
 //! (saga search and actions) and holds a Kafka producer and the registry's codec.
 
-use crate::operations::{admin, reason, who};
+use crate::operations::reason;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use contract::{
@@ -105,7 +105,7 @@ pub async fn list(
     caller: Caller,
     Query(mut params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    caller.require_privileged()?;
     let shown = match params.remove("limit") {
         None => SHOWN,
         Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_SHOWN).contains(n)).ok_or_else(|| {
@@ -128,7 +128,7 @@ pub async fn act(
     Path((name, partition, offset, action)): Path<(String, String, String, String)>,
     Json(body): Json<OperatorReason>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    caller.require_privileged()?;
     let action = Action::parse(&action)
         .ok_or_else(|| ApiError::not_found(format!("no dead-letter action {action:?}: redrive or discard")))?;
     if !name.ends_with(dlq::SUFFIX) {
@@ -139,7 +139,7 @@ pub async fn act(
         _ => return Err(ApiError::bad_request("partition and offset are non-negative integers")),
     };
     let why = reason(&body.reason)?;
-    let by = who(&caller);
+    let by = caller.who();
     let _one_at_a_time = desk.acting.lock().await;
     let known = dlq::topics(&desk.brokers).await.map_err(|e| unavailable(&e))?;
     if !known.contains(&name) {
@@ -171,7 +171,7 @@ pub async fn act(
 
 /// `GET /consumers`: every consumer group with its lag per partition (admin).
 pub async fn consumers(State(desk): State<DeadLetterDesk>, caller: Caller) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    caller.require_privileged()?;
     let groups = messaging::topic::groups(&desk.brokers)
         .await
         .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;

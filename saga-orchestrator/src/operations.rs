@@ -9,7 +9,6 @@ use crate::engine::{ActionError, Status};
 use crate::saga::Saga;
 use crate::{Orchestrator, millis, store_one};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use contract::{
@@ -154,7 +153,7 @@ pub async fn list(
     caller: Caller,
     Query(mut params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    caller.require_privileged()?;
     let limit = match params.remove("limit") {
         Some(l) => l
             .parse::<i64>()
@@ -208,24 +207,6 @@ pub async fn list(
     }
     let next = if more { last.map(|c| c.render()) } else { None };
     Ok(axum::Json(SagaPage { items, next, total, counts }).into_response())
-}
-
-pub(crate) fn admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_privileged() {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "operators only: this needs the admin role"))
-    }
-}
-
-/// Who acts, for the history: the user's name, else their id.
-pub(crate) fn who(caller: &Caller) -> String {
-    match caller {
-        Caller::User { name, id, .. } if !name.is_empty() => name.clone(),
-        Caller::User { id, .. } => id.clone(),
-        Caller::Internal => "an internal caller".to_owned(),
-        Caller::Anonymous => "anonymous".to_owned(),
-    }
 }
 
 pub(crate) fn reason(raw: &str) -> Result<&str, ApiError> {
@@ -296,14 +277,14 @@ pub async fn act_on_one(
     Path((id, action)): Path<(String, String)>,
     Json(body): Json<OperatorReason>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    caller.require_privileged()?;
     let kind = match action.as_str() {
         "retry" => SagaActionKind::Retry,
         "compensate" => SagaActionKind::Compensate,
         other => return Err(ApiError::not_found(format!("no saga action {other:?}: retry or compensate"))),
     };
     let why = reason(&body.reason)?;
-    match o.act(&id, kind, &who(&caller), why).await {
+    match o.act(&id, kind, &caller.who(), why).await {
         Ok(()) => Ok(axum::Json(serde_json::json!({ "id": id, "applied": true })).into_response()),
         Err(Failed::Unknown) => Err(ApiError::not_found(format!("saga {id} not found"))),
         Err(Failed::Refused(e)) => Err(ApiError::conflict(e.to_string())),
@@ -318,7 +299,7 @@ pub async fn bulk(
     caller: Caller,
     Json(body): Json<BulkSagaAction>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    caller.require_privileged()?;
     let why = reason(&body.reason)?;
     let w = Where::parse(&body.filter)?;
     let matched: i64 =
@@ -340,7 +321,7 @@ pub async fn bulk(
     if body.preview {
         return Ok(axum::Json(BulkSagaResult { matched, applied: 0, refused: vec![], sample, more }).into_response());
     }
-    let by = who(&caller);
+    let by = caller.who();
     let (mut applied, mut refused) = (0, Vec::new());
     for id in ids {
         match o.act(&id, body.action, &by, why).await {
