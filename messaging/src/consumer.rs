@@ -18,11 +18,11 @@ use crate::kafka;
 use crate::outbox::Metadata;
 use async_trait::async_trait;
 use futures::FutureExt;
+use rdkafka::ClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext};
 use runtime::metrics::{self, Outcome};
 use schemas::headers as h;
 use schemas::{Codec, DecodeError, Message, Topic};
@@ -221,8 +221,7 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+    let consumer: StreamConsumer<LagReporter> = crate::connect::client_config(&config.brokers)?
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

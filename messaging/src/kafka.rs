@@ -8,14 +8,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use schemas::Topic;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::connect::client_config(brokers)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
@@ -30,8 +29,7 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 /// a resend could only fill out of order. Any other error that could leave a gap is fatal
 /// (`enable.gapless.guarantee`): the relay then drops the producer and starts over.
 pub fn relay_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::connect::client_config(brokers)?
         .set("enable.idempotence", "true")
         .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
@@ -68,7 +66,7 @@ pub async fn ensure_topics(brokers: &str, topics: &[Topic]) -> anyhow::Result<()
 /// Create each topic that does not exist yet; existing topics are left as they are.
 pub async fn create_missing(brokers: &str, specs: &[TopicSpec]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().context("creating Kafka admin client")?;
+        crate::connect::client_config(brokers)?.create().context("creating Kafka admin client")?;
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -141,8 +139,7 @@ pub fn find_message_ids(
     if wanted.is_empty() || topics.is_empty() {
         return Ok(found);
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = crate::connect::client_config(brokers)?
         // Partitions are assigned, never subscribed: the group is not joined, nothing is committed.
         .set("group.id", "outbox-relay.recovery")
         .set("enable.auto.commit", "false")

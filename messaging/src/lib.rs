@@ -6,6 +6,7 @@
 //! event store (cqrs-es), MongoDB or the service wiring: `eventstore` and `service-kit` build on
 //! this crate, not the other way round. PostgreSQL (sqlx) only for the outbox tables.
 //!
+//! - [`connect`]: how every client reaches Kafka (brokers, TLS, SASL login) from one string.
 //! - [`kafka`]: the producers, topic creation, finding a batch's messages on a topic.
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
 //! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction,
@@ -14,6 +15,7 @@
 //! - [`dlq`]: the dead-letter topics read whole, and an operator's redrive or discard of a
 //!   parked message, recorded in the DLQ with who and why.
 
+pub mod connect;
 pub mod consumer;
 pub mod dlq;
 pub mod kafka;

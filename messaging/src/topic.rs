@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,7 @@ impl Record {
 
 /// A consumer that is only ever assigned partitions: it joins no group and commits nothing.
 fn reader(brokers: &str, read_committed: bool) -> anyhow::Result<StreamConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::connect::client_config(brokers)?
         .set("group.id", "topic-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -211,8 +210,7 @@ pub async fn groups(brokers: &str) -> anyhow::Result<Vec<Group>> {
         let mut highs = BTreeMap::new();
         let mut out = Vec::new();
         for g in list.groups() {
-            let asking: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
+            let asking: StreamConsumer = crate::connect::client_config(&brokers)?
                 .set("group.id", g.name())
                 .set("enable.auto.commit", "false")
                 .create()

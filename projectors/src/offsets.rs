@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SCAN: i64 = 5_000;
 
 fn consumer(brokers: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    messaging::connect::client_config(brokers)?
         // Partitions are assigned, never subscribed: no group is joined, nothing is committed.
         .set("group.id", "projectors.offsets")
         .set("enable.auto.commit", "false")
@@ -114,8 +113,7 @@ pub fn records_between(brokers: &str, ranges: &[(Tp, i64, i64)]) -> anyhow::Resu
 /// The offsets consumer group `group` has committed (partitions without a commit are left
 /// out). Reading them joins nothing. Blocking.
 pub fn committed(brokers: &str, group: &str, tps: &[Tp]) -> anyhow::Result<BTreeMap<Tp, i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = messaging::connect::client_config(brokers)?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()

@@ -36,7 +36,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection, Database};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use readstore::readmodel::{self, META_DB, POINTER_TTL, ReadModel};
 use runtime::Settings;
 use schemas::{Codec, DecodeError, Topic};
@@ -731,8 +731,7 @@ async fn apply_one(projections: &Projections, e: &Envelope) -> anyhow::Result<()
 /// The rebuild's Kafka consumer, assigned to start at `next` of each partition: no group is
 /// joined, nothing is committed. Large fetches: a rebuild reads the topics from the start.
 pub fn replay_consumer(brokers: &str, next: &BTreeMap<Tp, i64>) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = messaging::connect::client_config(brokers)?
         .set("group.id", "projectors.rebuild")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

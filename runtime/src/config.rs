@@ -106,10 +106,12 @@ pub fn local_postgres() -> String {
 }
 
 /// The service's own database in the local stack's PostgreSQL (`shop_<service>` for a name the
-/// table gives none).
+/// table gives none), in plain text: the local server offers TLS (for its TLS tests), and
+/// without `sslmode` a client would take it (`prefer`) on loopback too. Production settings name
+/// their `sslmode` (README, "Production").
 pub fn default_database(service: &str) -> String {
     let name = local_stack().services.get(service).and_then(|s| s.database.clone());
-    format!("{}/{}", local_postgres(), name.unwrap_or_else(|| format!("shop_{service}")))
+    format!("{}/{}?sslmode=disable", local_postgres(), name.unwrap_or_else(|| format!("shop_{service}")))
 }
 
 fn var(name: &str) -> Option<String> {
@@ -225,8 +227,11 @@ mod tests {
         assert_eq!(local("kafka"), "127.0.0.1:9092");
         assert_eq!(local("mailpit_smtp"), "127.0.0.1:1025");
         assert_eq!(default_port("nothing"), 0);
-        assert_eq!(default_database("saga-orchestrator"), "postgres://shop:shop@127.0.0.1:5432/shop_saga");
-        assert_eq!(default_database("order"), "postgres://shop:shop@127.0.0.1:5432/shop_order");
+        assert_eq!(
+            default_database("saga-orchestrator"),
+            "postgres://shop:shop@127.0.0.1:5432/shop_saga?sslmode=disable"
+        );
+        assert_eq!(default_database("order"), "postgres://shop:shop@127.0.0.1:5432/shop_order?sslmode=disable");
         // Every service has a port of its own.
         let mut ports: Vec<u16> = local_stack().services.values().map(|s| s.port).collect();
         ports.sort_unstable();

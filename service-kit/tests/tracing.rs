@@ -12,7 +12,7 @@ use messaging::consumer::{self, ConsumerConfig, Envelope, Handler, HandlerError}
 use messaging::kafka;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::{ClientConfig, message::OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use runtime::{Settings, telemetry};
 use schemas::records::StockAdded;
 use schemas::{Codec, Message, Topic};
@@ -157,7 +157,7 @@ async fn a_trace_continues_through_kafka_headers_into_the_consumer() {
     assert_eq!(probe["parentId"], consume["id"], "the handler runs inside the consumer span");
 
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create().expect("admin");
+        messaging::connect::client_config(&settings.kafka_brokers).expect("Kafka address").create().expect("admin");
     let _ = admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await;
 }
 
@@ -296,8 +296,8 @@ async fn events_stored_in_a_span_reach_kafka_with_its_traceparent_through_the_ou
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka_brokers)
+    let consumer: StreamConsumer = messaging::connect::client_config(&settings.kafka_brokers)
+        .expect("Kafka address")
         .set("group.id", format!("tracing-test-{run}"))
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
@@ -319,6 +319,6 @@ async fn events_stored_in_a_span_reach_kafka_with_its_traceparent_through_the_ou
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")).execute(&admin).await;
     }
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create().expect("admin");
+        messaging::connect::client_config(&settings.kafka_brokers).expect("Kafka address").create().expect("admin");
     let _ = admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await;
 }

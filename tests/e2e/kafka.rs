@@ -5,7 +5,7 @@ use crate::harness::brokers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -14,8 +14,8 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 pub use messaging::topic::{Offsets, Record as Rec};
 
 pub fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    messaging::connect::client_config(&brokers())
+        .expect("Kafka address")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
@@ -46,8 +46,8 @@ pub async fn produce(
 
 /// A consumer that joins no group: it is only ever assigned partitions or asked about one.
 fn client(group: &str) -> StreamConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    messaging::connect::client_config(&brokers())
+        .expect("Kafka address")
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -14,6 +14,7 @@ mod orders;
 mod readmodels;
 mod redelivery;
 mod security;
+mod tls;
 mod tracing;
 mod validation;
 mod wire;

@@ -14,6 +14,7 @@ MAILPIT_SMTP_PORT: int = _TABLE["other"]["mailpit_smtp"]
 KAFKA_CONTROLLER_PORT: int = _TABLE["other"]["kafka_controller"]
 ETCD_PEER_PORT: int = _TABLE["other"]["etcd_peer"]
 KEYCLOAK_MANAGEMENT_PORT: int = _TABLE["other"]["keycloak_management"]
+KAFKA_SASL_SSL_PORT: int = _TABLE["other"]["kafka_sasl_ssl"]
 
 # component name -> (cargo binary name, port)
 SERVICES: dict[str, tuple[str, int]] = {name: (s["binary"], s["port"]) for name, s in _TABLE["services"].items()}
@@ -21,6 +22,11 @@ SERVICES: dict[str, tuple[str, int]] = {name: (s["binary"], s["port"]) for name,
 # PostgreSQL: one superuser for the local stack; each service owns its database
 PG_USER: str = _TABLE["postgres"]["user"]
 PG_PASSWORD: str = _TABLE["postgres"]["password"]
+# logins that work only over TLS: PostgreSQL's (refused without TLS) and Kafka's SCRAM login
+PG_TLS_USER: str = _TABLE["tls"]["postgres_user"]
+PG_TLS_PASSWORD: str = _TABLE["tls"]["postgres_password"]
+KAFKA_SCRAM_USER: str = _TABLE["tls"]["kafka_user"]
+KAFKA_SCRAM_PASSWORD: str = _TABLE["tls"]["kafka_password"]
 # component name -> its own PostgreSQL database (services create theirs if missing)
 SERVICE_DATABASES: dict[str, str] = {name: s["database"] for name, s in _TABLE["services"].items() if "database" in s}
 

@@ -2,6 +2,7 @@
 
 Checked in seconds, before the first download: a missing toolchain stops the command at once with one
 line naming what to install. What Debian's packages provide (protoc for the etcd client's build,
+OpenSSL's headers for librdkafka's and the openssl program for the local CA,
 Chromium for the browser tests, python3-venv for the test tools) is installed through apt when we run
 as root or have password-less sudo; otherwise it is named the same way.
 """
@@ -39,6 +40,9 @@ TOOLCHAINS = (
     Need("make", "builds librdkafka", "make", ("build-essential",)),
     Need("protoc", "compiles the etcd client's protobuf definitions", "protoc",
          ("protobuf-compiler", "libprotobuf-dev")),
+    Need("libssl-dev", "builds librdkafka with TLS (it links OpenSSL)", "OpenSSL's headers and pkg-config",
+         ("libssl-dev", "pkg-config")),
+    Need("openssl", "makes the local stack's TLS certificates", "OpenSSL", ("openssl",)),
 )
 
 TEST_TOOLS = (
@@ -60,6 +64,9 @@ def found(need: Need) -> bool:
         return which("go", "/usr/local/go/bin") is not None
     if need.program == "protoc" and os.environ.get("PROTOC"):
         return os.access(os.environ["PROTOC"], os.X_OK)
+    if need.program == "libssl-dev":
+        return shutil.which("pkg-config") is not None and subprocess.run(
+            ["pkg-config", "--exists", "openssl"], capture_output=True).returncode == 0
     if need.program == "chromium" and os.environ.get("SHOP_CHROMIUM"):
         return True
     return shutil.which(need.program) is not None or (

@@ -24,7 +24,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Message as _, Offset};
+use rdkafka::{Message as _, Offset};
 use readstore::readmodel::ReadModel;
 use schemas::{Codec, Topic};
 use std::collections::BTreeMap;
@@ -73,8 +73,7 @@ async fn fill(settings: &runtime::Settings, place: &Place, events: usize) -> any
     let history = projectors::synthetic::Shop::new(2026).history(events);
     let codec = Codec::new(&settings.schema_registry_url)?;
     codec.register(&projectors::EVENT_TOPICS).await?;
-    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka_brokers)
+    let producer: rdkafka::producer::FutureProducer = messaging::connect::client_config(&settings.kafka_brokers)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "20")
@@ -185,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     if fresh || (have > 0 && have < events as i64) {
         println!("deleting the incomplete or stale bench topics ({have} records)");
         let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &settings.kafka_brokers).create()?;
+            messaging::connect::client_config(&settings.kafka_brokers)?.create()?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let _ = admin.delete_topics(&names, &AdminOptions::new()).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -3,7 +3,6 @@
 //! about 0.1 s); its calls block, so callers run them on a blocking thread.
 
 use anyhow::Context;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,8 +21,7 @@ pub struct Watermarks {
 
 impl Watermarks {
     pub fn connect(brokers: &str) -> anyhow::Result<Self> {
-        let consumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer = messaging::connect::client_config(brokers)?
             // Only metadata and watermark queries: no subscription, so no group is joined
             // and nothing is committed; librdkafka still wants a group id to build a consumer.
             .set("group.id", "orders-bench.watermarks")

@@ -10,7 +10,6 @@ use eventstore::es::{CommandError, EventStoreOf};
 use messaging::kafka;
 use messaging::outbox::Metadata;
 use messaging::outbox::{self, DEAD_AFTER_ATTEMPTS, EventMapper, Relay, event_mapper};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use runtime::Settings;
@@ -105,8 +104,10 @@ impl Env {
             }
             Err(e) => eprintln!("dropping {}: {e}", self.db_name),
         }
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.settings.kafka_brokers).create().expect("admin");
+        let admin: AdminClient<DefaultClientContext> = messaging::connect::client_config(&self.settings.kafka_brokers)
+            .expect("Kafka address")
+            .create()
+            .expect("admin");
         let topic = self.topic(Topic::ProductEvents.name());
         let names = [topic.as_str()];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));

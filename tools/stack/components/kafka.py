@@ -3,6 +3,11 @@
 The jars are resolved from tools/stack/kafka/pom.xml (the broker, its tools and a log4j2 SLF4J binding:
 the published poms carry none, and without one the broker logs nothing). Application topics are not
 created here: the services create their own at start-up.
+
+Two client listeners: PLAINTEXT on `ports.INFRA_PORTS["kafka"]` (what the local stack's services
+use) and SASL_SSL on `ports.KAFKA_SASL_SSL_PORT`: TLS with the data folder's server certificate
+(tools/stack/tls.py) and SCRAM-SHA-512 logins; the login `ports.KAFKA_SCRAM_USER` is made once
+per data folder, after the first start.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import hashlib
 import uuid
 from pathlib import Path
 
-from tools.stack import ports
+from tools.stack import ports, tls
 from tools.stack.components.base import (
     Component, StackError, java_bin, maven_copy_dependencies, tcp_ok)
 
 HEAP = "-Xmx512m"
 STARTED = "Kafka Server started"
+SCRAM = "SCRAM-SHA-512"
 
 LOG4J2 = """\
 status = warn
@@ -70,7 +76,7 @@ class Kafka(Component):
     def configure(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.properties.write_text(render_server_properties(self.port, ports.KAFKA_CONTROLLER_PORT,
-                                                            self.data_dir / "logs"))
+                                                            self.data_dir / "logs", tls.ensure(self.ctx).pem))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
 
     def prepare_once(self) -> None:
@@ -95,8 +101,23 @@ class Kafka(Component):
     def health(self) -> bool:
         return tcp_ok(self.port) and STARTED in self.log_since_start()
 
+    @property
+    def scram_marker(self) -> Path:
+        return self.data_dir / "scram-users"
+
+    def post_start(self) -> None:
+        # SCRAM logins live in the cluster's metadata: made once, through the running broker.
+        if self.scram_marker.exists() and self.scram_marker.read_text().split() == [ports.KAFKA_SCRAM_USER]:
+            return
+        self.run(self.java("kafka.admin.ConfigCommand") + [
+            "--bootstrap-server", f"127.0.0.1:{self.port}", "--alter", "--entity-type", "users",
+            "--entity-name", ports.KAFKA_SCRAM_USER,
+            "--add-config", f"{SCRAM}=[iterations=8192,password={ports.KAFKA_SCRAM_PASSWORD}]"], timeout=120)
+        self.scram_marker.write_text(ports.KAFKA_SCRAM_USER + "\n")
+
     def urls(self) -> list[tuple[str, str]]:
-        return [("bootstrap", f"127.0.0.1:{self.port}")]
+        return [("bootstrap", f"127.0.0.1:{self.port}"),
+                ("sasl_ssl", f"127.0.0.1:{ports.KAFKA_SASL_SSL_PORT} ({SCRAM}, CA {tls.files(self.ctx).ca})")]
 
 
 def new_cluster_id() -> str:
@@ -104,16 +125,24 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def render_server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+def render_server_properties(port: int, controller_port: int, log_dir: Path, keystore: Path) -> str:
+    sasl_ssl = f"SASL_SSL://127.0.0.1:{ports.KAFKA_SASL_SSL_PORT}"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},{sasl_ssl}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},"
+                                f"{sasl_ssl}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        # the SASL_SSL listener: TLS with the local CA's server certificate, SCRAM logins
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM,
+        f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+        "listener.name.sasl_ssl.ssl.keystore.location": str(keystore),
         "log.dirs": str(log_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",

@@ -113,7 +113,7 @@ class Mongo(Component):
             "FERRETDB_LISTEN_ADDR": f"127.0.0.1:{self.port}",
             "FERRETDB_HANDLER": "postgresql",
             "FERRETDB_POSTGRESQL_URL":
-                f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:{pg_port}/ferretdb",
+                f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:{pg_port}/ferretdb?sslmode=disable",
         }
 
     def health(self) -> bool:

@@ -1,4 +1,9 @@
-"""PostgreSQL 15 from Debian: a cluster of our own under <data>/postgres, TCP on loopback only."""
+"""PostgreSQL 15 from Debian: a cluster of our own under <data>/postgres, TCP on loopback only.
+
+TLS is on with the data folder's certificate (tools/stack/tls.py). Our `pg_hba.conf` lets the
+superuser in with or without TLS and `ports.PG_TLS_USER` only over TLS, so a client can be shown
+to verify the server (`sslmode=verify-full`) and a plain-text login of that user to be refused.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tools.stack import ports
+from tools.stack import ports, tls
 from tools.stack.components.base import Component, StackError, apt_install, is_root, user_ids
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 # Databases other components expect once postgres is healthy (services create their own).
 DATABASES = ("registry", "ferretdb")
+HBA = f"""\
+# written by the launcher at every start (tools/stack/components/postgres.py)
+# TYPE    DATABASE  USER  ADDRESS  METHOD
+hostnossl all  {ports.PG_TLS_USER}  all  reject
+hostssl   all  {ports.PG_TLS_USER}  all  scram-sha-256
+host      all  all  127.0.0.1/32  scram-sha-256
+"""
 
 
 class Postgres(Component):
@@ -52,6 +64,24 @@ class Postgres(Component):
         finally:
             os.unlink(pw.name)
 
+    @property
+    def server_key(self) -> Path:
+        """The postgres user's own copy of the server key (it must own a key it is not to share)."""
+        return self.data_dir / "server.key"
+
+    @property
+    def hba_file(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
+
+    def configure(self) -> None:
+        certs = tls.ensure(self.ctx)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.hba_file.write_text(HBA)
+        self.server_key.write_bytes(certs.key.read_bytes())
+        self.server_key.chmod(0o600)
+        for path in (self.hba_file, self.server_key):
+            self._own(path)
+
     def command(self) -> list[str]:
         settings = {
             "listen_addresses": "127.0.0.1",
@@ -61,6 +91,10 @@ class Postgres(Component):
             "shared_buffers": "128MB",
             "password_encryption": "scram-sha-256",
             "logging_collector": "off",  # log to stderr, which the launcher keeps
+            "hba_file": str(self.hba_file),
+            "ssl": "on",
+            "ssl_cert_file": str(tls.files(self.ctx).cert),
+            "ssl_key_file": str(self.server_key),
         }
         # Statement statistics for whoever measures (`CREATE EXTENSION pg_stat_statements` in a
         # database, then query the view); the server ships the module.
@@ -83,13 +117,17 @@ class Postgres(Component):
         for db in DATABASES:
             if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip():
                 self.run([BIN / "createdb", *self._conn_args(), db], env=self._pg_env())
+        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ports.PG_TLS_USER}'").strip():
+            self.psql(f"CREATE ROLE {ports.PG_TLS_USER} LOGIN CREATEDB PASSWORD '{ports.PG_TLS_PASSWORD}'")
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return self.run([BIN / "psql", *self._conn_args(), "-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1",
                          "-c", sql], env=self._pg_env(), capture=True)
 
     def urls(self) -> list[tuple[str, str]]:
-        return [("", f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:{self.port}/")]
+        return [("", f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:{self.port}/"),
+                ("tls only", f"postgres://{ports.PG_TLS_USER}:{ports.PG_TLS_PASSWORD}@127.0.0.1:{self.port}/"
+                             f"postgres?sslmode=verify-full&sslrootcert={tls.files(self.ctx).ca}")]
 
     def _conn_args(self) -> list[str]:
         return ["-h", "127.0.0.1", "-p", str(self.port), "-U", ports.PG_USER]

@@ -117,7 +117,7 @@ class Registry(Component):
             "QUARKUS_MANAGEMENT_PORT": str(MANAGEMENT_PORT),
             "APICURIO_STORAGE_KIND": "sql",
             "APICURIO_STORAGE_SQL_KIND": "postgresql",
-            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://127.0.0.1:{pg_port}/{DATABASE}",
+            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://127.0.0.1:{pg_port}/{DATABASE}?sslmode=disable",
             "APICURIO_DATASOURCE_USERNAME": ports.PG_USER,
             "APICURIO_DATASOURCE_PASSWORD": ports.PG_PASSWORD,
             "APICURIO_DATASOURCE_JDBC_INITIAL_SIZE": str(POOL_INITIAL),

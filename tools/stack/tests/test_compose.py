@@ -134,7 +134,7 @@ class InfrastructureTest(ComposeTestCase):
     def test_registry_stores_in_its_database(self):
         env = environment(self.service("registry"))
         self.assertEqual(env.get("APICURIO_STORAGE_KIND"), "sql")
-        self.assertEqual(env.get("APICURIO_DATASOURCE_URL"), "jdbc:postgresql://postgres:5432/registry")
+        self.assertEqual(env.get("APICURIO_DATASOURCE_URL"), "jdbc:postgresql://postgres:5432/registry?sslmode=disable")
         self.assertEqual(env.get("APICURIO_DATASOURCE_USERNAME"), ports.PG_USER)
         self.assertEqual(env.get("APICURIO_DATASOURCE_PASSWORD"), ports.PG_PASSWORD)
 

@@ -42,6 +42,19 @@ def env_of(deployment: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def mounted_secret(deployment: dict, file: str) -> tuple[str, str] | None:
+    """(Secret, key) that `file` in the container comes from, if a Secret volume holds it."""
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in pod["containers"][0].get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret and file.startswith(mount["mountPath"].rstrip("/") + "/"):
+            name = file[len(mount["mountPath"].rstrip("/")) + 1:]
+            keys = {i["path"]: i["key"] for i in secret.get("items", [])}
+            return secret["secretName"], keys.get(name, "(every key)")
+    return None
+
+
 def code_topics() -> set[str]:
     text = (REPO / "schemas" / "src" / "topics.rs").read_text()
     return set(re.findall(r'Topic::\w+ => "([a-z][a-z.-]*)"', text))
@@ -93,8 +106,11 @@ class K8sManifestsTest(unittest.TestCase):
         for name, database in ports.SERVICE_DATABASES.items():
             with self.subTest(service=name):
                 url = env_of(self.deployments[name])["SHOP_DATABASE_URL"]["value"]
-                host, db = re.fullmatch(r"postgres://([a-z0-9-]+)-rw:5432/(\w+)", url).groups()
+                host, db, root = re.fullmatch(
+                    r"postgres://([a-z0-9-]+)-rw:5432/(\w+)\?sslmode=verify-full&sslrootcert=(/\S+)", url).groups()
                 self.assertEqual(db, database)
+                # the root certificate is the cluster's CA, from the Secret CNPG writes, and only it
+                self.assertEqual(mounted_secret(self.deployments[name], root), (f"{host}-ca", "ca.crt"))
                 initdb = clusters[host]["spec"]["bootstrap"]["initdb"]
                 self.assertEqual(initdb["database"], database)
                 secret = env_of(self.deployments[name])["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
@@ -102,6 +118,27 @@ class K8sManifestsTest(unittest.TestCase):
         others = set(self.deployments) - set(ports.SERVICE_DATABASES)
         for name in others:
             self.assertNotIn("SHOP_DATABASE_URL", env_of(self.deployments[name]), name)
+
+    def test_services_log_in_to_kafka_over_tls(self):
+        brokers = self.config["SHOP_KAFKA_BROKERS"]
+        host, ca = re.fullmatch(r"sasl_ssl://([a-z0-9.-]+:9093)\?ssl\.ca\.location=(/\S+)", brokers).groups()
+        self.assertEqual(host, "shop-kafka-bootstrap:9093")
+        kafka = by_kind(self.docs, "Kafka")["shop"]["spec"]["kafka"]
+        self.assertEqual([(l["port"], l["tls"], l["authentication"]["type"]) for l in kafka["listeners"]],
+                         [(9093, True, "scram-sha-512")], "one listener: TLS with SCRAM logins")
+        self.assertNotIn("superUsers", kafka["authorization"])
+        patch = load(BASE / "services" / "kafka-ca.yaml")[0]
+        self.assertEqual(mounted_secret(patch, ca), ("shop-cluster-ca-cert", "ca.crt"))
+        users = by_kind(self.docs, "KafkaUser")
+        for name in ports.SERVICES:
+            if name == "gateway":
+                continue
+            with self.subTest(service=name):
+                env = env_of(self.deployments[name])
+                secret = env["SHOP_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+                self.assertEqual(env["SHOP_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"]["name"], secret)
+                self.assertEqual(users[name]["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]
+                                 ["name"], secret)
 
     def test_every_topic_of_the_code_is_a_kafka_topic(self):
         topics = code_topics()

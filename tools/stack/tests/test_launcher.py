@@ -33,11 +33,15 @@ def properties(text: str) -> dict[str, str]:
 
 class KafkaConfigTest(unittest.TestCase):
     def test_single_node_kraft(self):
-        props = properties(render_server_properties(9092, 9093, Path("/data/kafka/logs")))
+        props = properties(render_server_properties(9092, 9093, Path("/data/kafka/logs"),
+                                                    Path("/data/tls/server.pem")))
         self.assertEqual(props["process.roles"], "broker,controller")
         self.assertEqual(props["controller.quorum.bootstrap.servers"], "127.0.0.1:9093")
         self.assertNotIn("controller.quorum.voters", props)  # refused together with --standalone
-        self.assertEqual(props["listeners"], "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093")
+        self.assertEqual(props["listeners"],
+                         "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_SSL://127.0.0.1:9094")
+        self.assertEqual(props["listener.name.sasl_ssl.sasl.enabled.mechanisms"], "SCRAM-SHA-512")
+        self.assertEqual(props["listener.name.sasl_ssl.ssl.keystore.location"], "/data/tls/server.pem")
         self.assertEqual(props["auto.create.topics.enable"], "false")
         self.assertEqual(props["group.initial.rebalance.delay.ms"], "0")
         self.assertEqual(props["log.dirs"], "/data/kafka/logs")

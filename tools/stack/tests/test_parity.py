@@ -196,7 +196,7 @@ def rust_defaults(service: str) -> dict[str, str]:
     if database:
         db = ports.SERVICE_DATABASES.get(service, f"shop_{service}")
         defaults[database.group(1)] = (f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:"
-                                       f"{ports.INFRA_PORTS['postgres']}/{db}")
+                                       f"{ports.INFRA_PORTS['postgres']}/{db}?sslmode=disable")
     if '"SHOP_ADVERTISE_URL"' in config and 'format!("http://{}", self.http_addr)' in config:
         defaults["SHOP_ADVERTISE_URL"] = f"http://{defaults['SHOP_HTTP_ADDR']}"
     # `const DEFAULT_X: &str = "..."` beside the variable SHOP_X that falls back to it
@@ -418,14 +418,16 @@ class InfrastructureSettingsTest(unittest.TestCase):
 
     def test_kafka_broker_settings(self):
         props = dict(line.split("=", 1) for line in kafka_component.render_server_properties(
-            ports.INFRA_PORTS["kafka"], ports.KAFKA_CONTROLLER_PORT, self.tmp).splitlines() if line)
+            ports.INFRA_PORTS["kafka"], ports.KAFKA_CONTROLLER_PORT, self.tmp, self.tmp / "server.pem").splitlines()
+            if line)
         # Addresses: compose has a listener for containers and one for the host, and gives the quorum
         # as voters (the image formats storage without --standalone); the log folder is the volume's.
         differ = {"listeners", "advertised.listeners", "listener.security.protocol.map",
                   "inter.broker.listener.name", "controller.quorum.bootstrap.servers", "log.dirs"}
         env = compose_env("kafka")
         for key, value in props.items():
-            if key in differ:
+            # The SASL_SSL listener is the local stack's, for the TLS tests with the CA it makes.
+            if key in differ or key.startswith("listener.name.sasl_ssl."):
                 continue
             with self.subTest(setting=key):
                 variable = "KAFKA_" + key.upper().replace(".", "_")
@@ -438,7 +440,9 @@ class InfrastructureSettingsTest(unittest.TestCase):
         command = compose_command("postgres")
         ours = dict(command[i + 1].split("=", 1) for i, a in enumerate(command) if a == "-c")
         for key, value in launcher.items():
-            if key in ("listen_addresses", "port", "unix_socket_directories"):
+            # addresses; and the TLS the local stack turns on for its TLS tests, with the CA it makes
+            if key in ("listen_addresses", "port", "unix_socket_directories", "hba_file", "ssl", "ssl_cert_file",
+                       "ssl_key_file"):
                 continue
             with self.subTest(setting=key):
                 self.assertEqual(ours.get(key), value)

@@ -71,7 +71,7 @@ class SettingsTest(unittest.TestCase):
         self.assertNotIn(int(env["QUARKUS_MANAGEMENT_PORT"]), [p for _, p in ports.SERVICES.values()])
         self.assertEqual(env["APICURIO_STORAGE_SQL_KIND"], "postgresql")
         self.assertEqual(env["APICURIO_DATASOURCE_URL"],
-                         f"jdbc:postgresql://127.0.0.1:{ports.INFRA_PORTS['postgres']}/registry")
+                         f"jdbc:postgresql://127.0.0.1:{ports.INFRA_PORTS['postgres']}/registry?sslmode=disable")
         self.assertEqual(env["APICURIO_DATASOURCE_USERNAME"], ports.PG_USER)
         self.assertLessEqual(int(env["APICURIO_DATASOURCE_JDBC_MAX_SIZE"]), 10)
 
