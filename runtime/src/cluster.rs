@@ -22,7 +22,7 @@ impl Cluster {
     /// `settings`, the environment still winning.
     pub async fn join(settings: &mut Settings) -> Self {
         let stop = CancellationToken::new();
-        let etcd = match Etcd::connect(&settings.etcd_url, discovery::ROOT).await {
+        let etcd = match Etcd::connect(&settings.etcd_url, discovery::ROOT, settings.etcd_ca_file.as_deref()).await {
             Ok(etcd) => Some(etcd),
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), url = settings.etcd_url, "etcd unavailable");

@@ -39,6 +39,8 @@ pub struct Settings {
     pub saga_step_timeout_ms: u64,
     /// etcd (service registry and central configuration), e.g. `http://127.0.0.1:2379`.
     pub etcd_url: String,
+    /// The CA an `https://` etcd endpoint's certificate must chain to (`SHOP_ETCD_CA_FILE`).
+    pub etcd_ca_file: Option<String>,
     /// Register in and resolve through etcd (`SHOP_DISCOVERY=off` turns it off: the
     /// `SHOP_*_URL` settings are then the only addresses used).
     pub discovery: bool,
@@ -161,6 +163,7 @@ impl Settings {
                 .parse()
                 .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
             etcd_url: or("SHOP_ETCD_URL", format!("http://{}", local("etcd"))),
+            etcd_ca_file: var("SHOP_ETCD_CA_FILE"),
             discovery: switch("SHOP_DISCOVERY", true)?,
             consumers: switch("SHOP_CONSUMERS", true)?,
             caller_key: caller_key(profile)?,

@@ -7,7 +7,8 @@
 //! - Nothing here is needed to run: with etcd unreachable (or discovery switched off) callers
 //!   fall back to their configured URLs, and the background tasks keep trying to reach etcd.
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use anyhow::Context as _;
+use etcd_client::{Certificate, Client, ConnectOptions, EventType, GetOptions, PutOptions, TlsOptions, WatchOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -34,12 +35,18 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Connect (lazily: a down etcd shows up on the first call, not here).
-    pub async fn connect(url: &str, root: &str) -> anyhow::Result<Self> {
-        let options = ConnectOptions::new()
+    /// Connect (lazily: a down etcd shows up on the first call, not here). `url`: one or more
+    /// endpoints, comma-separated, `http://` or `https://`; an `https://` endpoint's certificate
+    /// must chain to `ca_file` (PEM; `SHOP_ETCD_CA_FILE`).
+    pub async fn connect(url: &str, root: &str, ca_file: Option<&str>) -> anyhow::Result<Self> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some(file) = ca_file {
+            let pem = std::fs::read(file).with_context(|| format!("etcd CA file {file}"))?;
+            options = options.with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(pem)));
+        }
         let endpoints: Vec<&str> = url.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
         let client = tokio::time::timeout(CALL_TIMEOUT, Client::connect(endpoints, Some(options)))
             .await

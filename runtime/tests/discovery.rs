@@ -21,7 +21,7 @@ struct Scratch {
 impl Scratch {
     async fn new() -> Self {
         let root = format!("/test-{}", uuid::Uuid::new_v4().simple());
-        Self { etcd: Etcd::connect(&etcd_url(), &root).await.expect("etcd"), stop: CancellationToken::new() }
+        Self { etcd: Etcd::connect(&etcd_url(), &root, None).await.expect("etcd"), stop: CancellationToken::new() }
     }
 
     async fn put(&self, key: &str, value: &str) {
@@ -154,7 +154,7 @@ async fn without_etcd_the_files_and_environment_are_used() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let started = Instant::now();
-    let etcd = Etcd::connect(&url, "/nowhere").await.ok();
+    let etcd = Etcd::connect(&url, "/nowhere", None).await.ok();
     let config = LiveConfig::start("gateway", Profile::Dev, etcd, CancellationToken::new()).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(config.current().http_timeout, Duration::from_secs(10), "defaults.toml [gateway]");

@@ -155,26 +155,15 @@ async fn kafka_takes_a_scram_login_over_tls_and_refuses_others() {
 #[ignore = "needs the running stack"]
 async fn a_service_runs_over_tls_by_configuration() {
     let ca = ca();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
     let database = "shop_customer_tls";
-    let mut child = Service(
-        Command::new(binary("customer-service"))
-            .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("SHOP_DATABASE_URL", postgres_url(database, "verify-full", &ca))
-            .env("SHOP_KAFKA_BROKERS", sasl_ssl(&logins().kafka_password))
-            .env("SHOP_DISCOVERY", "off") // not a replica the gateway should find
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("customer-service"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while service_http().get(format!("{base}/health")).send().await.map_or(true, |r| !r.status().is_success()) {
-        assert!(child.0.try_wait().expect("wait").is_none(), "the service over TLS exited");
-        assert!(started.elapsed() < Duration::from_secs(90), "the service over TLS did not become healthy");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let (_child, base) = start(
+        "customer-service",
+        &[
+            ("SHOP_DATABASE_URL", &postgres_url(database, "verify-full", &ca)),
+            ("SHOP_KAFKA_BROKERS", &sasl_ssl(&logins().kafka_password)),
+        ],
+    )
+    .await;
     let email = format!("{}@example.com", unique("tls"));
     let r = service_http()
         .post(format!("{base}/customers"))
@@ -211,6 +200,89 @@ async fn a_service_runs_over_tls_by_configuration() {
     .await
     .expect("sessions");
     assert!(!encrypted.is_empty() && encrypted.iter().all(|e| *e), "sessions of {database}: {encrypted:?}");
+}
+
+/// The gateway fetches the realm's keys over HTTPS (Keycloak's TLS port, the stack's CA given
+/// the standard OpenSSL way, `SSL_CERT_FILE`): a signed-in call passes. Without the CA the
+/// certificate is not trusted, the keys cannot be fetched and the call is refused.
+#[tokio::test]
+#[ignore = "needs the running stack"]
+async fn the_gateway_fetches_the_realm_keys_over_https() {
+    let ca = ca();
+    let jwks =
+        format!("https://{}/realms/shop/protocol/openid-connect/certs", runtime::config::local("keycloak_https"));
+    let other_roots = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+    for (roots, expected) in [(ca.as_path(), StatusCode::OK), (other_roots.as_path(), StatusCode::SERVICE_UNAVAILABLE)]
+    {
+        let (_child, base) =
+            start("gateway", &[("SHOP_JWT_JWKS_URL", jwks.as_str()), ("SSL_CERT_FILE", &roots.display().to_string())])
+                .await;
+        let r = crate::harness::http().get(format!("{base}/api/customers")).send().await.expect("GET");
+        assert_eq!(
+            r.status(),
+            expected,
+            "with the roots of {}: {}",
+            roots.display(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+}
+
+/// Discovery and central configuration over TLS: etcd's TLS port with the stack's CA answers;
+/// without the CA the connection is refused.
+#[tokio::test]
+#[ignore = "needs the running stack"]
+async fn etcd_over_tls_with_the_ca() {
+    let url = format!("https://{}", runtime::config::local("etcd_tls"));
+    let ca = ca().display().to_string();
+    let etcd = runtime::discovery::Etcd::connect(&url, "/tls-test", Some(&ca)).await.expect("connect");
+    etcd.ping().await.expect("etcd answers over TLS");
+    let untrusted = match runtime::discovery::Etcd::connect(&url, "/tls-test", None).await {
+        Ok(etcd) => etcd.ping().await.err(),
+        Err(e) => Some(e),
+    };
+    assert!(untrusted.is_some(), "etcd answered a client that does not trust its certificate");
+}
+
+/// The read models' server over TLS: the driver's `tls=true&tlsCAFile=` reaches FerretDB's TLS
+/// port; without the CA the server is not trusted.
+#[tokio::test]
+#[ignore = "needs the running stack"]
+async fn mongodb_over_tls_with_the_ca() {
+    let address = runtime::config::local("mongo_tls");
+    let uri = |extra: &str| {
+        format!("mongodb://{address}/?directConnection=true&serverSelectionTimeoutMS=3000&tls=true{extra}")
+    };
+    let ping = |uri: String| async move {
+        let client = mongodb::Client::with_uri_str(&uri).await?;
+        client.database("admin").run_command(mongodb::bson::doc! { "ping": 1 }).await
+    };
+    ping(uri(&format!("&tlsCAFile={}", ca().display()))).await.expect("ping over TLS");
+    assert!(ping(uri("")).await.is_err(), "FerretDB answered a client that does not trust its certificate");
+}
+
+/// Start a binary of the stack on a free port with `env` (discovery off: no one else should find
+/// it); answers once its `/health` does. The process ends with the returned guard.
+async fn start(name: &str, env: &[(&str, &str)]) -> (Service, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let mut command = Command::new(binary(name));
+    command
+        .env("SHOP_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHOP_DISCOVERY", "off")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = Service(command.spawn().unwrap_or_else(|e| panic!("{name}: {e}")));
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while service_http().get(format!("{base}/health")).send().await.map_or(true, |r| !r.status().is_success()) {
+        assert!(child.0.try_wait().expect("wait").is_none(), "{name} exited");
+        assert!(started.elapsed() < Duration::from_secs(90), "{name} did not become healthy");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    (child, base)
 }
 
 /// The service binary the stack runs (`./stack up --release` records its profile).

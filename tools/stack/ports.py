@@ -13,8 +13,11 @@ INFRA_PORTS: dict[str, int] = dict(_TABLE["infra"])
 MAILPIT_SMTP_PORT: int = _TABLE["other"]["mailpit_smtp"]
 KAFKA_CONTROLLER_PORT: int = _TABLE["other"]["kafka_controller"]
 ETCD_PEER_PORT: int = _TABLE["other"]["etcd_peer"]
+ETCD_TLS_PORT: int = _TABLE["other"]["etcd_tls"]
 KEYCLOAK_MANAGEMENT_PORT: int = _TABLE["other"]["keycloak_management"]
 KAFKA_SASL_SSL_PORT: int = _TABLE["other"]["kafka_sasl_ssl"]
+KEYCLOAK_HTTPS_PORT: int = _TABLE["other"]["keycloak_https"]
+MONGO_TLS_PORT: int = _TABLE["other"]["mongo_tls"]
 
 # component name -> (cargo binary name, port)
 SERVICES: dict[str, tuple[str, int]] = {name: (s["binary"], s["port"]) for name, s in _TABLE["services"].items()}

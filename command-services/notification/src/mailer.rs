@@ -1,11 +1,20 @@
-//! Outgoing e-mail. [`Mailer`] is what the handler needs; [`Smtp`] delivers over plain SMTP
-//! (Mailpit in the local stack), so tests can hand the handler another one.
+//! Outgoing e-mail. [`Mailer`] is what the handler needs; [`Smtp`] delivers over SMTP (Mailpit
+//! in the local stack), so tests can hand the handler another one.
+//!
+//! The server (`SHOP_SMTP_ADDR`) is `host:port` for plain SMTP without a login (the local
+//! stack), or a URL: `smtp://user:password@host:587?tls=required` (STARTTLS, refused without it),
+//! `?tls=opportunistic` (STARTTLS when offered), `smtps://…:465` (TLS from the first byte);
+//! `&ca_file=/etc/shop/ca.crt` adds a root the server's certificate may chain to (the system's
+//! roots are trusted too). A URL without a login takes it from `SHOP_SMTP_USERNAME` and
+//! `SHOP_SMTP_PASSWORD` when they are set.
 
 use crate::templates::Mail;
 use anyhow::Context;
 use async_trait::async_trait;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::time::Duration;
 
@@ -45,16 +54,71 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    /// Plain SMTP (no TLS, no auth) to `host:port`. Nothing is dialled until the first send.
+    /// A transport to `addr` (see the module's documentation). Nothing is dialled until the
+    /// first send.
     pub fn new(addr: &str) -> anyhow::Result<Self> {
-        let (host, port) = addr.rsplit_once(':').with_context(|| format!("SMTP address {addr:?} is not host:port"))?;
-        let port: u16 = port.parse().with_context(|| format!("SMTP port in {addr:?}"))?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(port)
-            // lettre waits 60 s by default; an outage should turn into a quick retry instead.
-            .timeout(Some(Duration::from_secs(10)))
-            .build();
+        Self::with_env(addr, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    fn with_env(addr: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let builder = if addr.contains("://") {
+            let url = url::Url::parse(addr).with_context(|| format!("SMTP address {:?}", redacted(addr)))?;
+            let host = url.host_str().with_context(|| format!("SMTP address {:?} has no host", redacted(addr)))?;
+            let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            let mut tls = TlsParameters::builder(host.to_owned());
+            if let Some(file) = param("ca_file") {
+                let pem = std::fs::read(file).with_context(|| format!("SMTP ca_file {file}"))?;
+                tls = tls.add_root_certificate(Certificate::from_pem(&pem).context("SMTP ca_file")?);
+            }
+            let tls = tls.build().context("SMTP TLS settings")?;
+            let (tls, default_port) = match (url.scheme(), param("tls")) {
+                ("smtp", None) => (Tls::None, 25),
+                ("smtp", Some("required")) => (Tls::Required(tls), 587),
+                ("smtp", Some("opportunistic")) => (Tls::Opportunistic(tls), 587),
+                ("smtps", None) => (Tls::Wrapper(tls), 465),
+                (scheme, mode) => anyhow::bail!(
+                    "SMTP address {:?}: smtp:// (with ?tls=required or ?tls=opportunistic) or smtps://, not {scheme}:// {}",
+                    redacted(addr),
+                    mode.map(|m| format!("with tls={m}")).unwrap_or_default()
+                ),
+            };
+            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .port(url.port().unwrap_or(default_port))
+                .tls(tls);
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let login = match url.username() {
+                "" => env(USERNAME_VAR).map(|user| (user, env(PASSWORD_VAR).unwrap_or_default())),
+                user => Some((decode(user), decode(url.password().unwrap_or_default()))),
+            };
+            if let Some((user, password)) = login {
+                builder = builder.credentials(Credentials::new(user, password));
+            }
+            builder
+        } else {
+            let (host, port) =
+                addr.rsplit_once(':').with_context(|| format!("SMTP address {addr:?} is not host:port or a URL"))?;
+            let port: u16 = port.parse().with_context(|| format!("SMTP port in {addr:?}"))?;
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port)
+        };
+        // lettre waits 60 s by default; an outage should turn into a quick retry instead.
+        let transport = builder.timeout(Some(Duration::from_secs(10))).build();
         Ok(Self { transport, from: Mailbox::new(Some("Shop".into()), FROM.parse()?) })
+    }
+}
+
+/// The variables a URL without a login takes it from.
+pub const USERNAME_VAR: &str = "SHOP_SMTP_USERNAME";
+pub const PASSWORD_VAR: &str = "SHOP_SMTP_PASSWORD";
+
+/// `addr` with its password replaced by `***`.
+fn redacted(addr: &str) -> String {
+    match url::Url::parse(addr) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => addr.to_owned(),
     }
 }
 
@@ -128,9 +192,28 @@ mod tests {
 
     // The transport's connection pool spawns its janitor task, hence a runtime.
     #[tokio::test]
-    async fn the_smtp_address_must_be_host_and_port() {
-        assert!(Smtp::new("127.0.0.1:1025").is_ok());
-        assert!(Smtp::new("mailpit").is_err());
-        assert!(Smtp::new("mailpit:smtp").is_err());
+    async fn the_smtp_address_is_host_and_port_or_a_url() {
+        let none = |_: &str| None;
+        assert!(Smtp::with_env("127.0.0.1:1025", none).is_ok());
+        assert!(Smtp::with_env("mailpit", none).is_err());
+        assert!(Smtp::with_env("mailpit:smtp", none).is_err());
+        for good in [
+            "smtp://relay:25",
+            "smtp://u:p@relay:587?tls=required",
+            "smtp://relay?tls=opportunistic",
+            "smtps://u:p@relay",
+        ] {
+            assert!(Smtp::with_env(good, none).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("smtps://u:secret@relay?tls=required", "smtps://"),
+            ("smtp://u:secret@relay?tls=always", "tls=always"),
+            ("imap://u:secret@relay", "not imap://"),
+            ("smtp://u:secret@relay?tls=required&ca_file=/nonexistent/ca.crt", "ca_file"),
+        ] {
+            let error = format!("{:#}", Smtp::with_env(bad, none).err().expect(bad));
+            assert!(error.contains(says), "{bad}: {error}");
+            assert!(!error.contains("secret"), "{bad}: the password shows: {error}");
+        }
     }
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tools.stack import ports
+from tools.stack import ports, tls
 from tools.stack.components.base import Component, StackError, apt_install, http_ok, which
 
 
@@ -22,10 +22,14 @@ class Etcd(Component):
         etcd = which("etcd")
         if etcd is None:
             raise StackError("etcd: no `etcd` binary on PATH after installing etcd-server")
-        client = f"http://127.0.0.1:{self.port}"
+        # Clients in plain text, and over TLS on a second port with the data folder's certificate
+        # (for the discovery client's TLS test).
+        certs = tls.ensure(self.ctx)
+        client = f"http://127.0.0.1:{self.port},https://127.0.0.1:{ports.ETCD_TLS_PORT}"
         peer = f"http://127.0.0.1:{ports.ETCD_PEER_PORT}"
         return [etcd, "--name", "n1", "--data-dir", str(self.data_dir / "data"),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--cert-file", str(certs.cert), "--key-file", str(certs.key),
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"n1={peer}", "--initial-cluster-state", "new",
                 "--initial-cluster-token", "shop-stack"]

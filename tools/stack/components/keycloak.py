@@ -30,7 +30,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tools.stack import ports
+from tools.stack import ports, tls
 from tools.stack.components.base import Component, StackError, http_ok, java_bin, maven_copy
 
 VERSION = "26.7.3"
@@ -139,6 +139,7 @@ class Keycloak(Component):
     def command(self) -> list[str]:
         if not self.installed():
             raise StackError(f"keycloak: not installed under {self.dist}")
+        certs = tls.ensure(self.ctx)
         return [str(self.kc_sh), "start-dev",
                 f"-Dkc.home.dir={self.data_dir}",
                 "--db=dev-file",
@@ -148,6 +149,9 @@ class Keycloak(Component):
                 "--hostname-backchannel-dynamic=true",
                 "--health-enabled=true",
                 "--http-management-host=127.0.0.1", f"--http-management-port={MANAGEMENT_PORT}",
+                # HTTPS too, with the data folder's certificate, for the HTTP clients' TLS test
+                f"--https-port={ports.KEYCLOAK_HTTPS_PORT}",
+                f"--https-certificate-file={certs.cert}", f"--https-certificate-key-file={certs.key}",
                 "--import-realm"]
 
     def env(self) -> dict[str, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.stack import ports
+from tools.stack import ports, tls
 from tools.stack.components.base import Component, go_build, http_ok
 
 VERSION = "v1.33.1"
@@ -27,6 +27,7 @@ class Mailpit(Component):
                  env={"GOBIN": str(self.binary.parent)})
 
     def command(self) -> list[str]:
+        certs = tls.ensure(self.ctx)
         return [str(self.binary), "--smtp", f"127.0.0.1:{ports.MAILPIT_SMTP_PORT}",
                 "--listen", f"127.0.0.1:{self.port}", "--database", str(self.data_dir / "mail.db"),
                 "--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--disable-version-check",
@@ -35,7 +36,10 @@ class Mailpit(Component):
                 "--max", "0",
                 # Chaos lets a test make the SMTP server refuse (`PUT /api/v1/chaos`): the browser
                 # test parks a notification on a DLQ that way. Off until set; loopback only.
-                "--enable-chaos"]
+                "--enable-chaos",
+                # STARTTLS on offer (not required) with the data folder's certificate, for the
+                # mailer's TLS test; the notification service's plain host:port never asks for it.
+                "--smtp-tls-cert", str(certs.cert), "--smtp-tls-key", str(certs.key)]
 
     def env(self) -> dict[str, str | None]:
         return {key: None for key in ("MP_DATABASE", "MP_SMTP_BIND_ADDR", "MP_UI_BIND_ADDR")}

@@ -23,7 +23,7 @@ import stat
 import struct
 from pathlib import Path
 
-from tools.stack import ports
+from tools.stack import ports, tls
 from tools.stack.components.base import Component, StackError, go_build, run_cmd, which
 
 SOURCES = ("go.mod", "go.sum", "main.go")
@@ -107,10 +107,18 @@ class Mongo(Component):
     def command(self) -> list[str]:
         return [str(self.binary)]
 
+    def configure(self) -> None:
+        tls.ensure(self.ctx)
+
     def env(self) -> dict[str, str | None]:
         pg_port = ports.INFRA_PORTS["postgres"]
+        certs = tls.files(self.ctx)
         return {
             "FERRETDB_LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            # the same server over TLS with the data folder's certificate, for the TLS tests
+            "FERRETDB_LISTEN_TLS": f"127.0.0.1:{ports.MONGO_TLS_PORT}",
+            "FERRETDB_LISTEN_TLS_CERT_FILE": str(certs.cert),
+            "FERRETDB_LISTEN_TLS_KEY_FILE": str(certs.key),
             "FERRETDB_HANDLER": "postgresql",
             "FERRETDB_POSTGRESQL_URL":
                 f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:{pg_port}/ferretdb?sslmode=disable",

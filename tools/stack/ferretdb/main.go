@@ -7,6 +7,8 @@
 // Settings come from the environment:
 //
 //	FERRETDB_LISTEN_ADDR     TCP address to listen on (default 127.0.0.1:27017)
+//	FERRETDB_LISTEN_TLS      TCP address to listen on with TLS (default: none)
+//	FERRETDB_LISTEN_TLS_CERT_FILE, FERRETDB_LISTEN_TLS_KEY_FILE  its certificate and key (PEM)
 //	FERRETDB_HANDLER         postgresql (default) or sqlite
 //	FERRETDB_POSTGRESQL_URL  backend URL for postgresql, e.g. postgres://user:pw@127.0.0.1:5432/ferretdb
 //	FERRETDB_SQLITE_URL      backend directory URL for sqlite, e.g. file:/path/to/dir/
@@ -31,7 +33,12 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:      ferretdb.ListenerConfig{TCP: getenv("FERRETDB_LISTEN_ADDR", "127.0.0.1:27017")},
+		Listener: ferretdb.ListenerConfig{
+			TCP:         getenv("FERRETDB_LISTEN_ADDR", "127.0.0.1:27017"),
+			TLS:         os.Getenv("FERRETDB_LISTEN_TLS"),
+			TLSCertFile: os.Getenv("FERRETDB_LISTEN_TLS_CERT_FILE"),
+			TLSKeyFile:  os.Getenv("FERRETDB_LISTEN_TLS_KEY_FILE"),
+		},
 		Logger:        logger,
 		Handler:       getenv("FERRETDB_HANDLER", "postgresql"),
 		PostgreSQLURL: os.Getenv("FERRETDB_POSTGRESQL_URL"),

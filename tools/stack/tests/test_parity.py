@@ -459,6 +459,8 @@ class InfrastructureSettingsTest(unittest.TestCase):
         for key, value in launcher.items():
             if key == "FERRETDB_LISTEN_ADDR":  # a bind address
                 continue
+            if key.startswith("FERRETDB_LISTEN_TLS"):  # TLS with the local stack's CA, for its TLS tests
+                continue
             with self.subTest(setting=key):
                 self.assertEqual(to_loopback(env.get(key, "")), value)
 
@@ -511,6 +513,9 @@ class InfrastructureSettingsTest(unittest.TestCase):
         self.assertEqual(compose_command("keycloak")[0], "start-dev")
         for bind in ("http-host", "http-management-host"):  # the container binds every interface
             launcher.pop(bind, None)
+        # HTTPS with the local stack's CA, for its TLS tests
+        for https in ("https-port", "https-certificate-file", "https-certificate-key-file"):
+            launcher.pop(https, None)
         self.assertEqual(ours, launcher)
         self.assertEqual(compose_env("keycloak")["JAVA_OPTS_KC_HEAP"], env["JAVA_OPTS_KC_HEAP"])
 
@@ -519,7 +524,7 @@ class InfrastructureSettingsTest(unittest.TestCase):
         "smtp": "MP_SMTP_BIND_ADDR", "listen": "MP_UI_BIND_ADDR", "database": "MP_DATABASE",
         "smtp-auth-accept-any": "MP_SMTP_AUTH_ACCEPT_ANY", "smtp-auth-allow-insecure": "MP_SMTP_AUTH_ALLOW_INSECURE",
         "disable-version-check": "MP_DISABLE_VERSION_CHECK", "max": "MP_MAX_MESSAGES",
-        "enable-chaos": "MP_ENABLE_CHAOS",
+        "enable-chaos": "MP_ENABLE_CHAOS", "smtp-tls-cert": "MP_SMTP_TLS_CERT", "smtp-tls-key": "MP_SMTP_TLS_KEY",
     }
 
     def test_mailpit_flags(self):
@@ -538,6 +543,8 @@ class InfrastructureSettingsTest(unittest.TestCase):
                 variable = self.MAILPIT_VARIABLES[flag]
                 if flag in ("smtp", "listen"):  # bind addresses: the image's defaults, every interface
                     continue
+                if flag in ("smtp-tls-cert", "smtp-tls-key"):  # the local stack's CA, for its TLS tests
+                    continue
                 if flag == "database":  # a file of its own, on a volume
                     self.assertTrue(env.get(variable))
                     continue
@@ -547,6 +554,9 @@ class InfrastructureSettingsTest(unittest.TestCase):
         with mock.patch.object(etcd_component, "which", return_value="/usr/bin/etcd"):
             argv = etcd_component.Etcd(self.ctx).command()[1:]
         launcher = {argv[i].lstrip("-"): argv[i + 1] for i in range(0, len(argv), 2)}
+        # the TLS client port with the local stack's CA, for its TLS tests
+        for tls_file in ("cert-file", "key-file"):
+            launcher.pop(tls_file)
         ours = dict(arg.lstrip("-").split("=", 1) for arg in compose_command("etcd")[1:])
         self.assertEqual(set(ours), set(launcher))
         for key in ("name", "initial-cluster-state", "initial-cluster-token"):
