@@ -1,6 +1,7 @@
 //! Reading a topic between two points, detached from the client: from given offsets (the
 //! beginning of partitions not named) up to the high watermarks of when the read starts. The one
-//! way the DLQ tools, the end-to-end tests and the relay's stress test read a topic to its end.
+//! way the DLQ tools, the auditor, the end-to-end tests and the relay's stress test read a topic
+//! to its end.
 //!
 //! The end is found by the consumer's position, not by the last record seen, so a
 //! `read_committed` read ends too where a partition closes with transaction markers or aborted
@@ -10,7 +11,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message as _};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -44,6 +45,23 @@ impl Record {
 
     pub fn key_text(&self) -> Option<String> {
         self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// The record as the client's own type, e.g. for `consumer::Envelope::new`.
+    pub fn to_message(&self, topic: &str) -> OwnedMessage {
+        let headers = self
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |hs, (key, value)| hs.insert(Header { key, value: value.as_deref() }));
+        OwnedMessage::new(
+            self.payload.clone(),
+            self.key.clone(),
+            topic.to_owned(),
+            self.timestamp.map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
+            self.partition,
+            self.offset,
+            Some(headers),
+        )
     }
 
     pub fn time(&self) -> Option<DateTime<Utc>> {
@@ -122,32 +140,81 @@ pub async fn read(
     read_committed: bool,
     patience: Duration,
 ) -> anyhow::Result<Vec<Record>> {
+    Ok(read_to(brokers, topic, from, read_committed, Limit::Total(patience)).await?.records)
+}
+
+/// What [`read_until_stalled`] got to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    pub records: Vec<Record>,
+    /// The partitions not read to their end: partition -> (the position reached, the end).
+    pub unfinished: BTreeMap<i32, (i64, i64)>,
+}
+
+/// Like [`read`], but a read that gets no further for `stall` stops there and says which
+/// partitions it did not finish instead of failing (an open transaction holds a `read_committed`
+/// reader at its start until it ends or times out).
+pub async fn read_until_stalled(
+    brokers: &str,
+    topic: &str,
+    from: &Offsets,
+    read_committed: bool,
+    stall: Duration,
+) -> anyhow::Result<Partial> {
+    read_to(brokers, topic, from, read_committed, Limit::Stall(stall)).await
+}
+
+enum Limit {
+    /// The whole read: an error past it.
+    Total(Duration),
+    /// Without progress: the read stops there.
+    Stall(Duration),
+}
+
+async fn read_to(
+    brokers: &str,
+    topic: &str,
+    from: &Offsets,
+    read_committed: bool,
+    limit: Limit,
+) -> anyhow::Result<Partial> {
     let mut tpl = TopicPartitionList::new();
     let mut ends = Offsets::new();
+    let mut starts = Offsets::new();
     for (p, (low, high)) in watermarks(brokers, topic).await? {
         let start = from.get(&p).copied().unwrap_or(low).max(low);
         if high > start {
             tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
             ends.insert(p, high);
+            starts.insert(p, start);
         }
     }
-    let mut out = Vec::new();
+    let mut out = Partial { records: Vec::new(), unfinished: BTreeMap::new() };
     if ends.is_empty() {
         return Ok(out);
     }
     let consumer = reader(brokers, read_committed)?;
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + patience;
+    let started = Instant::now();
+    let mut progress = Instant::now();
+    let mut reached = starts;
     while !ends.is_empty() {
-        if Instant::now() > deadline {
-            bail!("reading {topic} did not reach the end within {patience:?} (partitions left: {ends:?})");
+        match limit {
+            Limit::Total(patience) if started.elapsed() > patience => {
+                bail!("reading {topic} did not reach the end within {patience:?} (partitions left: {ends:?})")
+            }
+            Limit::Stall(stall) if progress.elapsed() > stall => {
+                out.unfinished = ends.iter().map(|(p, high)| (*p, (reached[p], *high))).collect();
+                break;
+            }
+            _ => {}
         }
         match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
             Err(_) | Ok(Err(KafkaError::PartitionEOF(_))) => {}
             Ok(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
             Ok(Ok(m)) => {
                 if ends.get(&m.partition()).is_some_and(|high| m.offset() < *high) {
-                    out.push(Record {
+                    out.records.push(Record {
                         partition: m.partition(),
                         offset: m.offset(),
                         timestamp: m.timestamp().to_millis(),
@@ -163,14 +230,17 @@ pub async fn read(
         }
         // The position moves over transaction markers and aborted records too.
         for e in consumer.position()?.elements_for_topic(topic) {
-            if let (Offset::Offset(at), Some(high)) = (e.offset(), ends.get(&e.partition()))
-                && at >= *high
-            {
+            let Offset::Offset(at) = e.offset() else { continue };
+            if reached.get(&e.partition()).is_some_and(|r| at > *r) {
+                reached.insert(e.partition(), at);
+                progress = Instant::now();
+            }
+            if ends.get(&e.partition()).is_some_and(|high| at >= *high) {
                 ends.remove(&e.partition());
             }
         }
     }
-    out.sort_by_key(|r| (r.partition, r.offset));
+    out.records.sort_by_key(|r| (r.partition, r.offset));
     Ok(out)
 }
 
@@ -251,4 +321,31 @@ pub async fn groups(brokers: &str) -> anyhow::Result<Vec<Group>> {
         Ok(out)
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_becomes_the_clients_message_whole() {
+        let record = Record {
+            partition: 2,
+            offset: 41,
+            timestamp: Some(1_765_000_000_000),
+            key: Some(b"order-1".to_vec()),
+            payload: Some(vec![0, 0, 0, 0, 7, 1]),
+            headers: vec![("message-id".into(), Some(b"m-1".to_vec())), ("empty".into(), None)],
+        };
+        let m = record.to_message("order.events");
+        assert_eq!((m.topic(), m.partition(), m.offset()), ("order.events", 2, 41));
+        assert_eq!(m.key(), Some(&b"order-1"[..]));
+        assert_eq!(m.payload(), Some(&[0, 0, 0, 0, 7, 1][..]));
+        assert_eq!(m.timestamp().to_millis(), Some(1_765_000_000_000));
+        let headers: Vec<(String, Option<Vec<u8>>)> = m
+            .headers()
+            .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default();
+        assert_eq!(headers, record.headers);
+    }
 }
