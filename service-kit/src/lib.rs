@@ -7,6 +7,9 @@
 //! it decides nothing. The services and the saga orchestrator use it; the gateway, which has no
 //! database and no Kafka, must not.
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use anyhow::Context;
 use eventstore::db;
 use messaging::consumer::{self, ConsumerConfig, Handler};

@@ -106,3 +106,54 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     wiring.serve(app(state)).await
 }
+
+/// The router alone: what is answered before the event store or the read model is asked.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use runtime::identity::Caller;
+    use serde_json::json;
+    use service_kit::testing::{call, lazy_pool};
+
+    async fn router() -> Router {
+        let mongo = mongodb::Client::with_uri_str("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200").await.unwrap();
+        app(AppState {
+            store: Arc::new(EventStoreOf::new(lazy_pool())),
+            customers: readmodel::ActiveCollection::new(&mongo, ReadModel::Customers),
+        })
+    }
+
+    #[tokio::test]
+    async fn nothing_without_a_verified_caller() {
+        let (status, body) =
+            call(router().await, "POST", "/customers", Some(json!({ "name": "A", "email": "a@example.com" })), None)
+                .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+
+    #[tokio::test]
+    async fn bad_registrations_are_refused_with_a_message() {
+        for (body, says) in [
+            (json!({ "name": "Alice", "email": "not an address" }), "email"),
+            (json!({ "name": "", "email": "alice@example.com" }), "name"),
+        ] {
+            let (status, answer) =
+                call(router().await, "POST", "/customers", Some(body.clone()), Some(Caller::Internal)).await;
+            assert!(status.is_client_error(), "{body}: {status} {answer}");
+            assert!(answer["error"].as_str().is_some_and(|e| e.contains(says)), "{body}: {answer}");
+        }
+        let (status, answer) =
+            call(router().await, "POST", "/customers", Some(json!({ "name": "A" })), Some(Caller::Internal)).await;
+        assert!(status.is_client_error(), "{status} {answer}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_id_names_no_resource() {
+        for uri in ["/customers/not-an-id", "/internal/customers/not-an-id"] {
+            let (status, answer) = call(router().await, "GET", uri, None, Some(Caller::Internal)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {answer}");
+            assert!(answer["error"].as_str().is_some_and(|e| e.contains("not a valid id")), "{uri}: {answer}");
+        }
+    }
+}

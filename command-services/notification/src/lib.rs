@@ -70,12 +70,8 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
+    use service_kit::testing::lazy_pool;
     use tower::ServiceExt;
-
-    /// A pool that never connects: these requests are answered before any query.
-    fn lazy_pool() -> PgPool {
-        sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap()
-    }
 
     async fn status_of(uri: &str) -> (StatusCode, serde_json::Value) {
         let response = app(lazy_pool()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();

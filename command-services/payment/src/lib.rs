@@ -113,3 +113,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     wiring.spawn_consumer("payment", &[Topic::PaymentCommands, Topic::CustomerEvents], handler);
     wiring.serve(app(store)).await
 }
+
+/// The router alone: what is answered before the event store is asked.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use service_kit::testing::{call, lazy_pool};
+
+    #[tokio::test]
+    async fn an_account_is_asked_for_by_a_customer_id() {
+        let router = || app(Arc::new(EventStoreOf::new(lazy_pool())));
+        let (status, answer) = call(router(), "GET", "/accounts/nope", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains("not a valid id")), "{answer}");
+        // A well-formed id goes to the store, which is not there: a server error, not a 404.
+        let (status, answer) = call(router(), "GET", &format!("/accounts/{}", CustomerId::new()), None, None).await;
+        assert!(status.is_server_error(), "{status} {answer}");
+        let (status, _) = call(router(), "GET", "/accounts", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

@@ -183,3 +183,63 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = AppState { store, pool, catalog: readmodel::ActiveCollection::new(&mongo, ReadModel::Catalog) };
     wiring.serve(app(state)).await
 }
+
+/// The router alone: what is answered before the event store or the catalog is asked.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use serde_json::json;
+    use service_kit::testing::{call, lazy_pool};
+
+    async fn router() -> Router {
+        let mongo = mongodb::Client::with_uri_str("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200").await.unwrap();
+        let pool = lazy_pool();
+        app(AppState {
+            store: Arc::new(EventStoreOf::new(pool.clone())),
+            pool,
+            catalog: readmodel::ActiveCollection::new(&mongo, ReadModel::Catalog),
+        })
+    }
+
+    #[tokio::test]
+    async fn bad_products_are_refused_with_a_message() {
+        let good = json!({ "sku": "MUG-1", "name": "Mug", "price_cents": 1250, "currency": "EUR", "stock": 5 });
+        for (field, value, says) in [
+            ("sku", json!(""), "sku"),
+            ("name", json!(""), "name"),
+            ("price_cents", json!(-1), "negative"),
+            ("currency", json!("euros"), "currency"),
+            ("stock", json!(-3), "stock"),
+        ] {
+            let mut body = good.clone();
+            body[field] = value;
+            let (status, answer) = call(router().await, "POST", "/products", Some(body), Some(Caller::Internal)).await;
+            assert!(status.is_client_error(), "{field}: {status} {answer}");
+            assert!(answer["error"].as_str().is_some_and(|e| e.to_lowercase().contains(says)), "{field}: {answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stock_is_added_in_positive_amounts_to_a_well_formed_id() {
+        let id = ProductId::new();
+        let (status, answer) = call(
+            router().await,
+            "POST",
+            &format!("/products/{id}/stock"),
+            Some(json!({ "quantity": 0 })),
+            Some(Caller::Internal),
+        )
+        .await;
+        assert!(status.is_client_error(), "{status} {answer}");
+        let (status, answer) = call(
+            router().await,
+            "POST",
+            "/products/nope/stock",
+            Some(json!({ "quantity": 1 })),
+            Some(Caller::Internal),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    }
+}
