@@ -4,6 +4,7 @@
 //! (`tools/stack/ports.toml`, `[tls]`). A service pointed at them by its settings alone works.
 
 use crate::harness::{brokers, service_http, unique};
+use e2e_tests::{data_dir, repo};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -28,14 +29,6 @@ struct Logins {
 fn logins() -> Logins {
     let text = std::fs::read_to_string(repo().join("tools/stack/ports.toml")).expect("ports.toml");
     toml::from_str::<Table>(&text).expect("ports.toml has a [tls] table").tls
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_owned()
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("SHOP_STACK_DATA").map_or_else(|| repo().join(".stack-data"), PathBuf::from)
 }
 
 fn ca() -> PathBuf {

@@ -2,19 +2,10 @@
 //! groups, and `./stack restart`. [`Faults`] undoes whatever a case did when it is dropped.
 
 use sqlx::PgConnection;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The repository root (the `stack` launcher lives there).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_owned()
-}
-
-/// The launcher's data folder (`./stack --data`), where its pid records live.
-pub fn data_dir() -> PathBuf {
-    std::env::var_os("SHOP_STACK_DATA").map_or_else(|| repo().join(".stack-data"), PathBuf::from)
-}
+pub use e2e_tests::{data_dir, repo};
 
 /// The recorded pid of a component. Each component runs in a session of its own, so the pid is
 /// also its process group id.
