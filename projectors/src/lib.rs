@@ -401,19 +401,48 @@ impl Handler for Projections {
     }
 }
 
-/// How long a live batch waits for more events after its first: the read models show a change
-/// at most this much later, and a document changed several times meanwhile (a saga's steps, a
-/// product's stock, a customer's credit) is written once.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+/// One consumer of the live projector: its Kafka consumer group, the topics it reads and how
+/// long a batch waits for more events after its first (a document changed several times
+/// meanwhile — a product's stock, a customer's credit, a saga's steps — is written once).
+#[derive(Debug, Clone, Copy)]
+pub struct LiveConsumer {
+    pub group: &'static str,
+    pub topics: &'static [Topic],
+    pub linger: std::time::Duration,
+    pub max_batch: usize,
+}
+
+/// The live projector's consumers. Orders, catalog, customers and payments are what callers
+/// wait for (an order's outcome is read from its read model), so their batches wait 50 ms at
+/// most. The saga read model feeds the operator's dashboard only (the dashboard's live view
+/// comes from the orchestrator itself) and takes the most writes: a saga's whole state after
+/// each of its five or so steps, all within a few hundred milliseconds. Read by its own group
+/// with a longer linger, most sagas are written once or twice instead of once per step.
+pub const LIVE_CONSUMERS: [LiveConsumer; 2] = [
+    LiveConsumer {
+        group: "projectors",
+        topics: &[Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents],
+        linger: std::time::Duration::from_millis(50),
+        max_batch: 256,
+    },
+    LiveConsumer {
+        group: "projectors.sagas",
+        topics: &[Topic::SagaEvents],
+        linger: std::time::Duration::from_millis(500),
+        max_batch: 1024,
+    },
+];
+
+/// The consumer group of the live projector that reads `topic` (if it reads it).
+pub fn group_of(topic: Topic) -> Option<&'static str> {
+    LIVE_CONSUMERS.iter().find(|c| c.topics.contains(&topic)).map(|c| c.group)
+}
 
 /// Documents a live batch writes at once.
 const PARALLEL_DOCUMENTS: usize = 16;
 
 pub const EVENT_TOPICS: [Topic; 5] =
     [Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents, Topic::SagaEvents];
-
-/// The live projector's Kafka consumer group.
-pub const CONSUMER_GROUP: &str = "projectors";
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[], &EVENT_TOPICS).await?;
@@ -422,14 +451,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     service_kit::retry_until("mongodb", std::time::Duration::from_secs(60), || projections.create_indexes()).await?;
     let (handler, flusher) = checkpoint::Checkpointed::new(projections, checkpoint::Checkpoints::new(&mongo));
     wiring.spawn(flusher.run(wiring.shutdown.clone()));
-    // A gap (see `guarded`) is waited out for about a minute before the event is parked.
-    let mut config =
-        messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &EVENT_TOPICS);
-    config.max_attempts = 14;
-    config.linger = LINGER;
-    wiring.spawn_consumer_with(config, Arc::new(handler));
+    let handler = Arc::new(handler);
+    for live in LIVE_CONSUMERS {
+        let mut config =
+            messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, live.group, live.topics);
+        // A gap (see `guarded`) is waited out for about a minute before the event is parked.
+        config.max_attempts = 14;
+        config.linger = live.linger;
+        config.max_batch = live.max_batch;
+        wiring.spawn_consumer_with(config, handler.clone());
+    }
     let source =
         status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone(), finished: Default::default() };
     let router = status::router(source, wiring.settings.clone());
     wiring.serve(router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_topic_is_read_by_exactly_one_live_consumer() {
+        for topic in EVENT_TOPICS {
+            let readers = LIVE_CONSUMERS.iter().filter(|c| c.topics.contains(&topic)).count();
+            assert_eq!(readers, 1, "{} is read by {readers} live consumers", topic.name());
+        }
+        let read: usize = LIVE_CONSUMERS.iter().map(|c| c.topics.len()).sum();
+        assert_eq!(read, EVENT_TOPICS.len(), "a live consumer reads a topic that is not an event topic");
+        assert_eq!(group_of(Topic::SagaEvents), Some("projectors.sagas"));
+        assert_eq!(group_of(Topic::OrderCommands), None);
+    }
 }

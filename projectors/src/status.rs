@@ -38,7 +38,12 @@ impl StatusSource {
             let marks = kafka.watermarks(&tps)?;
             // Partitions the projector has applied nothing of since its checkpoints began
             // stand where the consumer group committed.
-            let committed = offsets::committed(&brokers, crate::CONSUMER_GROUP, &tps)?;
+            let mut committed = BTreeMap::new();
+            for live in crate::LIVE_CONSUMERS {
+                let names: Vec<&str> = live.topics.iter().map(|t| t.name()).collect();
+                let own: Vec<Tp> = tps.iter().filter(|tp| names.contains(&tp.0.as_str())).cloned().collect();
+                committed.extend(offsets::committed(&brokers, live.group, &own)?);
+            }
             let positions: BTreeMap<Tp, i64> = marks
                 .iter()
                 .map(|(tp, (low, _))| {

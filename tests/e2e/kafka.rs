@@ -96,12 +96,13 @@ pub fn committed(group: &str, topic: &str) -> Offsets {
 }
 
 /// The services' consumer groups and the topics each reads (see each service's wiring).
-pub const GROUPS: [(&str, &[&str]); 6] = [
+pub const GROUPS: [(&str, &[&str]); 7] = [
     ("product", &["product.commands"]),
     ("payment", &["payment.commands", "customer.events"]),
     ("order", &["order.commands"]),
     ("saga-orchestrator", &["order.events", "product.events", "payment.events"]),
     ("projectors", &["customer.events", "product.events", "order.events", "payment.events"]),
+    ("projectors.sagas", &["saga.events"]),
     ("notification", &["customer.events", "order.events", "payment.events"]),
 ];
 

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 /// The services' consumer groups and what each reads, as each service wires its consumers
 /// (`spawn_consumer` in command-services/*, saga-orchestrator, projectors, notification).
-pub const GROUPS: [(&str, &[Topic]); 6] = [
+pub const GROUPS: [(&str, &[Topic]); 7] = [
     ("product", &[Topic::ProductCommands]),
     ("payment", &[Topic::PaymentCommands, Topic::CustomerEvents]),
     ("order", &[Topic::OrderCommands]),
     ("saga-orchestrator", &[Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents]),
-    (projectors::CONSUMER_GROUP, &projectors::EVENT_TOPICS),
+    (projectors::LIVE_CONSUMERS[0].group, projectors::LIVE_CONSUMERS[0].topics),
+    (projectors::LIVE_CONSUMERS[1].group, projectors::LIVE_CONSUMERS[1].topics),
     (notification_service::GROUP, &[Topic::CustomerEvents, Topic::OrderEvents, Topic::PaymentEvents]),
 ];
 
