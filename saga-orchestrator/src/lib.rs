@@ -16,17 +16,12 @@ pub mod saga;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use eventstore::db;
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::{self, Metadata, event_mapper};
-use mongodb::bson::doc;
-use readstore::readmodel::{self, ActiveCollection, ReadModel};
 use runtime::Settings;
-use runtime::http::ApiError;
 use saga::{Saga, Timeouts};
 use schemas::headers as h;
 use schemas::{Message, Topic};
@@ -346,14 +341,14 @@ pub(crate) async fn store_one(
     Ok(())
 }
 
-/// The HTTP API: the saga's declaration; one saga from the `sagas` read model (built by the
-/// projectors from `saga.events`); and the operators' search and actions on the saga table
-/// ([`operations`]); the dead-letter topics and the operators' redrive and discard
-/// ([`dead_letters`]).
-pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>, desk: dead_letters::DeadLetterDesk) -> Router {
+/// The HTTP API: the saga's declaration; the operators' search, one saga and the actions on
+/// the saga table ([`operations`]); the dead-letter topics and the operators' redrive and
+/// discard ([`dead_letters`]).
+pub fn app(orchestrator: Arc<Orchestrator>, desk: dead_letters::DeadLetterDesk) -> Router {
     let ops = Router::new()
         .route("/sagas", get(operations::list))
         .route("/sagas/actions", post(operations::bulk))
+        .route("/sagas/{id}", get(operations::find))
         .route("/sagas/{id}/{action}", post(operations::act_on_one))
         .with_state(orchestrator);
     let dead_letters = Router::new()
@@ -364,18 +359,8 @@ pub fn app(sagas: ActiveCollection, orchestrator: Arc<Orchestrator>, desk: dead_
     Router::new()
         .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))
         .route("/sagas/live", get(live::stream))
-        .route("/sagas/{id}", get(find))
-        .with_state(sagas)
         .merge(ops)
         .merge(dead_letters)
-}
-
-async fn find(State(sagas): State<ActiveCollection>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let coll = sagas.get().await.map_err(readmodel::api_error)?;
-    let doc = coll.find_one(doc! { "_id": &id }).await.map_err(readmodel::api_error)?;
-    let doc = doc.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
-    let saga: contract::Saga = mongodb::bson::from_document(doc).map_err(ApiError::internal)?;
-    Ok(axum::Json(saga).into_response())
 }
 
 pub const CONSUMER_GROUP: &str = "saga-orchestrator";
@@ -416,14 +401,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     let token = wiring.shutdown.clone();
     wiring.spawn(sample_saga_counts(pool.clone(), token));
-    let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let desk = dead_letters::DeadLetterDesk {
         brokers: wiring.settings.kafka_brokers.clone(),
         codec: wiring.codec.clone(),
         producer: wiring.producer.clone(),
         acting: Arc::default(),
     };
-    wiring.serve(app(ActiveCollection::new(&mongo, ReadModel::Sagas), orchestrator, desk)).await
+    wiring.serve(app(orchestrator, desk)).await
 }
 
 /// Gauge of sagas by status (`shop_sagas{status}`), counted in the saga table every few seconds.

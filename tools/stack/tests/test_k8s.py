@@ -69,6 +69,7 @@ def code_groups() -> set[str]:
         groups.update(re.findall(r'spawn_consumer\(\s*"([^"]+)"', text))
         if "spawn_consumer_with" in text:
             groups.update(re.findall(r'pub const (?:CONSUMER_)?GROUP: &str = "([^"]+)"', text))
+            groups.update(re.findall(r'\bgroup: "([^"]+)"', text))  # projectors::LIVE_CONSUMERS
     return groups
 
 
