@@ -163,13 +163,6 @@ pub struct ConsumerConfig {
     /// How long a batch may wait for more messages after its first. Zero (the default): only
     /// what has already been fetched is taken, a batch never waits to fill up.
     pub linger: Duration,
-    /// How long the broker may hold a fetch to gather records (`fetch.wait.max.ms`, with
-    /// `fetch.min.bytes` high enough that this time is what ends a fetch under ordinary load).
-    /// For a consumer that would rather take a few larger batches than answer every record at
-    /// once: each fetch brings what arrived meanwhile, and the broker answers a few fetches a
-    /// second instead of one per produced batch. Zero (the default): librdkafka's own settings,
-    /// a fetch returns as soon as a record is there.
-    pub fetch_wait: Duration,
 }
 
 impl ConsumerConfig {
@@ -183,7 +176,6 @@ impl ConsumerConfig {
             topic_prefix: String::new(),
             max_batch: 256,
             linger: Duration::ZERO,
-            fetch_wait: Duration::ZERO,
         }
     }
 }
@@ -218,10 +210,6 @@ fn header<M: rdkafka::Message>(m: &M, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// With [`ConsumerConfig::fetch_wait`]: more than our records bring in that time at any load
-/// we reach, so the wait, not the size, ends a fetch (a backlog still comes in full fetches).
-const FETCH_MIN_BYTES_WHEN_WAITING: &str = "1048576";
-
 /// See `queued.max.messages.kbytes` in [`run`].
 const PREFETCH_KIB: &str = "8192";
 
@@ -233,13 +221,7 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut client = crate::connect::client_config(&config.brokers)?;
-    if !config.fetch_wait.is_zero() {
-        client
-            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
-            .set("fetch.min.bytes", FETCH_MIN_BYTES_WHEN_WAITING);
-    }
-    let consumer: StreamConsumer<LagReporter> = client
+    let consumer: StreamConsumer<LagReporter> = crate::connect::client_config(&config.brokers)?
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

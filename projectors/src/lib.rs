@@ -402,35 +402,33 @@ impl Handler for Projections {
 }
 
 /// One consumer of the live projector: its Kafka consumer group, the topics it reads and how
-/// long the broker gathers events for each of its batches (`ConsumerConfig::fetch_wait`: a
-/// document changed several times meanwhile — a product's stock, a customer's credit, a saga's
-/// steps — is written once, and the broker answers a few fetches a second rather than one per
-/// batch the relays produce).
+/// long a batch waits for more events after its first (a document changed several times
+/// meanwhile — a product's stock, a customer's credit, a saga's steps — is written once).
 #[derive(Debug, Clone, Copy)]
 pub struct LiveConsumer {
     pub group: &'static str,
     pub topics: &'static [Topic],
-    pub gather: std::time::Duration,
+    pub linger: std::time::Duration,
     pub max_batch: usize,
 }
 
 /// The live projector's consumers. Orders, catalog, customers and payments are what callers
-/// wait for (an order's outcome is read from its read model), so the broker gathers their
-/// batches for 50 ms at most. The saga read model is what no answer waits for (the dashboard
-/// reads the orchestrator's own table) and takes the most writes: a saga's whole state after
-/// each of its five or so steps, all within a few hundred milliseconds. Read by its own group
-/// with a longer gathering time, most sagas are written once or twice instead of once per step.
+/// wait for (an order's outcome is read from its read model), so their batches wait 50 ms at
+/// most. No answer waits for the saga read model (the dashboard reads the orchestrator's own
+/// table), and it takes the most writes: a saga's whole state after each of its five or so
+/// steps, all within a few hundred milliseconds. Read by its own group with a longer linger,
+/// most sagas are written once or twice instead of once per step.
 pub const LIVE_CONSUMERS: [LiveConsumer; 2] = [
     LiveConsumer {
         group: "projectors",
         topics: &[Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents],
-        gather: std::time::Duration::from_millis(50),
+        linger: std::time::Duration::from_millis(50),
         max_batch: 256,
     },
     LiveConsumer {
         group: "projectors.sagas",
         topics: &[Topic::SagaEvents],
-        gather: std::time::Duration::from_millis(500),
+        linger: std::time::Duration::from_millis(500),
         max_batch: 1024,
     },
 ];
@@ -459,7 +457,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, live.group, live.topics);
         // A gap (see `guarded`) is waited out for about a minute before the event is parked.
         config.max_attempts = 14;
-        config.fetch_wait = live.gather;
+        config.linger = live.linger;
         config.max_batch = live.max_batch;
         wiring.spawn_consumer_with(config, handler.clone());
     }

@@ -41,9 +41,6 @@ pub struct Service {
     pool: PgPool,
 }
 
-/// How long the broker gathers events for each of the notifier's fetches.
-const FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
-
 impl Service {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut wiring = Wiring::connect(settings, &[], &TOPICS).await?;
@@ -58,9 +55,6 @@ impl Service {
         for topic in TOPICS {
             let mut config = ConsumerConfig::new(&wiring.settings.kafka_brokers, GROUP, &[topic]);
             config.max_attempts = 30;
-            // An e-mail may leave a tenth of a second later; the broker then answers a few
-            // fetches a second for each topic instead of one per event.
-            config.fetch_wait = FETCH_WAIT;
             wiring.spawn_consumer_with(config, notifier.clone());
         }
         Ok(Self { wiring, pool })
