@@ -433,11 +433,6 @@ pub const LIVE_CONSUMERS: [LiveConsumer; 2] = [
     },
 ];
 
-/// The consumer group of the live projector that reads `topic` (if it reads it).
-pub fn group_of(topic: Topic) -> Option<&'static str> {
-    LIVE_CONSUMERS.iter().find(|c| c.topics.contains(&topic)).map(|c| c.group)
-}
-
 /// Documents a live batch writes at once.
 const PARALLEL_DOCUMENTS: usize = 16;
 
@@ -479,7 +474,5 @@ mod tests {
         }
         let read: usize = LIVE_CONSUMERS.iter().map(|c| c.topics.len()).sum();
         assert_eq!(read, EVENT_TOPICS.len(), "a live consumer reads a topic that is not an event topic");
-        assert_eq!(group_of(Topic::SagaEvents), Some("projectors.sagas"));
-        assert_eq!(group_of(Topic::OrderCommands), None);
     }
 }

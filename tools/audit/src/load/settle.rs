@@ -9,16 +9,20 @@ use schemas::Topic;
 use std::time::{Duration, Instant};
 
 /// The services' consumer groups and what each reads, as each service wires its consumers
-/// (`spawn_consumer` in command-services/*, saga-orchestrator, projectors, notification).
-pub const GROUPS: [(&str, &[Topic]); 7] = [
+/// (`spawn_consumer` in command-services/*, saga-orchestrator, notification); the live
+/// projector's groups are added from [`projectors::LIVE_CONSUMERS`] by [`groups`].
+const SERVICE_GROUPS: [(&str, &[Topic]); 5] = [
     ("product", &[Topic::ProductCommands]),
     ("payment", &[Topic::PaymentCommands, Topic::CustomerEvents]),
     ("order", &[Topic::OrderCommands]),
     ("saga-orchestrator", &[Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents]),
-    (projectors::LIVE_CONSUMERS[0].group, projectors::LIVE_CONSUMERS[0].topics),
-    (projectors::LIVE_CONSUMERS[1].group, projectors::LIVE_CONSUMERS[1].topics),
     (notification_service::GROUP, &[Topic::CustomerEvents, Topic::OrderEvents, Topic::PaymentEvents]),
 ];
+
+/// Every consumer group of the stack and what it reads.
+pub fn groups() -> impl Iterator<Item = (&'static str, &'static [Topic])> {
+    SERVICE_GROUPS.into_iter().chain(projectors::LIVE_CONSUMERS.iter().map(|c| (c.group, c.topics)))
+}
 
 /// Wait up to `limit` for quiet; what still moved when it ran out (empty: quiet).
 pub async fn wait(pools: &Pools, brokers: &str, limit: Duration) -> Vec<String> {
@@ -57,7 +61,7 @@ async fn busy(pools: &Pools, brokers: &str) -> Vec<String> {
 fn lagging(brokers: &str) -> anyhow::Result<Vec<String>> {
     let kafka = Offsets::connect(brokers)?;
     let mut out = Vec::new();
-    for (group, topics) in GROUPS {
+    for (group, topics) in groups() {
         let names: Vec<&str> = topics.iter().map(|t| t.name()).collect();
         let tps = kafka.partitions(&names)?;
         let marks = kafka.watermarks(&tps)?;
