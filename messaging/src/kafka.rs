@@ -48,19 +48,34 @@ pub struct TopicSpec {
     pub config: Vec<(&'static str, String)>,
 }
 
-/// Create the given topics (and their DLQs) if missing. Event topics keep data forever so
-/// read models can be rebuilt by replaying them.
-pub async fn ensure_topics(brokers: &str, topics: &[Topic]) -> anyhow::Result<()> {
+/// Create the given topics (and their DLQs) if missing, with `partitions` each (a DLQ has one).
+/// Event topics keep data forever so read models can be rebuilt by replaying them. A topic that
+/// exists keeps its partitions, also when they are fewer: adding partitions would send an
+/// aggregate's next events to another partition than its earlier ones, and consumers could
+/// then apply them out of order. Fewer than asked for is logged.
+pub async fn ensure_topics(brokers: &str, topics: &[Topic], partitions: i32) -> anyhow::Result<()> {
     let mut specs = Vec::new();
     for topic in topics {
         specs.push(TopicSpec {
             name: topic.name().to_owned(),
-            partitions: Topic::PARTITIONS,
+            partitions,
             config: vec![("retention.ms", topic.retention_ms().to_string())],
         });
         specs.push(TopicSpec { name: topic.dlq(), partitions: 1, config: vec![("retention.ms", "-1".to_owned())] });
     }
-    create_missing(brokers, &specs).await
+    create_missing(brokers, &specs).await?;
+    for topic in topics {
+        let has = crate::topic::partitions(brokers, topic.name()).await?;
+        if has < partitions {
+            tracing::warn!(
+                topic = topic.name(),
+                has,
+                configured = partitions,
+                "topic has fewer partitions than configured (kept: more would reorder its keys)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Create each topic that does not exist yet; existing topics are left as they are.

@@ -26,8 +26,8 @@ pub const PROD_FILE: &str = include_str!("../../config/prod.toml");
 pub const GLOBAL: &str = "global";
 
 /// Keys read once at start: changing them while running needs a restart.
-pub const RESTART_KEYS: [&str; 5] =
-    ["database.url", "http.addr", "kafka.brokers", "mongodb.url", "schema_registry.url"];
+pub const RESTART_KEYS: [&str; 6] =
+    ["database.url", "http.addr", "kafka.brokers", "kafka.partitions", "mongodb.url", "schema_registry.url"];
 
 /// key -> raw value
 pub type Values = BTreeMap<String, String>;

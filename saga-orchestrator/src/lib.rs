@@ -6,6 +6,8 @@
 //! the outbox. The relay sends them. Deadlines are rows too, so a restart forgets none.
 //! Under load the consumer hands over what is waiting at once: one transaction for the whole
 //! batch, each saga it touches stored once with one `SagaUpdated` ([`Orchestrator::handle_many`]).
+//! Every transaction that moves sagas also announces them to all instances (PostgreSQL
+//! `NOTIFY`, delivered iff it commits), for the dashboard's live stream ([`live`]).
 
 pub mod dead_letters;
 pub mod definition;
@@ -106,7 +108,7 @@ impl Touched {
     fn change(&self) -> live::Change {
         live::Change {
             id: self.saga.order_id().to_owned(),
-            status: self.saga.status.as_str(),
+            status: self.saga.status,
             step: self.saga.step.as_str().to_owned(),
         }
     }
@@ -207,13 +209,12 @@ impl Orchestrator {
         persist(&mut tx, &mut sagas, commands).await?;
         tx.commit().await?;
         outbox::written();
-        live::publish(sagas.values().filter(|t| t.moved).map(Touched::change));
         Ok(())
     }
 }
 
-/// Store the sagas a transaction touched (one new version each) and queue, after `commands`,
-/// one `SagaUpdated` per saga.
+/// Store the sagas a transaction touched (one new version each), queue, after `commands`, one
+/// `SagaUpdated` per saga, and announce them to the live streams of all instances.
 async fn persist(
     tx: &mut Transaction<'_, Postgres>,
     sagas: &mut HashMap<String, Touched>,
@@ -228,6 +229,7 @@ async fn persist(
         version: t.saga.version,
     }));
     outbox::enqueue_many(tx, &commands).await?;
+    live::announce(tx, sagas.values().filter(|t| t.moved).map(Touched::change)).await?;
     Ok(())
 }
 
@@ -337,14 +339,13 @@ pub(crate) async fn store_one(
     persist(&mut tx, &mut touched, commands).await?;
     tx.commit().await?;
     outbox::written();
-    live::publish(touched.values().map(Touched::change));
     Ok(())
 }
 
 /// The HTTP API: the saga's declaration; the operators' search, one saga and the actions on
 /// the saga table ([`operations`]); the dead-letter topics and the operators' redrive and
-/// discard ([`dead_letters`]).
-pub fn app(orchestrator: Arc<Orchestrator>, desk: dead_letters::DeadLetterDesk) -> Router {
+/// discard ([`dead_letters`]); the live stream of saga changes ([`live`]).
+pub fn app(orchestrator: Arc<Orchestrator>, desk: dead_letters::DeadLetterDesk, feed: live::Feed) -> Router {
     let ops = Router::new()
         .route("/sagas", get(operations::list))
         .route("/sagas/actions", post(operations::bulk))
@@ -356,9 +357,10 @@ pub fn app(orchestrator: Arc<Orchestrator>, desk: dead_letters::DeadLetterDesk) 
         .route("/consumers", get(dead_letters::consumers))
         .route("/dlq/{dlq}/{partition}/{offset}/{action}", post(dead_letters::act))
         .with_state(desk);
+    let live = Router::new().route("/sagas/live", get(live::stream)).with_state(feed);
     Router::new()
         .route("/sagas/definition", get(|| async { axum::Json(definition::create_order()) }))
-        .route("/sagas/live", get(live::stream))
+        .merge(live)
         .merge(ops)
         .merge(dead_letters)
 }
@@ -401,13 +403,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     let token = wiring.shutdown.clone();
     wiring.spawn(sample_saga_counts(pool.clone(), token));
+    // Its own session on the database, to hear the changes of every instance.
+    let feed = live::Feed::default();
+    let token = wiring.shutdown.clone();
+    wiring.spawn(live::listen(wiring.settings.database_url.clone(), feed.clone(), token));
     let desk = dead_letters::DeadLetterDesk {
         brokers: wiring.settings.kafka_brokers.clone(),
         codec: wiring.codec.clone(),
         producer: wiring.producer.clone(),
         acting: Arc::default(),
     };
-    wiring.serve(app(orchestrator, desk)).await
+    wiring.serve(app(orchestrator, desk, feed)).await
 }
 
 /// Gauge of sagas by status (`shop_sagas{status}`), counted in the saga table every few seconds.

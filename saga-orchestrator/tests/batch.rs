@@ -3,6 +3,8 @@
 //! same commands in the same order; the batches store each saga once per batch, so they queue
 //! fewer `SagaUpdated` events, the last of which is the saga's final state.
 
+mod support;
+
 use messaging::consumer::{Delivery, Envelope, Handler};
 use saga_orchestrator::Orchestrator;
 use saga_orchestrator::saga::Timeouts;
@@ -10,39 +12,7 @@ use schemas::Message;
 use schemas::records as r;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
-
-fn admin_url() -> String {
-    std::env::var("SHOP_TEST_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into())
-}
-
-async fn fresh_database() -> (PgPool, String) {
-    let name = format!("test_saga_{}", uuid::Uuid::new_v4().simple());
-    let pool = eventstore::db::connect(&format!("{}/{name}", admin_url()), 8).await.expect("database");
-    eventstore::db::migrate_outbox(&pool).await.expect("outbox");
-    eventstore::db::with_migration_lock(&pool, include_str!("../src/sagas.sql")).await.expect("sagas");
-    (pool, name)
-}
-
-async fn drop_database(pool: PgPool, name: String) {
-    pool.close().await;
-    let admin = PgPool::connect(&format!("{}/postgres", admin_url())).await.expect("admin");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin).await.expect("drop");
-}
-
-fn envelope(message: Message, id: String) -> Envelope {
-    Envelope {
-        topic: message.topic().name().to_owned(),
-        message,
-        message_id: id,
-        correlation_id: None,
-        causation_id: None,
-        traceparent: None,
-        aggregate_version: None,
-        occurred_at: 0,
-        partition: 0,
-        offset: 0,
-    }
-}
+use support::{drop_database, envelope, fresh_database};
 
 /// The replies one order's saga sees, in order: a confirmation, a declined payment, or a
 /// reservation that fails for the second line.

@@ -65,6 +65,7 @@ impl Topic {
         format!("{}.dlq", self.name())
     }
 
+    /// Partitions of a topic when the configuration names no other number (`kafka.partitions`).
     pub const PARTITIONS: i32 = 3;
 }
 

@@ -60,6 +60,19 @@ where
     }
 }
 
+/// `kafka.partitions` of the configuration (files < etcd < environment), [`Topic::PARTITIONS`]
+/// when none names it.
+fn partitions(cluster: &Cluster) -> anyhow::Result<i32> {
+    match cluster.config.start_value("kafka.partitions") {
+        None => Ok(Topic::PARTITIONS),
+        Some(text) => {
+            let n: i32 = text.trim().parse().with_context(|| format!("kafka.partitions {text:?}"))?;
+            anyhow::ensure!(n >= 1, "kafka.partitions must be at least 1, not {n}");
+            Ok(n)
+        }
+    }
+}
+
 impl Wiring {
     /// Register the schemas of the topics this service produces and make sure every topic it
     /// touches exists.
@@ -71,7 +84,8 @@ impl Wiring {
         let mut topics: Vec<Topic> = produces.iter().chain(consumes).copied().collect();
         topics.sort();
         topics.dedup();
-        retry_until("kafka", wait, || kafka::ensure_topics(&settings.kafka_brokers, &topics)).await?;
+        let partitions = partitions(&cluster)?;
+        retry_until("kafka", wait, || kafka::ensure_topics(&settings.kafka_brokers, &topics, partitions)).await?;
         let n = retry_until("schema registry", wait, || async {
             codec.register(produces).await.map_err(anyhow::Error::from)
         })

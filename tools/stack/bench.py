@@ -96,9 +96,9 @@ def git_commit(repo: Path) -> str:
 
 
 def main(launcher, rates: list[float], duration: float, find_max: bool, start: float, factor: float,
-         limit: float, extra: list[str], results_dir: Path) -> int:
+         limit: float, extra: list[str], results_dir: Path, replicas: int = 1) -> int:
     ctx = launcher.ctx
-    launcher.up(demo_data=False, release=True)
+    launcher.up(demo_data=False, release=True, replicas=replicas)
     binary = build(ctx.repo)
     procs = {c.name: r.pid for c in launcher.components if c.enabled
              and (r := launcher.record(c)) is not None and r.alive()}
@@ -121,6 +121,7 @@ def main(launcher, rates: list[float], duration: float, find_max: bool, start: f
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(ctx.repo),
         "profile": "release",
+        "replicas": replicas,
         "machine": machine(),
         "goal": {"p99_post_final_ms": GOAL_P99_FINAL_MS},
         "find_max": find_max,

@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="do not load demo data")
     up.add_argument("--release", action="store_true",
                     help="build and run the services optimised (cargo --release); the default is the dev build")
+    up.add_argument("--replicas", type=int, default=1, metavar="N",
+                    help="instances of every service but the gateway (own ports, same databases and consumer "
+                         "groups; found through the service registry); default 1")
 
     down = sub.add_parser("down", parents=[common], help="stop everything the stack started")
     down.add_argument("--wipe", action="store_true", help="also delete the data folder")
@@ -59,8 +62,32 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--limit", type=float, default=400.0, help="--find-max: highest rate tried (default 400)")
     bench.add_argument("--results", type=Path, default=REPO / "bench-results",
                        help="folder for orders.json and orders.svg (default bench-results/)")
+    bench.add_argument("--replicas", type=int, default=1, metavar="N",
+                       help="instances of every service but the gateway, as `up --replicas` (default 1)")
     bench.add_argument("extra", nargs="*", metavar="-- ARG",
                        help="passed to orders-bench as is (see target/release/orders-bench --help)")
+    chaos = sub.add_parser(
+        "chaos", parents=[common],
+        help="orders under load while instances are killed and stopped and the servers restarted, then the "
+             "auditor; writes bench-results/chaos.json, exits 1 on any violation")
+    chaos.add_argument("--minutes", type=float, default=20.0, help="minutes of load (default 20)")
+    chaos.add_argument("--rate", type=float, default=None,
+                       help="offered orders/s (default: half the highest rate bench-results/orders.json sustained)")
+    chaos.add_argument("--replicas", type=int, default=2, metavar="N",
+                       help="instances of every service but the gateway (default 2)")
+    chaos.add_argument("--kill-every", type=float, default=30.0, metavar="S",
+                       help="SIGKILL a random instance every S seconds (default 30)")
+    chaos.add_argument("--seed", type=int, default=1, help="draws the targets and the orders (default 1)")
+    chaos.add_argument("--no-servers", action="store_true",
+                       help="do not restart PostgreSQL, Kafka and the MongoDB-wire server")
+    chaos.add_argument("--debug", action="store_true",
+                       help="run the dev build (default: release, as the benchmark does)")
+    chaos.add_argument("--ci", action="store_true",
+                       help="the short form `./stack test` runs: one SIGKILL of one instance of each of order, "
+                            "product, payment, saga-orchestrator and projectors, the current build, no server "
+                            "restarts")
+    chaos.add_argument("--out", type=Path, default=None,
+                       help="the results file (default bench-results/chaos.json; with --ci <data>/chaos/ci.json)")
     return p
 
 
@@ -122,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOCK_OWNER_ENV] = str(os.getpid())  # for children of `test`, see above
         try:
             if args.command == "up":
-                launcher.up(infra_only=args.infra_only, demo_data=not args.no_demo, release=args.release)
+                launcher.up(infra_only=args.infra_only, demo_data=not args.no_demo, release=args.release,
+                            replicas=args.replicas)
             elif args.command == "down":
                 launcher.down(wipe=args.wipe)
             elif args.command == "restart":
@@ -133,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
                 from tools.stack import bench
                 return bench.main(launcher, rates=args.rate or [10.0, 50.0, 100.0], duration=args.duration,
                                   find_max=args.find_max, start=args.start, factor=args.factor,
-                                  limit=args.limit, extra=args.extra, results_dir=args.results)
+                                  limit=args.limit, extra=args.extra, results_dir=args.results,
+                                  replicas=args.replicas)
+            elif args.command == "chaos":
+                from tools.stack import chaos
+                return chaos.run(launcher, minutes=args.minutes, rate=args.rate, replicas=args.replicas,
+                                 kill_every=args.kill_every, seed=args.seed, servers=not args.no_servers,
+                                 release=not args.debug, ci=args.ci, out=args.out)
         finally:
             held.close()
         return 0

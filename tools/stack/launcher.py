@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tools.stack import apifuzz, browser, demo, preflight, procs
+from tools.stack import apifuzz, browser, demo, ports, preflight, procs
 from tools.stack.components import load
 from tools.stack.components.base import Component, Context, StackError, merged_env, tail, tcp_ok, user_ids
 
@@ -28,9 +28,12 @@ OWN_ENTRIES = {"run", "logs", ".lock", "bench", "browser", "schemathesis", "sche
 class Launcher:
     def __init__(self, ctx: Context, components: list[Component] | None = None):
         self.ctx = ctx
-        self.components = components if components is not None else load(ctx, warn=ctx.say)
-        self.by_name = {c.name: c for c in self.components}
         self.run_dir = ctx.data / "run"
+        self.declare(components if components is not None else load(ctx, warn=ctx.say))
+
+    def declare(self, components: list[Component]) -> None:
+        self.components = components
+        self.by_name = {c.name: c for c in self.components}
         for c in self.components:
             record = self.record(c)
             if record:
@@ -64,7 +67,7 @@ class Launcher:
 
     # --- up -----------------------------------------------------------------------------------------
     def up(self, infra_only: bool = False, demo_data: bool = True, release: bool = False,
-           tests: bool = False) -> None:
+           tests: bool = False, replicas: int = 1) -> None:
         self.ctx.data.mkdir(parents=True, exist_ok=True)
         preflight.check(self.ctx, tests=tests, services=not infra_only)
         infra = self.enabled("infra")
@@ -72,6 +75,7 @@ class Launcher:
         self.start_all(infra)
         if not infra_only:
             self.use_profile("release" if release else "debug")
+            self.use_replicas(replicas)
             services = self.build_services()
             self.stop_stale(services)
             self.start_all(services)
@@ -119,6 +123,20 @@ class Launcher:
                 self.ctx.say(f"services run {self.ctx.profile} builds: stopping them to start {profile} ones")
                 self._stop(running, [])
         self.ctx.set_profile(profile)
+
+    def use_replicas(self, n: int) -> None:
+        """Run `n` instances of each replicated service (ports.REPLICATED): the components are declared
+        again, and running instances beyond `n` are stopped."""
+        if not 1 <= n <= ports.MAX_REPLICAS:
+            raise StackError(f"--replicas must be between 1 and {ports.MAX_REPLICAS}, not {n}")
+        if n != self.ctx.replicas:
+            self.ctx.set_replicas(n)
+            self.declare(load(self.ctx, warn=lambda _msg: None))
+        beyond = [name for name in procs.recorded_names(self.run_dir)
+                  if (replica := ports.replica_of(name)) and replica[1] > n]
+        if beyond:
+            self.ctx.say(f"running {n} instance(s) of each service: stopping {', '.join(beyond)}")
+            self._stop([], beyond)
 
     def stop_stale(self, services: list[Component]) -> None:
         """Stop running services whose binary was rebuilt after they started, so the start that
@@ -287,7 +305,8 @@ class Launcher:
             return
         if self.any_running():
             raise StackError("not wiping: some components are still running")
-        looks_ours = {p.name for p in data.iterdir()} <= (OWN_ENTRIES | set(self.by_name))
+        looks_ours = all(p.name in OWN_ENTRIES or p.name in self.by_name or ports.replica_of(p.name)
+                         for p in data.iterdir())
         if data in (Path("/"), Path.home().resolve(), self.ctx.repo.resolve()) or not looks_ours:
             raise StackError(f"not wiping {data}: it holds files the stack did not make")
         shutil.rmtree(data)
@@ -426,6 +445,13 @@ class Launcher:
             counts["failed"] += failed
             return "ok" if code == 0 else f"FAILED (exit {code})"
 
+        def chaos_ci() -> str:
+            from tools.stack import chaos
+            code = chaos.run(self, minutes=0, rate=None, replicas=2, kill_every=0, seed=1, servers=False,
+                             release=False, ci=True, out=None)
+            counts["passed" if code == 0 else "failed"] += 1
+            return "ok" if code == 0 else f"FAILED (exit {code})"
+
         try:
             step("stack up --no-demo", up)
             step("cargo test --workspace --no-fail-fast -- --include-ignored", cargo_test)
@@ -435,6 +461,7 @@ class Launcher:
             step("kubernetes manifests (kubeconform)", k8s_manifests)
             step(f"browser tests (Chromium, playwright {browser.VERSION})", browser_tests)
             step(f"schemathesis {apifuzz.VERSION} on /api/openapi.json", api_fuzz)
+            step("two instances of each service, one of each SIGKILLed under load, audited (chaos --ci)", chaos_ci)
         finally:
             if started_here and not keep:
                 step("stack down", lambda: self.down() or "ok")

@@ -35,3 +35,27 @@ SERVICE_DATABASES: dict[str, str] = {name: s["database"] for name, s in _TABLE["
 
 # Every port by name: services, servers and their other ports (the Rust side's `default_port`).
 PORTS: dict[str, int] = {**{name: port for name, (_, port) in SERVICES.items()}, **INFRA_PORTS, **_TABLE["other"]}
+
+# Services that `./stack up --replicas N` runs N instances of (the gateway is the one entry point).
+REPLICATED: tuple[str, ...] = tuple(name for name in SERVICES if name != "gateway")
+# Instance i (from 1) of a service listens on its port + REPLICA_PORT_STEP * (i - 1): 9081-9087 for
+# the second instances, clear of every port above.
+REPLICA_PORT_STEP = 1000
+MAX_REPLICAS = 4
+
+
+def instance_name(service: str, instance: int) -> str:
+    """`order` for the first instance, `order-2` for the second, ..."""
+    return service if instance == 1 else f"{service}-{instance}"
+
+
+def instance_port(service: str, instance: int) -> int:
+    return SERVICES[service][1] + REPLICA_PORT_STEP * (instance - 1)
+
+
+def replica_of(name: str) -> tuple[str, int] | None:
+    """(service, instance) of an instance name beyond the first (`order-2`), else None."""
+    base, _, number = name.rpartition("-")
+    if base in REPLICATED and number.isdigit() and int(number) >= 2:
+        return base, int(number)
+    return None

@@ -1,5 +1,6 @@
-//! `audit`: read every store of the running shop, check its invariants, print one table, write
-//! the report as JSON; exit 1 on any violation, 2 when the stores could not be read.
+//! `audit`: read every store of the running shop (and, given `--promised`, what clients were told
+//! was accepted), check its invariants, print one table, write the report as JSON; exit 1 on any
+//! violation, 2 when the stores or the promises could not be read.
 
 use anyhow::Context;
 use audit::{Sources, report};
@@ -12,12 +13,15 @@ use std::time::Duration;
 #[command(
     name = "audit",
     about = "Check the shop's invariants from its stores alone: event stores, Kafka topics, read models, \
-             saga table, Mailpit",
+             saga table, Mailpit; and, with --promised, that every order a client was told was accepted is \
+             stored and ends as the client saw it",
     long_about = "Check the shop's invariants from its stores alone: every event store (PostgreSQL), every \
                   event topic (Kafka, read_committed, from the beginning to the current end), the MongoDB read \
                   models (compared with a replay of the topics into a scratch database), the saga table and \
-                  Mailpit. Prints one table, writes the report as JSON, exits 1 on any violation (2 when the \
-                  stores could not be read)."
+                  Mailpit. With --promised (the load generator's --orders-out), also check that every order a \
+                  client was told was accepted (202) is in the order store and ends as the client last saw it \
+                  final. Prints one table, writes the report as JSON, exits 1 on any violation (2 when the \
+                  stores or the promises could not be read)."
 )]
 struct Cli {
     /// Where to write the JSON report.
@@ -27,6 +31,11 @@ struct Cli {
     /// up) before reading; 0 reads at once.
     #[arg(long, default_value_t = 60)]
     settle: u64,
+    /// What clients were promised: JSON lines as `orders-bench --orders-out` writes them. The
+    /// orders answered 202 must be in the order store, ending as the client saw them final;
+    /// without it, that check judges nothing.
+    #[arg(long, value_name = "FILE")]
+    promised: Option<PathBuf>,
     /// Offenders per check in the JSON report (all are counted).
     #[arg(long, default_value_t = 100)]
     offenders: usize,
@@ -69,7 +78,9 @@ async fn main() -> ExitCode {
 }
 
 async fn audit_and_write(cli: &Cli, sources: &Sources) -> anyhow::Result<bool> {
-    let report = audit::run(sources, Duration::from_secs(cli.settle)).await?;
+    // Read before the stores, so a bad file fails at once rather than after the settle wait.
+    let promised = cli.promised.as_deref().map(audit::promised::read).transpose()?.unwrap_or_default();
+    let report = audit::run_with(sources, Duration::from_secs(cli.settle), promised).await?;
     print!("{}", report::render(&report));
     if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -2,7 +2,7 @@
 //! tested) without any infrastructure.
 
 use domain::customer::CustomerEvent;
-use domain::order::OrderEvent;
+use domain::order::{OrderEvent, OrderStatus};
 use domain::payment::AccountEvent;
 use domain::product::ProductEvent;
 use mongodb::bson::Document;
@@ -150,6 +150,20 @@ pub struct Mail {
     pub to: Vec<String>,
 }
 
+/// An order a client was told was accepted (202), and what the client saw of it: a line of the
+/// load generator's `--orders-out` (see [`crate::promised`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Promise {
+    /// The file's line, from 1, so an id promised twice points back to both records.
+    pub line: usize,
+    pub order_id: String,
+    /// The final status the client saw; `None` when it saw none before its deadline.
+    pub final_seen: Option<OrderStatus>,
+    /// The client asked to cancel and cannot know whether that took: no answer, or a 5xx. Then
+    /// the CONFIRMED it saw may still turn CANCELLED without breaking a promise.
+    pub cancel_unknown: bool,
+}
+
 /// Every document of a read model, by `_id`.
 pub type Documents = BTreeMap<String, Document>;
 
@@ -179,4 +193,6 @@ pub struct Loaded {
     pub sagas: Vec<SagaRow>,
     pub mails: Vec<Mail>,
     pub read_models: ReadModels,
+    /// What clients were told was accepted (`audit --promised`); empty when not given.
+    pub promised: Vec<Promise>,
 }

@@ -81,6 +81,24 @@ class Context:
         self.profile_file.parent.mkdir(parents=True, exist_ok=True)
         self.profile_file.write_text(profile + "\n")
 
+    @property
+    def replicas_file(self) -> Path:
+        return self.data / "run" / "replicas"
+
+    @property
+    def replicas(self) -> int:
+        """Instances of each replicated service (ports.REPLICATED): N after `./stack up --replicas N`,
+        else 1. Kept in the data folder like the profile."""
+        try:
+            value = int(self.replicas_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return 1
+        return min(max(value, 1), ports.MAX_REPLICAS)
+
+    def set_replicas(self, n: int) -> None:
+        self.replicas_file.parent.mkdir(parents=True, exist_ok=True)
+        self.replicas_file.write_text(f"{n}\n")
+
     def say(self, msg: str) -> None:
         print(msg, flush=True)
 

@@ -22,9 +22,11 @@ class Service(Component):
     start_timeout = 90.0
     stop_grace = 10.0
 
-    def __init__(self, ctx: Context, name: str, binary: str, port: int):
+    def __init__(self, ctx: Context, service: str, binary: str, port: int, instance: int = 1):
         super().__init__(ctx)
-        self.name = name
+        self.service = service
+        self.instance = instance
+        self.name = ports.instance_name(service, instance)
         self.binary = binary
         self._port = port
 
@@ -54,11 +56,15 @@ class Service(Component):
 
     def env(self) -> dict[str, str | None]:
         env: dict[str, str | None] = {"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1"}
-        if self.name == "saga-orchestrator":
+        if self.instance > 1:
+            # Its own port (advertised in the service registry); the same database, topics and
+            # consumer groups as the first instance.
+            env["SHOP_HTTP_ADDR"] = f"127.0.0.1:{self.port}"
+        if self.service == "saga-orchestrator":
             # A short step timeout locally, so the fault tests (tests/faults) see a step time out
             # within seconds; the code's default (30 s) is for real deployments.
             env["SHOP_SAGA_STEP_TIMEOUT_MS"] = os.environ.get("SHOP_SAGA_STEP_TIMEOUT_MS", str(SAGA_STEP_TIMEOUT_MS))
-        if self.name == "order" and self.ctx.profile != "release":
+        if self.service == "order" and self.ctx.profile != "release":
             # Debug builds take several times longer per order: the order service's admission
             # target (2 s, for release builds) would turn orders away from a debug stack that is
             # merely slow. Still below the local step timeout.
@@ -70,7 +76,7 @@ class Service(Component):
 
     def urls(self) -> list[tuple[str, str]]:
         base = f"http://127.0.0.1:{self.port}"
-        if self.name == "gateway":
+        if self.service == "gateway":
             return [("saga dashboard (admin/admin)", f"{base}/dashboard/"), ("API", f"{base}/api/products"),
                     ("docs", f"{base}/docs/"), ("OpenAPI", f"{base}/api/openapi.json")]
         return [("", f"{base}/")]

@@ -1,9 +1,10 @@
-//! The six checks, each a pure function of the loaded data (and the folds made of it).
+//! The seven checks, each a pure function of the loaded data (and the folds made of it).
 
 pub mod delivery;
 pub mod duplicates;
 pub mod money;
 pub mod orders;
+pub mod promises;
 pub mod read_models;
 pub mod stock;
 
@@ -21,5 +22,6 @@ pub fn all(loaded: &Loaded) -> Vec<Check> {
         stock::check(loaded, &facts),
         delivery::check(loaded),
         read_models::check(loaded),
+        promises::check(loaded, &facts),
     ]
 }
