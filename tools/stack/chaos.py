@@ -9,7 +9,9 @@ this controller works through a schedule drawn from the seed:
   later (`./stack restart`);
 - once, it SIGSTOPs an instance for twice the consumer session timeout (its partitions move to the
   other instance, its registration lapses), then lets it run on (SIGCONT);
-- once each, it SIGKILLs and restarts PostgreSQL, Kafka and the MongoDB-wire server.
+- once each, it SIGKILLs and restarts PostgreSQL, Kafka and the MongoDB-wire server;
+- once, it cuts one second instance off the network for `CUT_FOR_S` (see `faultproxy`: that
+  instance runs behind TCP forwarders from the start, and the cut stops every byte both ways).
 
 When the load ends and every order has had its time to finish, the auditor (tools/audit) reads every
 store — event stores, topics, saga table, read models, Mailpit — and the clients' promises (each
@@ -34,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.stack import bench, ports, procs
+from tools.stack import bench, faultproxy, ports, procs
 from tools.stack.components.base import StackError
 
 # The consumers' session timeout (messaging/src/consumer.rs): a stopped instance keeps its
@@ -42,6 +44,11 @@ from tools.stack.components.base import StackError
 SESSION_TIMEOUT_S = 10.0
 # A killed instance stays down this long before it is started again.
 DOWN_FOR_S = 4.0
+# How long the cut instance stays cut off: past the session timeout and the registry's lease.
+CUT_FOR_S = 30.0
+# The services whose second instance may be cut off: those that call no other service over HTTP
+# (the forwarders carry the instance's connections to the servers, not to other services).
+CUT_CANDIDATES = ("product", "payment", "saga-orchestrator", "projectors", "notification")
 # The servers restarted once each in a full soak, in this order.
 SERVERS = ("postgres", "kafka", "mongo")
 # The services the CI form kills one instance of each.
@@ -61,9 +68,10 @@ class Action:
 
 
 def schedule(rng: random.Random, duration: float, instances: list[str], kill_every: float,
-             servers: bool, stop: bool) -> list[Action]:
+             servers: bool, stop: bool, cut: str | None = None) -> list[Action]:
     """The soak's plan: a kill (and the start that follows it) every `kill_every` seconds, one long
-    stop, one restart of each server, spread over the run and none in its last 15 seconds."""
+    stop, one restart of each server, one cut of `cut` off the network, spread over the run and
+    none in its last 15 seconds."""
     plan: list[Action] = []
     last = duration - 15
     t = min(kill_every, 15.0)
@@ -75,6 +83,9 @@ def schedule(rng: random.Random, duration: float, instances: list[str], kill_eve
         at = rng.uniform(0.2, 0.35) * duration
         target = rng.choice(instances)
         plan += [Action(at, "stop", target), Action(at + 2 * SESSION_TIMEOUT_S, "resume", target)]
+    if cut and last > CUT_FOR_S + 10:
+        at = rng.uniform(0.08, 0.15) * duration
+        plan += [Action(at, "cut", cut), Action(at + CUT_FOR_S, "heal", cut)]
     if servers:
         for i, server in enumerate(SERVERS):
             plan.append(Action((0.45 + 0.15 * i) * duration, "restart", server))
@@ -115,8 +126,9 @@ def binary(launcher, name: str) -> Path:
 
 
 class Controller:
-    def __init__(self, launcher):
+    def __init__(self, launcher, proxy: faultproxy.Forwarders | None = None):
         self.launcher = launcher
+        self.proxy = proxy
         self.events: list[dict] = []
         self.stopped: dict[str, int] = {}
 
@@ -164,6 +176,12 @@ class Controller:
                 return "was not stopped"
             os.killpg(pid, signal.SIGCONT)
             return f"pid {pid}"
+        if action.kind == "cut":
+            self.proxy.cut()
+            return f"for {CUT_FOR_S:.0f} s"
+        if action.kind == "heal":
+            self.proxy.heal()
+            return f"{self.proxy.counts['reset_by_heal']} connections reset"
         if action.kind in ("start", "restart"):
             self.launcher.restart(name)
             return f"pid {self.pid(name)}"
@@ -208,7 +226,11 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
     launcher.up(demo_data=False, release=release, replicas=replicas, tests=ci)
     rng = random.Random(seed)
     instances = [c.name for c in launcher.enabled("service") if getattr(c, "service", "") in ports.REPLICATED]
-    plan = ci_schedule(duration) if ci else schedule(rng, duration, instances, kill_every, servers, stop)
+    cut = None if ci or replicas < 2 else ports.instance_name(rng.choice(CUT_CANDIDATES), 2)
+    plan = ci_schedule(duration) if ci else schedule(rng, duration, instances, kill_every, servers, stop, cut)
+    proxy = None
+    if cut:
+        proxy = behind_forwarders(launcher, cut)
     work = ctx.data / "chaos"
     work.mkdir(parents=True, exist_ok=True)
     orders_file, load_file, audit_file = work / "orders.jsonl", work / "load.json", work / "audit.json"
@@ -220,7 +242,7 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
             "--no-projection-lag", "--drain-timeout", str(DRAIN_TIMEOUT_S)]
     print(f"\n== chaos: {replicas} instance(s) of each service, {rate:g} orders/s for {duration:g} s, "
           f"{len([a for a in plan if a.kind != 'start' and a.kind != 'resume'])} faults, seed {seed}", flush=True)
-    controller = Controller(launcher)
+    controller = Controller(launcher, proxy)
     load = subprocess.Popen(argv, cwd=ctx.repo, stderr=subprocess.PIPE, text=True)
     loading = threading.Event()
     threading.Thread(target=relay_progress, args=(load.stderr, loading), daemon=True).start()
@@ -243,6 +265,8 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
         code = load.wait()
     finally:
         controller.resume_all()
+        if proxy:
+            proxy.heal()
         if load.poll() is None:
             load.terminate()
             load.wait()
@@ -255,6 +279,12 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
             launcher.start_all(down)
         except StackError as e:
             print(f"error: {e}", file=sys.stderr)
+
+    if proxy:
+        # The cut instance goes back to direct connections (the forwarders end with this process).
+        launcher.get(cut).extra_env = {}
+        launcher.restart(cut)
+        proxy.stop()
 
     print("\n== audit: every store, and the clients' promises", flush=True)
     audit_argv = [str(binary(launcher, "audit")), "--settle", str(AUDIT_SETTLE_S), "--out", str(audit_file)]
@@ -269,7 +299,7 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
         "machine": bench.machine(),
         "config": {"replicas": replicas, "rate": rate, "duration_s": duration, "seed": seed, "ci": ci,
                    "kill_every_s": None if ci else kill_every, "servers_restarted": servers and not ci,
-                   "stop": stop and not ci},
+                   "stop": stop and not ci, "cut_off": cut, "cut_for_s": CUT_FOR_S if cut else None},
         "faults": summarize(controller.events),
         "events": controller.events,
         "load": load_summary(load_file, code),
@@ -285,6 +315,17 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
     return 0 if ok else 1
 
 
+def behind_forwarders(launcher, name: str) -> faultproxy.Forwarders:
+    """Start the forwarders of instance `name` and start it again behind them."""
+    service = launcher.get(name)
+    proxy = faultproxy.Forwarders(list(faultproxy.SERVERS.values()) + [service.port])
+    proxy.start()
+    service.extra_env = faultproxy.instance_env(service.service, service.port)
+    print(f"{name}: started again behind the fault proxy (ports +{ports.CUT_OFFSET})", flush=True)
+    launcher.restart(name)
+    return proxy
+
+
 def relay_progress(stream, loading: threading.Event) -> None:
     """Pass orders-bench's stderr on; set `loading` at its first progress line (`[    1s] ...`)."""
     for line in stream:
@@ -296,7 +337,7 @@ def relay_progress(stream, loading: threading.Event) -> None:
 
 def summarize(events: list[dict]) -> dict:
     count = lambda kind: sum(1 for e in events if e["action"] == kind)  # noqa: E731
-    return {"kills": count("kill"), "starts": count("start"), "stops": count("stop"),
+    return {"kills": count("kill"), "starts": count("start"), "stops": count("stop"), "cuts": count("cut"),
             "server_restarts": count("restart"), "failed_actions": sum(1 for e in events if not e["ok"])}
 
 
@@ -322,6 +363,7 @@ def print_summary(report: dict) -> None:
     violations = sum(c.get("violations") or 0 for c in checks)
     print("\n== chaos summary")
     print(f"orders: {json.dumps(counts)}")
-    print(f"faults: {faults['kills']} kills, {faults['stops']} stops, {faults['server_restarts']} server restarts, "
+    print(f"faults: {faults['kills']} kills, {faults['stops']} stops, {faults['cuts']} network cuts, "
+          f"{faults['server_restarts']} server restarts, "
           f"{faults['failed_actions']} failed actions")
     print(f"audit: {'ok' if report['audit_exit'] == 0 else 'FAILED'} ({violations} violations)")

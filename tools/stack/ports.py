@@ -18,6 +18,9 @@ KEYCLOAK_MANAGEMENT_PORT: int = _TABLE["other"]["keycloak_management"]
 KAFKA_SASL_SSL_PORT: int = _TABLE["other"]["kafka_sasl_ssl"]
 KEYCLOAK_HTTPS_PORT: int = _TABLE["other"]["keycloak_https"]
 MONGO_TLS_PORT: int = _TABLE["other"]["mongo_tls"]
+KAFKA_CUT_PORT: int = _TABLE["other"]["kafka_cut"]
+# `./stack chaos`: the fault proxy of the instance it cuts off listens this far above each port
+CUT_OFFSET: int = _TABLE["chaos"]["cut_offset"]
 
 # component name -> (cargo binary name, port)
 SERVICES: dict[str, tuple[str, int]] = {name: (s["binary"], s["port"]) for name, s in _TABLE["services"].items()}

@@ -127,16 +127,18 @@ def new_cluster_id() -> str:
 
 def render_server_properties(port: int, controller_port: int, log_dir: Path, keystore: Path) -> str:
     sasl_ssl = f"SASL_SSL://127.0.0.1:{ports.KAFKA_SASL_SSL_PORT}"
+    # Plain text again for `./stack chaos`, advertised at its fault proxy's port (see faultproxy).
+    cut = (f"CUT://127.0.0.1:{ports.KAFKA_CUT_PORT}", f"CUT://127.0.0.1:{ports.KAFKA_CUT_PORT + ports.CUT_OFFSET}")
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},{sasl_ssl}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},{sasl_ssl},{cut[0]}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},"
-                                f"{sasl_ssl}",
+                                f"{sasl_ssl},{cut[1]}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CUT:PLAINTEXT",
         # the SASL_SSL listener: TLS with the local CA's server certificate, SCRAM logins
         "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM,
         f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config":

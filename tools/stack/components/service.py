@@ -29,6 +29,8 @@ class Service(Component):
         self.name = ports.instance_name(service, instance)
         self.binary = binary
         self._port = port
+        # Settings over the usual ones (`./stack chaos` routes an instance through its fault proxy).
+        self.extra_env: dict[str, str] = {}
 
     @property
     def port(self) -> int:
@@ -69,7 +71,7 @@ class Service(Component):
             # target (2 s, for release builds) would turn orders away from a debug stack that is
             # merely slow. Still below the local step timeout.
             env["SHOP_ADMISSION_TARGET_MS"] = os.environ.get("SHOP_ADMISSION_TARGET_MS", str(DEBUG_ADMISSION_TARGET_MS))
-        return env
+        return env | self.extra_env
 
     def health(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.port}/health")

@@ -7,7 +7,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from tools.stack import chaos, ports
+from tools.stack import chaos, faultproxy, ports
 from tools.stack.components import load
 from tools.stack.components.base import Context
 
@@ -49,12 +49,14 @@ class ReplicaTest(unittest.TestCase):
 class ScheduleTest(unittest.TestCase):
     def test_a_soak_kills_every_interval_stops_once_and_restarts_each_server(self):
         instances = ["order", "order-2", "product", "product-2"]
-        plan = chaos.schedule(random.Random(7), 1200, instances, 30, servers=True, stop=True)
+        plan = chaos.schedule(random.Random(7), 1200, instances, 30, servers=True, stop=True, cut="product-2")
         kinds = [a.kind for a in plan]
         self.assertEqual(kinds.count("kill"), kinds.count("start"))
         self.assertGreaterEqual(kinds.count("kill"), 1200 // 30 - 1)
         self.assertEqual(kinds.count("stop"), 1)
         self.assertEqual(kinds.count("resume"), 1)
+        cut, heal = (next(a for a in plan if a.kind == k) for k in ("cut", "heal"))
+        self.assertEqual((cut.target, heal.at - cut.at), ("product-2", chaos.CUT_FOR_S))
         self.assertEqual(sorted(a.target for a in plan if a.kind == "restart"), sorted(chaos.SERVERS))
         self.assertEqual(plan, sorted(plan))
         self.assertTrue(all(a.at < 1200 for a in plan))
@@ -62,7 +64,8 @@ class ScheduleTest(unittest.TestCase):
         resume = next(a for a in plan if a.kind == "resume")
         self.assertGreater(resume.at - stop.at, chaos.SESSION_TIMEOUT_S)
         # The same seed draws the same plan.
-        self.assertEqual(plan, chaos.schedule(random.Random(7), 1200, instances, 30, servers=True, stop=True))
+        self.assertEqual(plan, chaos.schedule(random.Random(7), 1200, instances, 30, servers=True, stop=True,
+                                              cut="product-2"))
 
     def test_the_ci_form_kills_one_instance_of_each_service_once(self):
         plan = chaos.ci_schedule(chaos.CI_DURATION_S)
@@ -75,3 +78,82 @@ class ScheduleTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ForwardersTest(unittest.TestCase):
+    """The network cut over real sockets: an echo server behind the forwarders."""
+
+    def setUp(self):
+        import socket
+        import threading
+        for _ in range(50):
+            self.server = socket.socket()
+            self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.server.bind(("127.0.0.1", 0))
+            self.port = self.server.getsockname()[1]
+            if self.port + ports.CUT_OFFSET < 65536:
+                break
+            self.server.close()
+        self.server.listen()
+
+        def echo(conn):
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+        def accept():
+            while True:
+                try:
+                    conn, _ = self.server.accept()
+                except OSError:
+                    return
+                threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        self.proxy = faultproxy.Forwarders([self.port])
+        self.proxy.start()
+
+    def tearDown(self):
+        self.proxy.stop()
+        self.server.close()
+
+    def connect(self):
+        import socket
+        s = socket.create_connection(("127.0.0.1", faultproxy.behind(self.port)), timeout=2)
+        s.settimeout(0.5)
+        return s
+
+    def test_bytes_pass_until_the_cut_and_the_heal_resets_what_lived_through_it(self):
+        import socket
+        old = self.connect()
+        old.sendall(b"ping")
+        self.assertEqual(old.recv(16), b"ping")
+        self.proxy.cut()
+        old.sendall(b"lost")
+        with self.assertRaises(socket.timeout):
+            old.recv(16)
+        held = self.connect()  # accepted, but nothing passes
+        held.sendall(b"held")
+        with self.assertRaises(socket.timeout):
+            held.recv(16)
+        self.proxy.heal()
+        for s in (old, held):
+            try:
+                self.assertEqual(s.recv(16), b"", "reset, not answered")
+            except ConnectionResetError:
+                pass
+        new = self.connect()
+        new.sendall(b"again")
+        self.assertEqual(new.recv(16), b"again")
+        for s in (old, held, new):
+            s.close()
+
+    def test_a_cut_instance_reaches_every_server_through_the_forwarders(self):
+        env = faultproxy.instance_env("payment", ports.instance_port("payment", 2))
+        self.assertIn(f"127.0.0.1:{ports.INFRA_PORTS['postgres'] + ports.CUT_OFFSET}/shop_payment",
+                      env["SHOP_DATABASE_URL"])
+        self.assertEqual(env["SHOP_KAFKA_BROKERS"], f"127.0.0.1:{ports.KAFKA_CUT_PORT + ports.CUT_OFFSET}")
+        self.assertEqual(env["SHOP_ADVERTISE_URL"], f"http://127.0.0.1:{9084 + ports.CUT_OFFSET}")
+        used = set(ports.PORTS.values())
+        for port in list(faultproxy.SERVERS.values()):
+            self.assertNotIn(faultproxy.behind(port), used)

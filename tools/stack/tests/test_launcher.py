@@ -39,7 +39,9 @@ class KafkaConfigTest(unittest.TestCase):
         self.assertEqual(props["controller.quorum.bootstrap.servers"], "127.0.0.1:9093")
         self.assertNotIn("controller.quorum.voters", props)  # refused together with --standalone
         self.assertEqual(props["listeners"],
-                         "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_SSL://127.0.0.1:9094")
+                         "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_SSL://127.0.0.1:9094,"
+                         "CUT://127.0.0.1:9095")
+        self.assertTrue(props["advertised.listeners"].endswith(",CUT://127.0.0.1:19095"))
         self.assertEqual(props["listener.name.sasl_ssl.sasl.enabled.mechanisms"], "SCRAM-SHA-512")
         self.assertEqual(props["listener.name.sasl_ssl.ssl.keystore.location"], "/data/tls/server.pem")
         self.assertEqual(props["auto.create.topics.enable"], "false")

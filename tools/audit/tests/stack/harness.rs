@@ -43,7 +43,12 @@ pub async fn audit(label: &str, settle: Duration) -> Report {
 /// [`audit`], without panicking: for the window in which a store is corrupted, which must be
 /// closed (the store put back) whatever the audit does.
 pub async fn try_audit(label: &str, settle: Duration) -> anyhow::Result<Report> {
-    let report = audit::run(&sources(), settle).await?;
+    audit_promised(label, settle, Vec::new()).await
+}
+
+/// [`try_audit`], holding the stores to what a client was `promised`.
+pub async fn audit_promised(label: &str, settle: Duration, promised: Vec<audit::Promise>) -> anyhow::Result<Report> {
+    let report = audit::run_with(&sources(), settle, promised).await?;
     println!("--- audit: {label} ---\n{}", audit::report::render(&report));
     Ok(report)
 }

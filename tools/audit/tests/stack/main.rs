@@ -11,6 +11,7 @@
 
 mod harness;
 
+use domain::order::OrderStatus;
 use audit::report::Offender;
 use harness::*;
 use mongodb::bson::{Bson, Document, doc};
@@ -75,7 +76,21 @@ async fn a_shop_with_orders_of_every_outcome_passes_every_check() {
     assert_eq!(settled(&over_stock).await, "REJECTED");
     add_stock(&mug, 5).await;
 
-    let report = audit("orders of every outcome", SETTLE).await;
+    // What this client was promised: each order accepted, and the final statuses it saw (the
+    // cancelled one it last saw CONFIRMED, before its cancel).
+    let promise = |line: usize, id: &str, seen: Option<OrderStatus>| audit::Promise {
+        line,
+        order_id: id.to_owned(),
+        final_seen: seen,
+        cancel_unknown: false,
+    };
+    let promised = vec![
+        promise(1, &confirmed, Some(OrderStatus::Confirmed)),
+        promise(2, &cancelled, None),
+        promise(3, &over_credit, Some(OrderStatus::Rejected)),
+        promise(4, &over_stock, Some(OrderStatus::Rejected)),
+    ];
+    let report = audit_promised("orders of every outcome", SETTLE, promised).await.expect("audit");
     assert!(report.conditions.settled, "the stack did not quieten: {:?}", report.conditions.unsettled);
     let offenders: Vec<String> = offenders(&report).iter().map(|(c, o)| format!("{c}: {o}")).collect();
     assert!(report.ok, "the auditor found something wrong:\n{}", offenders.join("\n"));
@@ -83,6 +98,7 @@ async fn a_shop_with_orders_of_every_outcome_passes_every_check() {
         assert!(c.checked > 0, "{} judged nothing", c.id);
     }
     assert!(report.check("orders_finished").expect("check 1").checked >= 4);
+    assert_eq!(report.check("promises_kept").expect("check 7").checked, 4);
 }
 
 /// A second `PaymentConfirmed` (the capture: the customer is charged) appended to the payment
