@@ -1,7 +1,7 @@
 //! Adapter from [`domain::Aggregate`] (pure decide/apply) to cqrs-es, persisted in postgres-es's
 //! table layout by [`crate::pg_store`].
 //! `handle` only writes `decide`'s events to the sink. Stored events reach Kafka through the
-//! outbox trigger (see `sql/event_store.sql`), never from here.
+//! outbox trigger (see `migrations/event_store/`), never from here.
 
 use crate::pg_store::{self, PgEventStore};
 use cqrs_es::{AggregateError, CqrsFramework};

@@ -22,7 +22,7 @@
 //!   the id sequence) are never skipped: they are simply still in the table on a later pass.
 //! - A row that cannot be mapped, encoded or sent is logged with its id at every attempt and,
 //!   after [`DEAD_AFTER_ATTEMPTS`], moved to `outbox_dead`. Later rows of the same aggregate
-//!   wait behind it, so no stream reaches Kafka with a gap (see `sql/outbox.sql` in `eventstore`,
+//!   wait behind it, so no stream reaches Kafka with a gap (see `migrations/outbox/` in `eventstore`,
 //!   which migrates the service's database).
 
 use crate::kafka;

@@ -20,7 +20,6 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use eventstore::db;
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::{self, Metadata, event_mapper};
 use runtime::Settings;
@@ -371,13 +370,19 @@ pub const CONSUMER_GROUP: &str = "saga-orchestrator";
 /// (about eight statements), and under load the replies of several sagas arrive within this.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// Create or update the orchestrator's tables (`migrations/`, versions 3_000_001.., see
+/// `eventstore::db`); the outbox is migrated with the database.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    eventstore::db::migrate(pool, sqlx::migrate!()).await
+}
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let timeouts = Timeouts { step_ms: i64::try_from(settings.saga_step_timeout_ms)? };
     let consumes = [Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents];
     let produces = [Topic::ProductCommands, Topic::PaymentCommands, Topic::OrderCommands, Topic::SagaEvents];
     let mut wiring = Wiring::connect(settings, &produces, &consumes).await?;
     let pool = wiring.database(false).await?;
-    db::with_migration_lock(&pool, include_str!("sagas.sql")).await?;
+    migrate(&pool).await?;
     // Only direct rows exist in this outbox; event rows would be a bug.
     wiring.spawn_relay(
         pool.clone(),

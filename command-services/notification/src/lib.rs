@@ -6,7 +6,7 @@
 //! - [`templates`]: subject and body per e-mail, pure.
 //! - [`handler`]: applies a plan: table updates, or look up facts → send → record in `sent`.
 //! - [`mailer`]: SMTP delivery behind the [`mailer::Mailer`] trait.
-//! - [`store`]: the tables (`sql/schema.sql`) and their queries.
+//! - [`store`]: the tables (`migrations/`) and their queries.
 //! - [`notifications`]: `GET /notifications?order_id=`, the sent log of one order.
 
 pub mod handler;
@@ -45,7 +45,7 @@ impl Service {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut wiring = Wiring::connect(settings, &[], &TOPICS).await?;
         let pool = wiring.database(false).await?;
-        eventstore::db::with_migration_lock(&pool, store::SCHEMA_SQL).await?;
+        store::migrate(&pool).await?;
         let mailer = Arc::new(mailer::Smtp::new(&wiring.settings.smtp_addr)?);
         let notifier = Arc::new(handler::Notifier::new(pool.clone(), mailer));
         // One consumer per topic, all in the same group: while an e-mail waits (retrying) for a

@@ -1,11 +1,14 @@
-//! The service's tables (`sql/schema.sql`): what it learned from events, and what it sent.
+//! The service's tables (`migrations/`): what it learned from events, and what it sent.
 
 use crate::plan::Kind;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-pub const SCHEMA_SQL: &str = include_str!("sql/schema.sql");
+/// Create or update the tables (versions 5_000_001.., see `eventstore::db`).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    eventstore::db::migrate(pool, sqlx::migrate!()).await
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Contact {

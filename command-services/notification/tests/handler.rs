@@ -56,7 +56,7 @@ impl Harness {
             std::env::var("SHOP_TEST_POSTGRES").unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432".into());
         let database = format!("shop_notification_test_{}", uuid::Uuid::new_v4().simple());
         let pool = eventstore::db::connect(&format!("{server}/{database}"), 4).await.expect("PostgreSQL reachable");
-        eventstore::db::with_migration_lock(&pool, store::SCHEMA_SQL).await.unwrap();
+        store::migrate(&pool).await.unwrap();
         let mailer = Arc::new(RecordingMailer::default());
         let notifier = Notifier::new(pool.clone(), mailer.clone());
         Self { notifier, mailer, pool, server, database }

@@ -29,20 +29,6 @@ const ABANDONED_AFTER: &str = "2 minutes";
 /// Largest answer body recorded; ours are tiny.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS idempotency
-(
-    key          text PRIMARY KEY,
-    -- sha256 of the request in canonical JSON: the same key must come with the same request
-    request_hash text        NOT NULL,
-    -- the answer; NULL while the first request is still running
-    status       integer,
-    body         jsonb,
-    -- the answer's headers but for content type and length, e.g. location: {name: value}
-    headers      jsonb,
-    created_at   timestamptz NOT NULL DEFAULT now()
-);";
-
 /// The SQL expression hashing the canonical request bound as `$2`.
 const HASH_OF_2: &str = "encode(sha256(convert_to($2, 'UTF8')), 'hex')";
 
@@ -63,9 +49,9 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Create the table if needed.
+    /// Create or update the table (versions 6_000_001.., see `eventstore::db`).
     pub async fn migrate(pool: PgPool) -> anyhow::Result<Self> {
-        eventstore::db::with_migration_lock(&pool, SCHEMA).await?;
+        eventstore::db::migrate(&pool, sqlx::migrate!()).await?;
         Ok(Self { pool })
     }
 

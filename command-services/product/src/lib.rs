@@ -174,7 +174,8 @@ impl Handler for StockCommands {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut wiring = Wiring::connect(settings, &[Topic::ProductEvents], &[Topic::ProductCommands]).await?;
     let pool = wiring.database(true).await?;
-    db::with_migration_lock(&pool, include_str!("skus.sql")).await?;
+    // The SKU table: `migrations/`, versions 4_000_001.. (see eventstore::db).
+    db::migrate(&pool, sqlx::migrate!()).await?;
     wiring
         .spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::product_event(convert::product_id(id)?, e))));
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));

@@ -15,7 +15,7 @@ pub async fn fresh_database() -> (PgPool, String) {
     let name = format!("test_saga_{}", uuid::Uuid::new_v4().simple());
     let pool = eventstore::db::connect(&format!("{}/{name}", admin_url()), 8).await.expect("database");
     eventstore::db::migrate_outbox(&pool).await.expect("outbox");
-    eventstore::db::with_migration_lock(&pool, include_str!("../../src/sagas.sql")).await.expect("sagas");
+    saga_orchestrator::migrate(&pool).await.expect("sagas");
     (pool, name)
 }
 

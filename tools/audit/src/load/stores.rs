@@ -18,7 +18,7 @@ pub async fn connect(base: &str, database: &str) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to PostgreSQL database {database}"))
 }
 
-/// The message id the outbox trigger gives an event (`eventstore/src/sql/event_store.sql`).
+/// The message id the outbox trigger gives an event (`eventstore/migrations/event_store/`).
 const MESSAGE_ID: &str = "md5(aggregate_type || '/' || aggregate_id || '/' || sequence)::uuid::text";
 
 /// One store as of one instant.

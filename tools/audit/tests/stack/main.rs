@@ -11,8 +11,8 @@
 
 mod harness;
 
-use domain::order::OrderStatus;
 use audit::report::Offender;
+use domain::order::OrderStatus;
 use harness::*;
 use mongodb::bson::{Bson, Document, doc};
 use readstore::readmodel::{self, ReadModel};
