@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     );
     runtime::telemetry::init("gateway");
     let mut settings = Settings::from_env("gateway")?;
-    let cluster = Cluster::join(&mut settings).await;
+    let cluster = Cluster::join(&mut settings).await?;
     let downstreams = Downstreams::from_settings(&settings).with_resolver(cluster.resolver.clone());
     let caller_key = runtime::identity::CallerKey::from_settings(&settings)?;
     let state = AppState::new(downstreams, Timeouts::default(), caller_key)?

@@ -47,6 +47,23 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// `message` with id `message_id` as if it had been read from its topic with no other
+    /// headers, at offset 0: what a handler is given in a test that calls it directly.
+    pub fn unsent(message: Message, message_id: impl Into<String>) -> Self {
+        Envelope {
+            topic: message.topic().name().to_owned(),
+            message,
+            message_id: message_id.into(),
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            aggregate_version: None,
+            occurred_at: 0,
+            partition: 0,
+            offset: 0,
+        }
+    }
+
     /// The decoded `message` of record `m`, with its headers and coordinates. Public so that
     /// other readers of the topics (the projectors' rebuild) build envelopes the same way.
     pub fn new<M: rdkafka::Message>(m: &M, message: Message) -> Self {

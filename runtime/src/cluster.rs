@@ -17,10 +17,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Join with `settings` (`SHOP_ETCD_URL`, `SHOP_DISCOVERY`); the keys read once at start
-    /// (`database.url`, `http.addr`, ...) are taken from the central configuration into
-    /// `settings`, the environment still winning.
-    pub async fn join(settings: &mut Settings) -> Self {
+    /// Join with `settings` (`etcd.url`, `discovery`, from the files and the environment) and
+    /// load `settings` again with the central configuration as one more layer (files < etcd <
+    /// environment): [`Settings::from_values`]. A value in etcd that does not parse stops the
+    /// start with an error naming its key.
+    pub async fn join(settings: &mut Settings) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let etcd = match Etcd::connect(&settings.etcd_url, discovery::ROOT, settings.etcd_ca_file.as_deref()).await {
             Ok(etcd) => Some(etcd),
@@ -30,12 +31,12 @@ impl Cluster {
             }
         };
         let config = LiveConfig::start(settings.service, settings.profile, etcd.clone(), stop.clone()).await;
-        apply_start_values(settings, &config);
+        *settings = Settings::from_values(settings.service, settings.profile, config.start_values().clone())?;
         let resolver = match (&etcd, settings.discovery) {
             (Some(etcd), true) => Resolver::watch(etcd.clone(), stop.clone()),
             _ => Resolver::disabled(),
         };
-        Self { etcd, config, resolver, stop }
+        Ok(Self { etcd, config, resolver, stop })
     }
 
     /// Files and environment only, no etcd (tests).
@@ -57,31 +58,6 @@ impl Cluster {
 
     pub fn stop(&self) {
         self.stop.cancel();
-    }
-}
-
-fn apply_start_values(settings: &mut Settings, config: &LiveConfig) {
-    let set = |key: &str, field: &mut String| {
-        if let Some(v) = config.start_value(key).filter(|v| *v != field.as_str()) {
-            tracing::info!(key, "taken from the central configuration");
-            *field = v.to_owned();
-        }
-    };
-    set("database.url", &mut settings.database_url);
-    set("kafka.brokers", &mut settings.kafka_brokers);
-    set("mongodb.url", &mut settings.mongodb_url);
-    set("schema_registry.url", &mut settings.schema_registry_url);
-    if let Some(addr) = config.start_value("http.addr") {
-        match addr.parse() {
-            Ok(addr) if addr != settings.http_addr => {
-                settings.http_addr = addr;
-                if std::env::var("SHOP_ADVERTISE_URL").is_err() {
-                    settings.advertise_url = format!("http://{addr}");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(addr, error = %e, "http.addr ignored"),
-        }
     }
 }
 

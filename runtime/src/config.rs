@@ -1,9 +1,19 @@
-//! Settings from `SHOP_*` environment variables. Defaults are the local stack's loopback
-//! addresses (`tools/stack/ports.toml`), so `./stack` starts services without any variables
-//! and compose overrides them with container host names.
+//! A service's settings, from one layered loader (lowest first): the local stack's defaults
+//! (`tools/stack/ports.toml`: loopback addresses, so `./stack` starts services without any
+//! variables), the configuration files (`config/defaults.toml`, `config/<profile>.toml`), etcd
+//! (the central configuration, once [`crate::cluster::Cluster::join`] reached it) and the
+//! environment, `SHOP_<KEY>` (`database.url` is `SHOP_DATABASE_URL`; compose and Kubernetes
+//! set container host names this way). See [`crate::live_config`] for the layers and scopes.
+//!
+//! [`Settings`] holds what every service needs; a service's own settings (the payment
+//! service's opening credit, the saga's step timeout) are keys of its scope in the files,
+//! read with [`Settings::value`]. Secrets (`SHOP_CALLER_KEY`, SASL and SMTP passwords) come from
+//! the environment alone, never from a file or etcd.
 
+use crate::live_config::{self, Values};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +41,8 @@ pub struct Settings {
     pub saga_url: String,
     pub projectors_url: String,
     pub smtp_addr: String,
-    /// Credit a new payment account opens with.
-    pub initial_credit_cents: i64,
     /// Snapshot event-sourced aggregates every this many events (0: never).
     pub snapshot_every: usize,
-    /// How long a saga step may wait for its reply.
-    pub saga_step_timeout_ms: u64,
     /// etcd (service registry and central configuration), e.g. `http://127.0.0.1:2379`.
     pub etcd_url: String,
     /// The CA an `https://` etcd endpoint's certificate must chain to (`SHOP_ETCD_CA_FILE`).
@@ -52,7 +58,34 @@ pub struct Settings {
     /// The secret caller tokens are signed and checked with (`SHOP_CALLER_KEY`, see
     /// `identity`); the dev profile falls back to the local stack's well-known key.
     pub caller_key: String,
+    /// Every configuration value at start, by key (the layers merged): what [`Settings::value`]
+    /// reads a service's own keys from.
+    pub values: Values,
 }
+
+/// The keys [`Settings`] reads at start (changing one needs a restart), besides the service's
+/// own keys that the files name. `kafka.partitions` is read when topics are created.
+pub const START_KEYS: [&str; 19] = [
+    "http.addr",
+    "advertise.url",
+    "database.url",
+    "kafka.brokers",
+    "kafka.partitions",
+    "schema_registry.url",
+    "mongodb.url",
+    "customer.url",
+    "product.url",
+    "order.url",
+    "payment.url",
+    "saga.url",
+    "projectors.url",
+    "smtp.addr",
+    "snapshot.every",
+    "etcd.url",
+    "etcd.ca_file",
+    "discovery",
+    "consumers",
+];
 
 /// The local stack's components, ports and databases: `tools/stack/ports.toml`, the table the
 /// launcher reads too, embedded.
@@ -120,68 +153,106 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn or(name: &str, default: impl Into<String>) -> String {
-    var(name).unwrap_or_else(|| default.into())
+/// `SHOP_PROFILE`: `dev` (the default) or `prod`; it picks the configuration file.
+pub fn profile_from_env() -> anyhow::Result<Profile> {
+    match var("SHOP_PROFILE").as_deref().unwrap_or("dev") {
+        "dev" => Ok(Profile::Dev),
+        "prod" => Ok(Profile::Prod),
+        other => anyhow::bail!("SHOP_PROFILE must be dev or prod, not {other:?}"),
+    }
 }
 
 impl Settings {
+    /// The files and the environment, without etcd: what a service starts with before it joins
+    /// the cluster, and all that tools and tests use.
     pub fn from_env(service: &'static str) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let profile = match or("SHOP_PROFILE", "dev").as_str() {
-            "dev" => Profile::Dev,
-            "prod" => Profile::Prod,
-            other => anyhow::bail!("SHOP_PROFILE must be dev or prod, not {other:?}"),
-        };
-        let url = |svc: &str| format!("http://{}", local(svc));
-        let http_addr = or("SHOP_HTTP_ADDR", local(service));
-        Ok(Self {
-            service,
-            profile,
-            http_addr: http_addr.parse().with_context(|| format!("SHOP_HTTP_ADDR {http_addr:?}"))?,
-            database_url: or("SHOP_DATABASE_URL", default_database(service)),
-            kafka_brokers: or("SHOP_KAFKA_BROKERS", local("kafka")),
-            schema_registry_url: or(
-                "SHOP_SCHEMA_REGISTRY_URL",
-                format!("http://{}/apis/ccompat/v7", local("registry")),
-            ),
-            mongodb_url: or(
-                "SHOP_MONGODB_URL",
-                format!("mongodb://{}/?directConnection=true&retryWrites=false", local("mongo")),
-            ),
-            customer_url: or("SHOP_CUSTOMER_URL", url("customer")),
-            product_url: or("SHOP_PRODUCT_URL", url("product")),
-            order_url: or("SHOP_ORDER_URL", url("order")),
-            payment_url: or("SHOP_PAYMENT_URL", url("payment")),
-            saga_url: or("SHOP_SAGA_URL", url("saga-orchestrator")),
-            projectors_url: or("SHOP_PROJECTORS_URL", url("projectors")),
-            smtp_addr: or("SHOP_SMTP_ADDR", local("mailpit_smtp")),
-            initial_credit_cents: or("SHOP_INITIAL_CREDIT_CENTS", "100000")
-                .parse()
-                .context("SHOP_INITIAL_CREDIT_CENTS")?,
-            snapshot_every: or("SHOP_SNAPSHOT_EVERY", "50").parse().context("SHOP_SNAPSHOT_EVERY")?,
-            saga_step_timeout_ms: or("SHOP_SAGA_STEP_TIMEOUT_MS", "30000")
-                .parse()
-                .context("SHOP_SAGA_STEP_TIMEOUT_MS")?,
-            etcd_url: or("SHOP_ETCD_URL", format!("http://{}", local("etcd"))),
-            etcd_ca_file: var("SHOP_ETCD_CA_FILE"),
-            discovery: switch("SHOP_DISCOVERY", true)?,
-            consumers: switch("SHOP_CONSUMERS", true)?,
-            caller_key: caller_key(profile)?,
-            advertise_url: String::new(),
-        }
-        .with_advertise_url(var("SHOP_ADVERTISE_URL")))
+        let profile = profile_from_env()?;
+        let (defaults, profile_layer) = live_config::file_layers(profile);
+        let values = live_config::effective(service, &[&defaults, &profile_layer], |k| std::env::var(k).ok());
+        Self::from_values(service, profile, values)
     }
 
-    fn with_advertise_url(mut self, explicit: Option<String>) -> Self {
-        self.advertise_url = match explicit {
+    /// The one loader: every setting from the merged layers (`values`, see
+    /// [`live_config::effective`]), the local stack's address where no layer names one.
+    pub fn from_values(service: &'static str, profile: Profile, values: Values) -> anyhow::Result<Self> {
+        let get = |key: &str| values.get(key).filter(|v| !v.trim().is_empty()).cloned();
+        let or = |key: &str, default: String| get(key).unwrap_or(default);
+        let url = |svc: &str| format!("http://{}", local(svc));
+        let http_addr = or("http.addr", local(service));
+        let http_addr: SocketAddr = http_addr.parse().map_err(|e| anyhow::anyhow!("http.addr {http_addr:?}: {e}"))?;
+        let advertise_url = match get("advertise.url") {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None if self.http_addr.ip().is_unspecified() => {
+            None if http_addr.ip().is_unspecified() => {
                 let host = var("HOSTNAME").unwrap_or_else(|| "127.0.0.1".into());
-                format!("http://{host}:{}", self.http_addr.port())
+                format!("http://{host}:{}", http_addr.port())
             }
-            None => format!("http://{}", self.http_addr),
+            None => format!("http://{http_addr}"),
         };
-        self
+        let settings = Self {
+            service,
+            profile,
+            http_addr,
+            advertise_url,
+            database_url: or("database.url", default_database(service)),
+            kafka_brokers: or("kafka.brokers", local("kafka")),
+            schema_registry_url: or("schema_registry.url", format!("http://{}/apis/ccompat/v7", local("registry"))),
+            mongodb_url: or(
+                "mongodb.url",
+                format!("mongodb://{}/?directConnection=true&retryWrites=false", local("mongo")),
+            ),
+            customer_url: or("customer.url", url("customer")),
+            product_url: or("product.url", url("product")),
+            order_url: or("order.url", url("order")),
+            payment_url: or("payment.url", url("payment")),
+            saga_url: or("saga.url", url("saga-orchestrator")),
+            projectors_url: or("projectors.url", url("projectors")),
+            smtp_addr: or("smtp.addr", local("mailpit_smtp")),
+            snapshot_every: parse(&values, "snapshot.every", 50)?,
+            etcd_url: or("etcd.url", format!("http://{}", local("etcd"))),
+            etcd_ca_file: get("etcd.ca_file"),
+            discovery: switch(&values, "discovery", true)?,
+            consumers: switch(&values, "consumers", true)?,
+            caller_key: caller_key(profile)?,
+            values: Values::new(),
+        };
+        Ok(Self { values, ..settings })
+    }
+
+    /// A setting of the service's own (`initial_credit_cents` of the payment service, say):
+    /// `default` when no layer names it, an error naming the key when its value does not parse.
+    pub fn value<T>(&self, key: &str, default: T) -> anyhow::Result<T>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        parse(&self.values, key, default)
+    }
+
+    /// A setting of the service's own whose default is in `config/defaults.toml` (its one
+    /// definition): an error naming the key when no layer has it or it does not parse.
+    pub fn required<T>(&self, key: &str) -> anyhow::Result<T>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let Some(text) = self.values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            anyhow::bail!("setting {key} of {} is missing (config/defaults.toml names its default)", self.service);
+        };
+        text.parse()
+            .map_err(|e| anyhow::anyhow!("setting {key} ({}): {text:?} is not valid: {e}", live_config::env_var(key)))
+    }
+}
+
+fn parse<T>(values: &Values, key: &str, default: T) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("setting {key} ({}): {text:?} is not valid: {e}", live_config::env_var(key))),
     }
 }
 
@@ -210,18 +281,90 @@ fn caller_key(profile: Profile) -> anyhow::Result<String> {
 }
 
 /// An on/off setting: `on`/`off`, `true`/`false`, `1`/`0`.
-fn switch(name: &str, default: bool) -> anyhow::Result<bool> {
-    match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+fn switch(values: &Values, key: &str, default: bool) -> anyhow::Result<bool> {
+    match values.get(key).map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()).as_deref() {
         None => Ok(default),
         Some("on" | "true" | "1" | "yes") => Ok(true),
         Some("off" | "false" | "0" | "no") => Ok(false),
-        Some(other) => anyhow::bail!("{name} must be on or off, not {other:?}"),
+        Some(other) => anyhow::bail!("{key} ({}) must be on or off, not {other:?}", live_config::env_var(key)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live_config::{effective, parse_layer};
+
+    /// Settings of `service` from the given layers (files, then etcd) and environment.
+    fn load(service: &'static str, layers: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let layers: Vec<_> = layers.iter().map(|text| parse_layer(text).expect("layer")).collect();
+        let refs: Vec<_> = layers.iter().collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let values = effective(service, &refs, |k| env.get(k).cloned());
+        Settings::from_values(service, Profile::Dev, values)
+    }
+
+    #[test]
+    fn files_then_etcd_then_the_environment_each_win_over_the_one_before() {
+        let files = "[global]\nkafka.brokers = \"from-file:9092\"\nsnapshot.every = 7\n\
+                     [payment]\ninitial_credit_cents = 100\ndatabase.url = \"postgres://file/db\"";
+        let etcd = "[payment]\ndatabase.url = \"postgres://etcd/db\"\ninitial_credit_cents = 200";
+        let s = load("payment", &[files, etcd], &[("SHOP_INITIAL_CREDIT_CENTS", "300")]).expect("settings");
+        assert_eq!(s.kafka_brokers, "from-file:9092");
+        assert_eq!(s.snapshot_every, 7);
+        assert_eq!(s.database_url, "postgres://etcd/db");
+        assert_eq!(s.required::<i64>("initial_credit_cents").expect("credit"), 300);
+        // Another service does not see the payment scope.
+        let order = load("order", &[files, etcd], &[]).expect("settings");
+        assert_eq!(order.database_url, default_database("order"));
+        assert!(order.required::<i64>("initial_credit_cents").is_err());
+    }
+
+    #[test]
+    fn what_no_layer_names_is_the_local_stack() {
+        let s = load("order", &[], &[]).expect("settings");
+        assert_eq!(s.http_addr.to_string(), local("order"));
+        assert_eq!(s.advertise_url, format!("http://{}", local("order")));
+        assert_eq!(s.kafka_brokers, local("kafka"));
+        assert!(s.discovery && s.consumers);
+        assert_eq!(s.value("kafka.partitions", 3).expect("partitions"), 3);
+        // An address moved by any layer moves the advertised URL with it.
+        let moved = load("order", &["[order]\nhttp.addr = \"127.0.0.1:9083\""], &[]).expect("settings");
+        assert_eq!(moved.advertise_url, "http://127.0.0.1:9083");
+        let told = load("order", &[], &[("SHOP_HTTP_ADDR", "127.0.0.1:9083"), ("SHOP_ADVERTISE_URL", "http://b:1/")])
+            .expect("settings");
+        assert_eq!(told.advertise_url, "http://b:1");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_variable() {
+        let e = load("order", &[], &[("SHOP_SNAPSHOT_EVERY", "often")]).expect_err("bad");
+        assert!(e.to_string().contains("snapshot.every (SHOP_SNAPSHOT_EVERY)"), "{e}");
+        let e = load("order", &["[global]\ndiscovery = \"maybe\""], &[]).expect_err("bad");
+        assert!(e.to_string().contains("discovery (SHOP_DISCOVERY) must be on or off"), "{e}");
+        let s = load("saga-orchestrator", &["[saga-orchestrator]\nsaga.step_timeout_ms = \"soon\""], &[])
+            .expect("settings");
+        let e = s.required::<i64>("saga.step_timeout_ms").expect_err("bad");
+        assert!(e.to_string().contains("SHOP_SAGA_STEP_TIMEOUT_MS"), "{e}");
+    }
+
+    #[test]
+    fn the_files_name_every_services_own_setting() {
+        let s = Settings::from_values(
+            "payment",
+            Profile::Dev,
+            effective("payment", &[&live_config::file_layers(Profile::Dev).0], |_| None),
+        )
+        .expect("settings");
+        assert_eq!(s.required::<i64>("initial_credit_cents").expect("credit"), 100_000);
+        let saga = Settings::from_values(
+            "saga-orchestrator",
+            Profile::Dev,
+            effective("saga-orchestrator", &[&live_config::file_layers(Profile::Dev).0], |_| None),
+        )
+        .expect("settings");
+        assert_eq!(saga.required::<i64>("saga.step_timeout_ms").expect("timeout"), 30_000);
+    }
 
     #[test]
     fn the_local_stack_table_gives_every_default() {

@@ -8,8 +8,9 @@
 //! A scope is `global` or a service's name; within one layer the service's own scope wins.
 //! At start a service writes the file values of its scopes into etcd where a key is absent (one
 //! create-if-absent transaction per key, so instances starting together agree), then watches
-//! its scopes. Safe keys ([`Tunables`]) are applied while running; a change to an unsafe key
-//! ([`RESTART_KEYS`]) is logged as needing a restart, and takes effect at the next start.
+//! its scopes. Safe keys ([`Tunables`], [`is_live`]) are applied while running; a change to any
+//! other key (those [`crate::Settings`] reads, [`crate::config::START_KEYS`], and a service's own)
+//! is logged as needing a restart, and takes effect at the next start.
 
 use crate::discovery::{Etcd, timed};
 use etcd_client::{Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
@@ -24,10 +25,6 @@ pub const PROD_FILE: &str = include_str!("../../config/prod.toml");
 
 /// The scope every service reads besides its own.
 pub const GLOBAL: &str = "global";
-
-/// Keys read once at start: changing them while running needs a restart.
-pub const RESTART_KEYS: [&str; 6] =
-    ["database.url", "http.addr", "kafka.brokers", "kafka.partitions", "mongodb.url", "schema_registry.url"];
 
 /// key -> raw value
 pub type Values = BTreeMap<String, String>;
@@ -88,7 +85,7 @@ pub fn env_var(key: &str) -> String {
 
 /// The effective values for `service`: `layers` lowest first, each read as global then the
 /// service's own scope; then `env` (looked up by [`env_var`]) for every key any layer names,
-/// and for [`Tunables`]' and [`RESTART_KEYS`]' keys.
+/// and for [`Tunables`]' keys and [`crate::config::START_KEYS`].
 pub fn effective(service: &str, layers: &[&Layer], env: impl Fn(&str) -> Option<String>) -> Values {
     let mut values = Values::new();
     for layer in layers {
@@ -99,7 +96,7 @@ pub fn effective(service: &str, layers: &[&Layer], env: impl Fn(&str) -> Option<
         }
     }
     let mut keys: Vec<String> = values.keys().cloned().collect();
-    keys.extend(KNOWN_KEYS.iter().chain(RESTART_KEYS.iter()).map(|k| (*k).to_owned()));
+    keys.extend(KNOWN_KEYS.iter().chain(crate::config::START_KEYS.iter()).map(|k| (*k).to_owned()));
     for key in keys {
         if let Some(v) = env(&env_var(&key)).filter(|v| !v.trim().is_empty()) {
             values.insert(key, v);
@@ -109,6 +106,12 @@ pub fn effective(service: &str, layers: &[&Layer], env: impl Fn(&str) -> Option<
 }
 
 const KNOWN_KEYS: [&str; 4] = ["log.level", "http.timeout_ms", "rate_limit.per_second", "rate_limit.burst"];
+
+/// Whether a change to `key` is applied while running ([`Tunables`]); every other key is read
+/// at start only.
+pub fn is_live(key: &str) -> bool {
+    KNOWN_KEYS.contains(&key) || key.starts_with("features.")
+}
 
 /// The settings applied while running, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +267,11 @@ impl LiveConfig {
     /// The value of any key as it was at start (for keys read once, like `database.url`).
     pub fn start_value(&self, key: &str) -> Option<&str> {
         self.started_with.get(key).map(String::as_str)
+    }
+
+    /// Every value at start, the layers merged: what [`crate::Settings::from_values`] reads.
+    pub fn start_values(&self) -> &Values {
+        &self.started_with
     }
 
     pub fn current(&self) -> Tunables {
@@ -436,7 +444,7 @@ fn apply_changes(values: &mut Values, fresh: Values, tx: &watch::Sender<Tunables
         if old == new {
             continue;
         }
-        if RESTART_KEYS.contains(&key.as_str()) {
+        if !is_live(key) {
             tracing::warn!(key = %key, "configuration changed; this key is read at start only: restart the service to apply it");
         } else {
             tracing::info!(key = %key, old = ?old, new = ?new, "configuration changed");

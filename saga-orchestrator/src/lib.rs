@@ -377,10 +377,14 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let timeouts = Timeouts { step_ms: i64::try_from(settings.saga_step_timeout_ms)? };
     let consumes = [Topic::OrderEvents, Topic::ProductEvents, Topic::PaymentEvents];
     let produces = [Topic::ProductCommands, Topic::PaymentCommands, Topic::OrderCommands, Topic::SagaEvents];
     let mut wiring = Wiring::connect(settings, &produces, &consumes).await?;
+    // How long a step waits for its reply: `saga.step_timeout_ms` of the saga-orchestrator scope
+    // (config/defaults.toml, etcd, SHOP_SAGA_STEP_TIMEOUT_MS).
+    let step_ms: i64 = wiring.settings.required("saga.step_timeout_ms")?;
+    anyhow::ensure!(step_ms > 0, "saga.step_timeout_ms must be positive, not {step_ms}");
+    let timeouts = Timeouts { step_ms };
     let pool = wiring.database(false).await?;
     migrate(&pool).await?;
     // Only direct rows exist in this outbox; event rows would be a bug.

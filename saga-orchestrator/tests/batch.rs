@@ -12,7 +12,7 @@ use schemas::Message;
 use schemas::records as r;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
-use support::{drop_database, envelope, fresh_database};
+use support::{drop_database, fresh_database};
 
 /// The replies one order's saga sees, in order: a confirmation, a declined payment, or a
 /// reservation that fails for the second line.
@@ -72,7 +72,11 @@ fn traffic(orders: usize) -> Vec<Envelope> {
     let streams: Vec<Vec<Envelope>> = (0..orders)
         .map(|i| {
             let order = format!("o{i:03}");
-            replies(&order, i).into_iter().enumerate().map(|(n, m)| envelope(m, format!("{order}/{n}"))).collect()
+            replies(&order, i)
+                .into_iter()
+                .enumerate()
+                .map(|(n, m)| Envelope::unsent(m, format!("{order}/{n}")))
+                .collect()
         })
         .collect();
     let mut out = Vec::new();

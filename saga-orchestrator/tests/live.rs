@@ -6,7 +6,7 @@
 mod support;
 
 use futures::{Stream, StreamExt};
-use messaging::consumer::{Delivery, Handler};
+use messaging::consumer::{Delivery, Envelope, Handler};
 use saga_orchestrator::Orchestrator;
 use saga_orchestrator::live::{self, Change, Feed, Update};
 use saga_orchestrator::saga::Timeouts;
@@ -14,7 +14,7 @@ use schemas::Message;
 use schemas::records as r;
 use sqlx::PgPool;
 use std::time::Duration;
-use support::{admin_url, drop_database, envelope, fresh_database};
+use support::{admin_url, drop_database, fresh_database};
 use tokio_util::sync::CancellationToken;
 
 fn placed(order: &str) -> Message {
@@ -97,7 +97,7 @@ async fn every_instance_hears_what_any_instance_commits_and_none_what_is_rolled_
 
     // A reply handled by the first.
     let o1 = vec!["o1".to_owned()];
-    first.handle(&envelope(placed("o1"), "o1/0".into())).await.expect("handled");
+    first.handle(&Envelope::unsent(placed("o1"), "o1/0")).await.expect("handled");
     let started = stored(&pool, &o1).await;
     for updates in &mut subscribers {
         assert_eq!(changes(updates, 1).await, started, "the committed change, not the rolled-back one");
@@ -116,7 +116,7 @@ async fn every_instance_hears_what_any_instance_commits_and_none_what_is_rolled_
     let orders: Vec<String> = (0..300).map(|i| format!("{i:08x}-0000-4000-8000-{i:012}")).collect();
     let batch: Vec<Delivery> = orders
         .iter()
-        .map(|o| Delivery { envelope: envelope(placed(o), format!("{o}/0")), span: tracing::Span::none() })
+        .map(|o| Delivery { envelope: Envelope::unsent(placed(o), format!("{o}/0")), span: tracing::Span::none() })
         .collect();
     first.handle_batch(&batch).await.expect("batch");
     let started = stored(&pool, &orders).await;
@@ -148,7 +148,7 @@ async fn an_instance_whose_session_was_cut_listens_again_and_says_it_may_have_la
     assert_eq!(next(updates).await, Update::Lagged(None), "listening again");
 
     let orchestrator = Orchestrator { pool: pool.clone(), timeouts: Timeouts { step_ms: 60_000 } };
-    orchestrator.handle(&envelope(placed("o1"), "o1/0".into())).await.expect("handled");
+    orchestrator.handle(&Envelope::unsent(placed("o1"), "o1/0")).await.expect("handled");
     assert_eq!(changes(updates, 1).await, stored(&pool, &["o1".to_owned()]).await);
 
     shutdown.cancel();

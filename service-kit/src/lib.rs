@@ -61,16 +61,11 @@ where
 }
 
 /// `kafka.partitions` of the configuration (files < etcd < environment), [`Topic::PARTITIONS`]
-/// when none names it.
-fn partitions(cluster: &Cluster) -> anyhow::Result<i32> {
-    match cluster.config.start_value("kafka.partitions") {
-        None => Ok(Topic::PARTITIONS),
-        Some(text) => {
-            let n: i32 = text.trim().parse().with_context(|| format!("kafka.partitions {text:?}"))?;
-            anyhow::ensure!(n >= 1, "kafka.partitions must be at least 1, not {n}");
-            Ok(n)
-        }
-    }
+/// when no layer names it.
+fn partitions(settings: &Settings) -> anyhow::Result<i32> {
+    let n: i32 = settings.value("kafka.partitions", Topic::PARTITIONS)?;
+    anyhow::ensure!(n >= 1, "kafka.partitions must be at least 1, not {n}");
+    Ok(n)
 }
 
 impl Wiring {
@@ -78,13 +73,13 @@ impl Wiring {
     /// touches exists.
     pub async fn connect(mut settings: Settings, produces: &[Topic], consumes: &[Topic]) -> anyhow::Result<Self> {
         let caller_key = CallerKey::from_settings(&settings)?;
-        let cluster = Cluster::join(&mut settings).await;
+        let cluster = Cluster::join(&mut settings).await?;
         let codec = Arc::new(Codec::new(&settings.schema_registry_url)?);
         let wait = Duration::from_secs(120);
         let mut topics: Vec<Topic> = produces.iter().chain(consumes).copied().collect();
         topics.sort();
         topics.dedup();
-        let partitions = partitions(&cluster)?;
+        let partitions = partitions(&settings)?;
         retry_until("kafka", wait, || kafka::ensure_topics(&settings.kafka_brokers, &topics, partitions)).await?;
         let n = retry_until("schema registry", wait, || async {
             codec.register(produces).await.map_err(anyhow::Error::from)

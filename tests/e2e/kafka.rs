@@ -95,22 +95,17 @@ pub fn committed(group: &str, topic: &str) -> Offsets {
         .collect()
 }
 
-/// The services' consumer groups and the topics each reads (see each service's wiring).
-pub const GROUPS: [(&str, &[&str]); 7] = [
-    ("product", &["product.commands"]),
-    ("payment", &["payment.commands", "customer.events"]),
-    ("order", &["order.commands"]),
-    ("saga-orchestrator", &["order.events", "product.events", "payment.events"]),
-    ("projectors", &["customer.events", "product.events", "order.events", "payment.events"]),
-    ("projectors.sagas", &["saga.events"]),
-    ("notification", &["customer.events", "order.events", "payment.events"]),
-];
+/// The stack's consumer groups and the topics each reads: the auditor's table
+/// (`audit::load::settle::groups`), which waits for the same groups.
+pub fn groups() -> impl Iterator<Item = (&'static str, &'static [schemas::Topic])> {
+    audit::load::settle::groups()
+}
 
 /// Wait until every group reading `topic` has committed beyond `offsets` (the next offset to
 /// read is at least the given one on each partition).
 pub async fn wait_consumed(topic: &str, offsets: &Offsets, limit: Duration) {
     let start = Instant::now();
-    for (group, _) in GROUPS.iter().filter(|(_, topics)| topics.contains(&topic)) {
+    for (group, _) in groups().filter(|(_, topics)| topics.iter().any(|t| t.name() == topic)) {
         loop {
             let done = committed(group, topic);
             let behind: Vec<_> = offsets.iter().filter(|(p, o)| done.get(p).is_none_or(|d| d < o)).collect();

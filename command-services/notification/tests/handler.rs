@@ -63,19 +63,7 @@ impl Harness {
     }
 
     async fn handle(&self, message_id: &str, message: impl Into<Message>) -> Result<(), HandlerError> {
-        let message = message.into();
-        let envelope = Envelope {
-            topic: message.topic().name().to_owned(),
-            message,
-            message_id: message_id.to_owned(),
-            correlation_id: None,
-            causation_id: None,
-            traceparent: None,
-            aggregate_version: None,
-            occurred_at: 0,
-            partition: 0,
-            offset: 0,
-        };
+        let envelope = Envelope::unsent(message.into(), message_id);
         self.notifier.handle(&envelope).await
     }
 

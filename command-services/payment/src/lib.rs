@@ -100,9 +100,11 @@ async fn account(
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let initial_credit = Money::non_negative(settings.initial_credit_cents, Currency::EUR)?;
     let mut wiring =
         Wiring::connect(settings, &[Topic::PaymentEvents], &[Topic::PaymentCommands, Topic::CustomerEvents]).await?;
+    // The credit a new account opens with: `initial_credit_cents` of the payment scope
+    // (config/defaults.toml, etcd, SHOP_INITIAL_CREDIT_CENTS).
+    let initial_credit = Money::non_negative(wiring.settings.required("initial_credit_cents")?, Currency::EUR)?;
     let pool = wiring.database(true).await?;
     wiring.spawn_relay(
         pool.clone(),

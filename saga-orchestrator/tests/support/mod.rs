@@ -2,8 +2,6 @@
 //! from `SHOP_TEST_POSTGRES`, the local stack's by default) and replies as the consumer hands
 //! them over.
 
-use messaging::consumer::Envelope;
-use schemas::Message;
 use sqlx::PgPool;
 
 pub fn admin_url() -> String {
@@ -23,19 +21,4 @@ pub async fn drop_database(pool: PgPool, name: String) {
     pool.close().await;
     let admin = PgPool::connect(&format!("{}/postgres", admin_url())).await.expect("admin");
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin).await.expect("drop");
-}
-
-pub fn envelope(message: Message, id: String) -> Envelope {
-    Envelope {
-        topic: message.topic().name().to_owned(),
-        message,
-        message_id: id,
-        correlation_id: None,
-        causation_id: None,
-        traceparent: None,
-        aggregate_version: None,
-        occurred_at: 0,
-        partition: 0,
-        offset: 0,
-    }
 }

@@ -25,6 +25,7 @@ import inspect
 import json
 import os
 import re
+import tomllib
 import shlex
 import shutil
 import subprocess
@@ -179,26 +180,39 @@ def fn_body(source: str, name: str) -> str:
 def rust_defaults(service: str) -> dict[str, str]:
     """The value each SHOP_* setting takes in `service` when its variable is unset: what the
     launcher relies on for everything it does not set. Read from the Rust sources."""
-    _path, config = rust_file("fn from_env", 'or("SHOP_')
-    defaults = dict(re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*"([^"]*)"\s*\)', config))
+    _path, config = rust_file("fn from_values", 'or("')
+    # Settings are read by key (`database.url`); its variable is SHOP_ and the key in capitals, dots
+    # as underscores (runtime::live_config::env_var).
+    var = lambda key: "SHOP_" + key.upper().replace(".", "_").replace("-", "_")  # noqa: E731
+    defaults = {var(k): v for k, v in re.findall(r'\bor\(\s*"([\w.]+)"\s*,\s*"([^"]*)"\s*\)', config)}
     # Addresses come from the same table as ours (runtime::config embeds tools/stack/ports.toml):
     # `local(x)` is 127.0.0.1 and x's port, `url(x)` that over http.
     local = {"local": lambda c: f"127.0.0.1:{ports.PORTS[c]}", "url": lambda c: f"http://127.0.0.1:{ports.PORTS[c]}"}
-    for key, fn, arg in re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*(local|url)\(\s*"([\w-]+)"\s*\)\s*\)', config):
-        defaults[key] = local[fn](arg)
-    for key in re.findall(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*local\(service\)\s*\)', config):
-        defaults[key] = local["local"](service)
+    for key, fn, arg in re.findall(r'\bor\(\s*"([\w.]+)"\s*,\s*(local|url)\(\s*"([\w-]+)"\s*\)\s*\)', config):
+        defaults[var(key)] = local[fn](arg)
+    for key in re.findall(r'\bor\(\s*"([\w.]+)"\s*,\s*local\(service\)\s*\)', config):
+        defaults[var(key)] = local["local"](service)
     for key, before, after, arg in re.findall(
-            r'\bor\(\s*"(SHOP_\w+)"\s*,\s*format!\(\s*"([^"{]*)\{\}([^"]*)"\s*,\s*local\(\s*"([\w-]+)"\s*\)\s*\)\s*,?\s*\)',
+            r'\bor\(\s*"([\w.]+)"\s*,\s*format!\(\s*"([^"{]*)\{\}([^"]*)"\s*,\s*local\(\s*"([\w-]+)"\s*\)\s*\)\s*,?\s*\)',
             config):
-        defaults[key] = before + local["local"](arg) + after
-    database = re.search(r'\bor\(\s*"(SHOP_\w+)"\s*,\s*default_database\(service\)\s*\)', config)
+        defaults[var(key)] = before + local["local"](arg) + after
+    # Read from the environment alone: `var("SHOP_PROFILE").as_deref().unwrap_or("dev")`.
+    defaults.update(re.findall(r'\bvar\(\s*"(SHOP_\w+)"\s*\)\.as_deref\(\)\.unwrap_or\(\s*"([^"]*)"\s*\)', config))
+    # Numbers and switches: `parse(&values, "snapshot.every", 50)`, `switch(&values, "discovery", true)`.
+    for fn, key, value in re.findall(r'\b(parse|switch)\(\s*&values\s*,\s*"([\w.]+)"\s*,\s*(\w+)\s*\)', config):
+        defaults[var(key)] = value
+    database = re.search(r'\bor\(\s*"([\w.]+)"\s*,\s*default_database\(service\)\s*\)', config)
     if database:
         db = ports.SERVICE_DATABASES.get(service, f"shop_{service}")
-        defaults[database.group(1)] = (f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:"
-                                       f"{ports.INFRA_PORTS['postgres']}/{db}?sslmode=disable")
-    if '"SHOP_ADVERTISE_URL"' in config and 'format!("http://{}", self.http_addr)' in config:
+        defaults[var(database.group(1))] = (f"postgres://{ports.PG_USER}:{ports.PG_PASSWORD}@127.0.0.1:"
+                                            f"{ports.INFRA_PORTS['postgres']}/{db}?sslmode=disable")
+    if 'get("advertise.url")' in config and 'format!("http://{http_addr}")' in config:
         defaults["SHOP_ADVERTISE_URL"] = f"http://{defaults['SHOP_HTTP_ADDR']}"
+    # A service's own settings: their defaults are in config/defaults.toml, [global] and its scope.
+    files = tomllib.loads((REPO / "config" / "defaults.toml").read_text(encoding="utf-8"))
+    for scope in ("global", service):
+        for key, value in flatten(files.get(scope, {})).items():
+            defaults.setdefault(var(key), value)
     # `const DEFAULT_X: &str = "..."` beside the variable SHOP_X that falls back to it
     for source in rust_sources().values():
         for suffix, value in re.findall(r'const DEFAULT_(\w+): &str = "([^"]*)"', source):
@@ -211,6 +225,19 @@ def rust_defaults(service: str) -> dict[str, str]:
     defaults[names["ISSUER"]] = issuer
     defaults[names["JWKS_URL"]] = issuer + re.search(r'format!\("\{issuer\}(/[^"]*)"\)', auth).group(1)
     return defaults
+
+
+def flatten(table: dict, prefix: str = "") -> dict[str, str]:
+    """A config file's scope as runtime::live_config reads it: nested tables as dotted keys, values
+    as text (`3000`, `true`)."""
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    return out
 
 
 def metric_labels() -> set[str]:
