@@ -19,6 +19,8 @@ from tools.stack.components.base import Component, Context, StackError, merged_e
 CARGO_MACHETE_VERSION = "0.9.2"
 
 POLL = 0.5
+# How long a start waits for a dependency that does not answer its health check.
+DEPENDENCY_PATIENCE = 20.0
 # What the launcher and the stack's own tools (bench, browser and API tests) keep in the data
 # folder besides the components' folders: a wipe removes these and nothing it does not know.
 OWN_ENTRIES = {"run", "logs", ".lock", "bench", "chaos", "browser", "schemathesis", "schemathesis.toml", ".schemathesis",
@@ -195,15 +197,20 @@ class Launcher:
             return other is None or not other.enabled or self.health(other) == "up"
 
         t_start: dict[str, float] = {}
+        # A dependency that is up may miss a health check now and then (a loaded machine): only
+        # one down this long stops the start.
+        patience = time.monotonic() + DEPENDENCY_PATIENCE
         while pending or waiting:
             for c in list(pending):
                 if all(dependency_ready(d) for d in c.depends_on):
                     pending.remove(c)
                     self.start_or_adopt(c, waiting, t_start)
             if pending and not waiting:
-                names = "; ".join(
-                    f"{c.name} needs {', '.join(d for d in c.depends_on if not dependency_ready(d))}"
-                    for c in pending)
+                missing = {c.name: [d for d in c.depends_on if not dependency_ready(d)] for c in pending}
+                if time.monotonic() < patience or not any(missing.values()):
+                    time.sleep(POLL)
+                    continue
+                names = "; ".join(f"{name} needs {', '.join(deps)}" for name, deps in missing.items() if deps)
                 raise StackError(f"cannot start: {names} (not up; ./stack up starts everything)")
             for name, deadline in list(waiting.items()):
                 c = self.by_name[name]

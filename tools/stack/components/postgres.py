@@ -87,7 +87,10 @@ class Postgres(Component):
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
             "unix_socket_directories": "",  # TCP only: no socket dir to own, no path-length limit
-            "max_connections": "200",
+            # Each service instance holds up to 18 sessions (a pool of 16, the relay's lock, the
+            # saga orchestrator's listener): `./stack up --replicas 4` needs about 450 with
+            # FerretDB's and the registry's.
+            "max_connections": "500",
             "shared_buffers": "128MB",
             "password_encryption": "scram-sha-256",
             "logging_collector": "off",  # log to stderr, which the launcher keeps
