@@ -63,8 +63,23 @@ AUDIT_SETTLE_S = 240
 @dataclass(order=True)
 class Action:
     at: float  # seconds from the start of the load
-    kind: str = field(compare=False)  # kill, start, stop, resume, restart
+    kind: str = field(compare=False)  # kill, start, stop, resume, cut, heal, restart
     target: str = field(compare=False)
+
+
+# What undoes a fault, and the fault it undoes: the undoing waits as long after the fault as the plan
+# says, also when the fault itself came late (the controller acts one thing at a time).
+UNDOES = {"start": "kill", "resume": "stop", "heal": "cut"}
+
+
+def due(action: Action, plan: list[Action], done_at: dict[tuple[str, str], float]) -> float:
+    """When `action` is due, in seconds from the start of the load."""
+    fault = UNDOES.get(action.kind)
+    if fault is None or (fault, action.target) not in done_at:
+        return action.at
+    before = max((a for a in plan if a.kind == fault and a.target == action.target and a.at <= action.at),
+                 key=lambda a: a.at)
+    return max(action.at, done_at[(fault, action.target)] + action.at - before.at)
 
 
 def schedule(rng: random.Random, duration: float, instances: list[str], kill_every: float,
@@ -209,8 +224,14 @@ def run(launcher, minutes: float, rate: float | None, replicas: int, kill_every:
         return main(launcher, CI_DURATION_S, rate or CI_RATE, max(replicas, 2), launcher.ctx.profile == "release",
                     kill_every, seed, servers=False, stop=False, ci=True,
                     out=out or launcher.ctx.data / "chaos" / "ci.json", results_dir=results)
-    return main(launcher, minutes * 60, rate, replicas, release, kill_every, seed, servers, stop=True, ci=False,
-                out=out or results / "chaos.json", results_dir=results)
+    started_here = not launcher.any_running()
+    try:
+        return main(launcher, minutes * 60, rate, replicas, release, kill_every, seed, servers, stop=True, ci=False,
+                    out=out or results / "chaos.json", results_dir=results)
+    finally:
+        # It cleans up after itself: a stack it started is stopped (its data stays for a look).
+        if started_here:
+            launcher.down()
 
 
 def main(launcher, duration: float, rate: float | None, replicas: int, release: bool, kill_every: float,
@@ -253,15 +274,18 @@ def main(launcher, duration: float, rate: float | None, replicas: int, release: 
             if load.poll() is not None:
                 raise StackError(f"orders-bench exited (code {load.returncode}) before its load began")
         start = time.monotonic() - 1.0
+        done_at: dict[tuple[str, str], float] = {}
         for action in plan:
-            while (now := time.monotonic()) < start + action.at:
+            at = due(action, plan, done_at)
+            while (now := time.monotonic()) < start + at:
                 if load.poll() is not None:
                     break
-                time.sleep(min(0.2, start + action.at - now))
+                time.sleep(min(0.2, start + at - now))
             if load.poll() is not None:
                 print(f"warning: orders-bench ended (exit {load.returncode}) before the plan did", file=sys.stderr)
                 break
-            controller.do(time.monotonic() - start, action)
+            done_at[(action.kind, action.target)] = time.monotonic() - start
+            controller.do(done_at[(action.kind, action.target)], action)
         code = load.wait()
     finally:
         controller.resume_all()

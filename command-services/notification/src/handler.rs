@@ -1,6 +1,15 @@
 //! The consumer side: each event is planned ([`crate::plan`]), then applied — a table update
-//! or one e-mail, sent at most once per event id (barring a crash between the SMTP server's
-//! acceptance and the `sent` row).
+//! or one e-mail, sent at most once per event id:
+//! - an e-mail is claimed (`sending`, per event id and instance) before it is sent, so two
+//!   instances given the same event (a rebalance moved its partition while the first was still
+//!   at it) do not both send: the second waits (a transient error, retried) until the first
+//!   has recorded it, and takes over only a claim older than [`CLAIM_LEASE`];
+//! - once the SMTP server accepted it, recording it (`sent`, the claim dropped) is retried in
+//!   place, and an e-mail this process sent but could not record yet is never sent again by it:
+//!   a database outage right after sending does not send twice.
+//!
+//! What is left: a process that dies (or stalls past the lease) between the SMTP server's
+//! acceptance and its `sent` row; its e-mail goes out once more when the lease has run out.
 
 use crate::mailer::{Letter, Mailer, SendError};
 use crate::plan::{Action, Notice, plan};
@@ -10,12 +19,25 @@ use async_trait::async_trait;
 use domain::values::{Currency, Money};
 use messaging::consumer::{Envelope, Handler, HandlerError};
 use sqlx::PgPool;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+/// How long a claim keeps another instance from sending the same e-mail: far longer than a
+/// send and its record take, so only a holder that died or stalled loses it.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// How long recording a sent e-mail is retried in place before the event is handed back to
+/// the consumer's retries (it is not sent again by this process either way).
+const RECORD_PATIENCE: Duration = Duration::from_secs(20);
 
 pub struct Notifier {
     pool: PgPool,
     mailer: Arc<dyn Mailer>,
+    /// This process, in the claims it takes.
+    instance: String,
+    /// E-mails sent but not recorded yet, by event id: recorded, never sent again, on retry.
+    unrecorded: Mutex<HashMap<String, Delivery>>,
 }
 
 impl From<SendError> for HandlerError {
@@ -39,8 +61,9 @@ fn money(cents: i64, currency: &str) -> Result<Money, HandlerError> {
 }
 
 impl Notifier {
-    pub fn new(pool: PgPool, mailer: Arc<dyn Mailer>) -> Self {
-        Self { pool, mailer }
+    /// A notifier that claims e-mails as `instance` (unique per process).
+    pub fn new(pool: PgPool, mailer: Arc<dyn Mailer>, instance: impl Into<String>) -> Self {
+        Self { pool, mailer, instance: instance.into(), unrecorded: Mutex::default() }
     }
 
     async fn contact(&self, customer_id: &str) -> Result<Contact, HandlerError> {
@@ -86,9 +109,16 @@ impl Notifier {
     }
 
     async fn notify(&self, message_id: &str, notice: &Notice<'_>) -> Result<(), HandlerError> {
+        let unrecorded = self.unrecorded.lock().expect("unrecorded").get(message_id).cloned();
+        if let Some(delivery) = unrecorded {
+            return self.record(delivery).await;
+        }
         if store::already_sent(&self.pool, message_id).await? {
             tracing::debug!("already sent");
             return Ok(());
+        }
+        if !store::claim(&self.pool, message_id, &self.instance, CLAIM_LEASE).await? {
+            return Err(HandlerError::Transient(anyhow::anyhow!("another instance is sending this e-mail")));
         }
         let (customer_id, contact, mail) = self.compose(notice).await?;
         let letter = Letter { event_id: message_id, to_name: &contact.name, to_email: &contact.email, mail: &mail };
@@ -100,16 +130,37 @@ impl Notifier {
         );
         self.mailer.send(&letter).instrument(span).await?;
         let delivery = Delivery {
-            message_id,
+            message_id: message_id.to_owned(),
             kind: notice.kind(),
-            order_id: notice.order_id(),
-            customer_id: &customer_id,
-            recipient: &contact.email,
-            subject: &mail.subject,
+            order_id: notice.order_id().to_owned(),
+            customer_id,
+            recipient: contact.email,
+            subject: mail.subject,
         };
-        store::record_sent(&self.pool, &delivery).await?;
+        self.unrecorded.lock().expect("unrecorded").insert(message_id.to_owned(), delivery.clone());
         tracing::info!(kind = notice.kind().as_str(), order_id = notice.order_id(), "e-mail sent");
-        Ok(())
+        self.record(delivery).await
+    }
+
+    /// Record a sent e-mail, retrying in place for [`RECORD_PATIENCE`]; then it is forgotten
+    /// here, or left for the consumer's next attempt (which records it without sending).
+    async fn record(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match store::record_sent(&self.pool, &delivery).await {
+                Ok(()) => {
+                    self.unrecorded.lock().expect("unrecorded").remove(&delivery.message_id);
+                    return Ok(());
+                }
+                Err(e) if start.elapsed() < RECORD_PATIENCE => {
+                    tracing::warn!(error = %e, message_id = delivery.message_id, "recording a sent e-mail; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

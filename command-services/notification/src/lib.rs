@@ -47,7 +47,14 @@ impl Service {
         let pool = wiring.database(false).await?;
         store::migrate(&pool).await?;
         let mailer = Arc::new(mailer::Smtp::new(&wiring.settings.smtp_addr)?);
-        let notifier = Arc::new(handler::Notifier::new(pool.clone(), mailer));
+        // This process in the e-mail claims: its address, pid and start, unique across restarts.
+        let instance = format!(
+            "{}#{}@{}",
+            wiring.settings.advertise_url,
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        );
+        let notifier = Arc::new(handler::Notifier::new(pool.clone(), mailer, instance));
         // One consumer per topic, all in the same group: while an e-mail waits (retrying) for a
         // contact or order it does not know yet, the topic carrying that fact keeps flowing.
         // One consumer over all three topics would stall the fact behind the retries.

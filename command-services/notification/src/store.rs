@@ -87,33 +87,55 @@ pub async fn already_sent(pool: &PgPool, message_id: &str) -> sqlx::Result<bool>
     Ok(found.is_some())
 }
 
-/// An e-mail the SMTP server just accepted, to be recorded.
-#[derive(Debug, Clone, Copy)]
-pub struct Delivery<'a> {
-    pub message_id: &'a str,
-    pub kind: Kind,
-    pub order_id: &'a str,
-    pub customer_id: &'a str,
-    pub recipient: &'a str,
-    pub subject: &'a str,
+/// Claim the e-mail of event `message_id` for instance `me`, before it is sent: true when it
+/// is ours to send (unclaimed, claimed by us before, or claimed by another more than `lease`
+/// ago, which then died or stalled before recording it); false while another instance's claim
+/// is fresh: it is sending this e-mail now.
+pub async fn claim(pool: &PgPool, message_id: &str, me: &str, lease: std::time::Duration) -> sqlx::Result<bool> {
+    let ours: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO sending (message_id, claimed_by) VALUES ($1, $2) \
+         ON CONFLICT (message_id) DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_at = now() \
+           WHERE sending.claimed_by = EXCLUDED.claimed_by OR sending.claimed_at < now() - make_interval(secs => $3) \
+         RETURNING 1",
+    )
+    .bind(message_id)
+    .bind(me)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(ours.is_some())
 }
 
-/// Record an accepted e-mail. A row already there (a concurrent redelivery won the race) is
-/// kept: it is the same e-mail.
-pub async fn record_sent(pool: &PgPool, d: &Delivery<'_>) -> sqlx::Result<()> {
+/// An e-mail the SMTP server just accepted, to be recorded.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    pub kind: Kind,
+    pub order_id: String,
+    pub customer_id: String,
+    pub recipient: String,
+    pub subject: String,
+}
+
+/// Record an accepted e-mail and drop its claim, in one transaction. A row already there (a
+/// claim taken over after its lease, whose first holder recorded late) is kept: it is the same
+/// e-mail.
+pub async fn record_sent(pool: &PgPool, d: &Delivery) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO sent (message_id, event_type, order_id, customer_id, recipient, subject) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
-    .bind(d.message_id)
+    .bind(&d.message_id)
     .bind(d.kind.as_str())
-    .bind(d.order_id)
-    .bind(d.customer_id)
-    .bind(d.recipient)
-    .bind(d.subject)
-    .execute(pool)
+    .bind(&d.order_id)
+    .bind(&d.customer_id)
+    .bind(&d.recipient)
+    .bind(&d.subject)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    sqlx::query("DELETE FROM sending WHERE message_id = $1").bind(&d.message_id).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 pub async fn sent_for_order(pool: &PgPool, order_id: &str) -> sqlx::Result<Vec<Sent>> {

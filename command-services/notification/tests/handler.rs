@@ -58,7 +58,7 @@ impl Harness {
         let pool = eventstore::db::connect(&format!("{server}/{database}"), 4).await.expect("PostgreSQL reachable");
         store::migrate(&pool).await.unwrap();
         let mailer = Arc::new(RecordingMailer::default());
-        let notifier = Notifier::new(pool.clone(), mailer.clone());
+        let notifier = Notifier::new(pool.clone(), mailer.clone(), "instance-1");
         Self { notifier, mailer, pool, server, database }
     }
 
@@ -169,5 +169,80 @@ async fn the_sent_log_of_an_order_is_listed() {
     assert_eq!(list[0]["message_id"], "m3");
     assert!(list[0]["subject"].as_str().unwrap().contains("o1"));
     assert!(list[0]["sent_at"].is_string());
+    h.stop().await;
+}
+
+/// A mailer that holds each e-mail until it is let go, then accepts it.
+struct GatedMailer {
+    gate: tokio::sync::Semaphore,
+    accepted: Mutex<Vec<String>>,
+}
+
+impl Default for GatedMailer {
+    fn default() -> Self {
+        Self { gate: tokio::sync::Semaphore::new(0), accepted: Mutex::default() }
+    }
+}
+
+#[async_trait]
+impl Mailer for GatedMailer {
+    async fn send(&self, letter: &Letter<'_>) -> Result<(), SendError> {
+        self.gate.acquire().await.expect("gate").forget();
+        self.accepted.lock().unwrap().push(letter.event_id.to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn two_instances_given_the_same_event_send_one_email() {
+    let h = Harness::start().await;
+    h.handle("m1", alice()).await.unwrap();
+    h.handle("m2", placed()).await.unwrap();
+    let mailer = Arc::new(GatedMailer::default());
+    let first = Arc::new(Notifier::new(h.pool.clone(), mailer.clone(), "instance-a"));
+    let second = Notifier::new(h.pool.clone(), mailer.clone(), "instance-b");
+    let confirmed = Envelope::unsent(OrderConfirmed { order_id: "o1".into() }.into(), "m3");
+
+    // The first instance is sending (held at the SMTP server) when a rebalance hands the same
+    // event to the second: it waits, sending nothing.
+    let sending = tokio::spawn({
+        let (first, confirmed) = (first.clone(), confirmed.clone());
+        async move { first.handle(&confirmed).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waited = second.handle(&confirmed).await;
+    assert!(matches!(waited, Err(HandlerError::Transient(_))), "{waited:?}");
+    mailer.gate.add_permits(10);
+    sending.await.unwrap().unwrap();
+    // Retried once the first recorded it: nothing more to send.
+    second.handle(&confirmed).await.unwrap();
+    assert_eq!(*mailer.accepted.lock().unwrap(), vec!["m3".to_owned()]);
+    h.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn a_claim_is_taken_over_only_when_its_lease_ran_out() {
+    let h = Harness::start().await;
+    h.handle("m1", alice()).await.unwrap();
+    h.handle("m2", placed()).await.unwrap();
+    // An instance that claimed m3 a moment ago is sending it: this one waits.
+    sqlx::query("INSERT INTO sending (message_id, claimed_by) VALUES ('m3', 'gone')").execute(&h.pool).await.unwrap();
+    let waited = h.handle("m3", OrderConfirmed { order_id: "o1".into() }).await;
+    assert!(matches!(waited, Err(HandlerError::Transient(_))), "{waited:?}");
+    assert_eq!(h.mailer.count(), 0);
+    // Its claim outlived the lease: it died before recording; this one sends and records it.
+    let lease = notification_service::handler::CLAIM_LEASE.as_secs_f64() + 1.0;
+    sqlx::query("UPDATE sending SET claimed_at = now() - make_interval(secs => $1) WHERE message_id = 'm3'")
+        .bind(lease)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    h.handle("m3", OrderConfirmed { order_id: "o1".into() }).await.unwrap();
+    assert_eq!(h.mailer.count(), 1);
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM sending").fetch_one(&h.pool).await.unwrap();
+    assert_eq!(claims, 0, "the claim is dropped with the record");
+    assert!(store::already_sent(&h.pool, "m3").await.unwrap());
     h.stop().await;
 }

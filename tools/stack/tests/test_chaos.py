@@ -67,6 +67,15 @@ class ScheduleTest(unittest.TestCase):
         self.assertEqual(plan, chaos.schedule(random.Random(7), 1200, instances, 30, servers=True, stop=True,
                                               cut="product-2"))
 
+    def test_what_undoes_a_late_fault_waits_its_planned_time_after_it(self):
+        plan = [chaos.Action(10, "cut", "payment-2"), chaos.Action(40, "heal", "payment-2"),
+                chaos.Action(50, "kill", "order"), chaos.Action(54, "start", "order")]
+        self.assertEqual(chaos.due(plan[1], plan, {}), 40)
+        self.assertEqual(chaos.due(plan[1], plan, {("cut", "payment-2"): 10.5}), 40.5)
+        self.assertEqual(chaos.due(plan[1], plan, {("cut", "payment-2"): 35}), 65)
+        self.assertEqual(chaos.due(plan[3], plan, {("kill", "order"): 70}), 74)
+        self.assertEqual(chaos.due(plan[2], plan, {("cut", "payment-2"): 35}), 50)
+
     def test_the_ci_form_kills_one_instance_of_each_service_once(self):
         plan = chaos.ci_schedule(chaos.CI_DURATION_S)
         kills = [a for a in plan if a.kind == "kill"]
