@@ -11,16 +11,11 @@
 //! the environment alone, never from a file or etcd.
 
 use crate::live_config::{self, Values};
+pub use crate::live_config::{Profile, START_KEYS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::OnceLock;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    Dev,
-    Prod,
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -62,30 +57,6 @@ pub struct Settings {
     /// reads a service's own keys from.
     pub values: Values,
 }
-
-/// The keys [`Settings`] reads at start (changing one needs a restart), besides the service's
-/// own keys that the files name. `kafka.partitions` is read when topics are created.
-pub const START_KEYS: [&str; 19] = [
-    "http.addr",
-    "advertise.url",
-    "database.url",
-    "kafka.brokers",
-    "kafka.partitions",
-    "schema_registry.url",
-    "mongodb.url",
-    "customer.url",
-    "product.url",
-    "order.url",
-    "payment.url",
-    "saga.url",
-    "projectors.url",
-    "smtp.addr",
-    "snapshot.every",
-    "etcd.url",
-    "etcd.ca_file",
-    "discovery",
-    "consumers",
-];
 
 /// The local stack's components, ports and databases: `tools/stack/ports.toml`, the table the
 /// launcher reads too, embedded.

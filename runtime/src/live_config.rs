@@ -9,7 +9,7 @@
 //! At start a service writes the file values of its scopes into etcd where a key is absent (one
 //! create-if-absent transaction per key, so instances starting together agree), then watches
 //! its scopes. Safe keys ([`Tunables`], [`is_live`]) are applied while running; a change to any
-//! other key (those [`crate::Settings`] reads, [`crate::config::START_KEYS`], and a service's own)
+//! other key (those [`crate::Settings`] reads, [`START_KEYS`], and a service's own)
 //! is logged as needing a restart, and takes effect at the next start.
 
 use crate::discovery::{Etcd, timed};
@@ -22,6 +22,37 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULTS_FILE: &str = include_str!("../../config/defaults.toml");
 pub const DEV_FILE: &str = include_str!("../../config/dev.toml");
 pub const PROD_FILE: &str = include_str!("../../config/prod.toml");
+
+/// Which configuration file is layered over the defaults (`SHOP_PROFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Prod,
+}
+
+/// The keys [`crate::Settings`] reads at start (changing one needs a restart), besides the service's
+/// own keys that the files name. `kafka.partitions` is read when topics are created.
+pub const START_KEYS: [&str; 19] = [
+    "http.addr",
+    "advertise.url",
+    "database.url",
+    "kafka.brokers",
+    "kafka.partitions",
+    "schema_registry.url",
+    "mongodb.url",
+    "customer.url",
+    "product.url",
+    "order.url",
+    "payment.url",
+    "saga.url",
+    "projectors.url",
+    "smtp.addr",
+    "snapshot.every",
+    "etcd.url",
+    "etcd.ca_file",
+    "discovery",
+    "consumers",
+];
 
 /// The scope every service reads besides its own.
 pub const GLOBAL: &str = "global";
@@ -62,19 +93,19 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Values) {
 }
 
 /// The compiled-in file layers of a profile: (defaults, profile).
-pub fn file_layers(profile: crate::config::Profile) -> (Layer, Layer) {
+pub fn file_layers(profile: Profile) -> (Layer, Layer) {
     let profile_text = match profile {
-        crate::config::Profile::Dev => DEV_FILE,
-        crate::config::Profile::Prod => PROD_FILE,
+        Profile::Dev => DEV_FILE,
+        Profile::Prod => PROD_FILE,
     };
     let parse = |text| parse_layer(text).expect("the config files are checked by the tests");
     (parse(DEFAULTS_FILE), parse(profile_text))
 }
 
-pub fn profile_name(profile: crate::config::Profile) -> &'static str {
+pub fn profile_name(profile: Profile) -> &'static str {
     match profile {
-        crate::config::Profile::Dev => "dev",
-        crate::config::Profile::Prod => "prod",
+        Profile::Dev => "dev",
+        Profile::Prod => "prod",
     }
 }
 
@@ -85,7 +116,7 @@ pub fn env_var(key: &str) -> String {
 
 /// The effective values for `service`: `layers` lowest first, each read as global then the
 /// service's own scope; then `env` (looked up by [`env_var`]) for every key any layer names,
-/// and for [`Tunables`]' keys and [`crate::config::START_KEYS`].
+/// and for [`Tunables`]' keys and [`START_KEYS`].
 pub fn effective(service: &str, layers: &[&Layer], env: impl Fn(&str) -> Option<String>) -> Values {
     let mut values = Values::new();
     for layer in layers {
@@ -96,7 +127,7 @@ pub fn effective(service: &str, layers: &[&Layer], env: impl Fn(&str) -> Option<
         }
     }
     let mut keys: Vec<String> = values.keys().cloned().collect();
-    keys.extend(KNOWN_KEYS.iter().chain(crate::config::START_KEYS.iter()).map(|k| (*k).to_owned()));
+    keys.extend(KNOWN_KEYS.iter().chain(START_KEYS.iter()).map(|k| (*k).to_owned()));
     for key in keys {
         if let Some(v) = env(&env_var(&key)).filter(|v| !v.trim().is_empty()) {
             values.insert(key, v);
@@ -209,7 +240,7 @@ impl LiveConfig {
     }
 
     /// Files and environment only (no etcd).
-    pub fn local(service: &str, profile: crate::config::Profile) -> Self {
+    pub fn local(service: &str, profile: Profile) -> Self {
         let (defaults, profile) = file_layers(profile);
         let values = effective(service, &[&defaults, &profile], |k| std::env::var(k).ok());
         Self::from_values(values).0
@@ -227,12 +258,7 @@ impl LiveConfig {
     /// Load `service`'s configuration (seeding etcd from the files where a key is absent) and
     /// keep following etcd until `stop`. Without etcd the files and environment are used and a
     /// warning is logged; the watcher keeps trying to reach etcd.
-    pub async fn start(
-        service: &str,
-        profile: crate::config::Profile,
-        etcd: Option<Etcd>,
-        stop: CancellationToken,
-    ) -> Self {
+    pub async fn start(service: &str, profile: Profile, etcd: Option<Etcd>, stop: CancellationToken) -> Self {
         let (defaults, profile_layer) = file_layers(profile);
         let env = |k: &str| std::env::var(k).ok();
         let Some(etcd) = etcd else {
