@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
              "auditor; writes bench-results/chaos.json, exits 1 on any violation")
     chaos.add_argument("--minutes", type=float, default=20.0, help="minutes of load (default 20)")
     chaos.add_argument("--rate", type=float, default=None,
-                       help="offered orders/s (default: half the highest rate bench-results/orders.json sustained)")
+                       help="offered orders/s (default: a quarter of the highest rate bench-results/orders.json sustained)")
     chaos.add_argument("--replicas", type=int, default=2, metavar="N",
                        help="instances of every service but the gateway (default 2)")
     chaos.add_argument("--kill-every", type=float, default=30.0, metavar="S",
