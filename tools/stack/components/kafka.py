@@ -121,8 +121,13 @@ class Kafka(Component):
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: a random UUID, base64url without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: a random UUID, base64url without padding (22 characters), never starting
+    with `-` (one in 64 would: `kafka-storage format -t -Wm...` then reads it as an option, which is
+    why Kafka's own random ids skip those too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def render_server_properties(port: int, controller_port: int, log_dir: Path, keystore: Path) -> str:

@@ -57,6 +57,8 @@ class KafkaConfigTest(unittest.TestCase):
         self.assertEqual(len(cluster_id), 22)
         self.assertEqual(len(base64.urlsafe_b64decode(cluster_id + "==")), 16)
         self.assertNotEqual(cluster_id, new_cluster_id())
+        # Never read as an option by kafka-storage (one random id in 64 would start with "-").
+        self.assertFalse(any(new_cluster_id().startswith("-") for _ in range(2000)))
 
 
 class PrometheusConfigTest(unittest.TestCase):
