@@ -64,8 +64,9 @@ pub async fn ensure_topics(brokers: &str, topics: &[Topic], partitions: i32) -> 
         specs.push(TopicSpec { name: topic.dlq(), partitions: 1, config: vec![("retention.ms", "-1".to_owned())] });
     }
     create_missing(brokers, &specs).await?;
+    let counts = crate::topic::partition_counts(brokers).await?;
     for topic in topics {
-        let has = crate::topic::partitions(brokers, topic.name()).await?;
+        let has = counts.get(topic.name()).copied().unwrap_or(partitions);
         if has < partitions {
             tracing::warn!(
                 topic = topic.name(),

@@ -102,12 +102,15 @@ pub async fn partitions(brokers: &str, topic: &str) -> anyhow::Result<i32> {
 
 /// Every topic's name on the cluster, sorted.
 pub async fn names(brokers: &str) -> anyhow::Result<Vec<String>> {
+    Ok(partition_counts(brokers).await?.into_keys().collect())
+}
+
+/// Every topic of the cluster with its partition count, from one metadata request.
+pub async fn partition_counts(brokers: &str) -> anyhow::Result<BTreeMap<String, i32>> {
     let brokers = brokers.to_owned();
     tokio::task::spawn_blocking(move || {
         let md = reader(&brokers, false)?.fetch_metadata(None, TIMEOUT).context("listing topics")?;
-        let mut names: Vec<String> = md.topics().iter().map(|t| t.name().to_owned()).collect();
-        names.sort();
-        Ok(names)
+        md.topics().iter().map(|t| Ok((t.name().to_owned(), i32::try_from(t.partitions().len())?))).collect()
     })
     .await?
 }
