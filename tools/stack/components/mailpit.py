@@ -34,6 +34,10 @@ class Mailpit(Component):
                 # Mailpit keeps 500 messages by default; a benchmark's audit counts every e-mail of
                 # tens of thousands of orders, so keep them all (`./stack down --wipe` clears them).
                 "--max", "0",
+                # The receiving end of "e-mail once": notification names every e-mail after its
+                # event (`Message-ID: <event id@notification.shop>`), so a send repeated after a
+                # crash between the server's acceptance and the sent log lands once in the mailbox.
+                "--ignore-duplicate-ids",
                 # Chaos lets a test make the SMTP server refuse (`PUT /api/v1/chaos`): the browser
                 # test parks a notification on a DLQ that way. Off until set; loopback only.
                 "--enable-chaos",
