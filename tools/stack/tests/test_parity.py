@@ -551,7 +551,8 @@ class InfrastructureSettingsTest(unittest.TestCase):
         "smtp": "MP_SMTP_BIND_ADDR", "listen": "MP_UI_BIND_ADDR", "database": "MP_DATABASE",
         "smtp-auth-accept-any": "MP_SMTP_AUTH_ACCEPT_ANY", "smtp-auth-allow-insecure": "MP_SMTP_AUTH_ALLOW_INSECURE",
         "disable-version-check": "MP_DISABLE_VERSION_CHECK", "max": "MP_MAX_MESSAGES",
-        "enable-chaos": "MP_ENABLE_CHAOS", "smtp-tls-cert": "MP_SMTP_TLS_CERT", "smtp-tls-key": "MP_SMTP_TLS_KEY",
+        "enable-chaos": "MP_ENABLE_CHAOS", "ignore-duplicate-ids": "MP_IGNORE_DUPLICATE_IDS",
+        "smtp-tls-cert": "MP_SMTP_TLS_CERT", "smtp-tls-key": "MP_SMTP_TLS_KEY",
     }
 
     def test_mailpit_flags(self):
