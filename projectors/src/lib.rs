@@ -20,7 +20,6 @@ pub mod status;
 pub mod synthetic;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
@@ -201,9 +200,7 @@ pub enum Order {
 }
 
 fn at(envelope: &Envelope) -> String {
-    DateTime::<Utc>::from_timestamp_millis(envelope.occurred_at)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    schemas::api::rfc3339_ms(envelope.occurred_at)
 }
 
 /// One document update an event causes: `update` applied to document `id` of `read_model` as
@@ -333,26 +330,11 @@ pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
             one(ReadModel::Orders, &m.order_id, "order", u)
         }
         Message::SagaUpdated(m) => {
-            // The whole state each time: the newest version wins.
-            let lines: Vec<Document> = m
-                .lines
-                .iter()
-                .map(|l| doc! { "product_id": &l.product_id, "quantity": i64::from(l.quantity), "state": &l.state })
-                .collect();
-            let history: Vec<Document> = m
-                .history
-                .iter()
-                .map(|h| {
-                    let at = DateTime::<Utc>::from_timestamp_millis(h.at_ms).unwrap_or_default();
-                    doc! { "at": at.to_rfc3339_opts(SecondsFormat::Millis, true), "step": &h.step, "what": &h.what }
-                })
-                .collect();
-            let u = doc! { "$set": {
-                "customer_id": &m.customer_id, "status": &m.status, "step": &m.step, "reason": m.reason.as_deref(),
-                "payment": &m.payment, "total_cents": m.total_cents, "currency": &m.currency,
-                "lines": lines, "history": history,
-            } };
-            one(ReadModel::Sagas, &m.order_id, "saga", u)
+            // The whole saga each time, as the API shows it: the newest version wins.
+            let saga = m.to_api().map_err(|e| HandlerError::Permanent(format!("saga {}: {e}", m.order_id)))?;
+            let mut set = mongodb::bson::to_document(&saga).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            set.remove("id"); // the document's `_id`
+            one(ReadModel::Sagas, &m.order_id, "saga", doc! { "$set": set })
         }
         // Recorded for the version guard only: the order stays as it is until cancelled.
         Message::OrderCancellationRequested(m) => one(ReadModel::Orders, &m.order_id, "order", doc! {}),

@@ -12,8 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use contract::{
-    BulkSagaAction, BulkSagaResult, OperatorReason, SagaActionKind, SagaEvent, SagaFilter, SagaPage, SagaRefusal,
-    SagaState, SagaSummary,
+    BulkSagaAction, BulkSagaResult, OperatorReason, SagaActionKind, SagaFilter, SagaPage, SagaRefusal, SagaSummary,
 };
 use runtime::http::{ApiError, Json};
 use runtime::identity::Caller;
@@ -118,20 +117,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// What the list and the panel show of every saga.
-fn state_of(v: &schemas::records::SagaUpdated) -> Result<SagaState, ApiError> {
-    let parse = |s: &str| uuid::Uuid::try_parse(s).map_err(ApiError::internal);
-    Ok(SagaState {
-        id: parse(&v.order_id)?,
-        customer_id: parse(&v.customer_id)?,
-        status: v.status.clone(),
-        step: v.step.clone(),
-        reason: v.reason.clone(),
-        payment: v.payment.clone(),
-        total_cents: v.total_cents,
-        currency: v.currency.clone(),
-    })
-}
-
 /// A saga row as the list shows it.
 fn summary(
     state: serde_json::Value,
@@ -142,7 +127,7 @@ fn summary(
     let v = saga.view();
     let ended = saga.ended_ms.and_then(DateTime::from_timestamp_millis);
     Ok(SagaSummary {
-        state: state_of(&v)?,
+        state: v.state().map_err(ApiError::internal)?,
         started_at: rfc3339(created_at),
         ended_at: ended.map(rfc3339),
         duration_ms: ended.map(|e| (e - created_at).num_milliseconds().max(0)),
@@ -163,18 +148,7 @@ pub async fn find(State(o): State<Arc<Orchestrator>>, Path(id): Path<String>) ->
         .await
         .map_err(ApiError::internal)?;
     let state = state.ok_or_else(|| ApiError::not_found(format!("saga {id} not found")))?;
-    let v = Saga::from_stored(state).map_err(ApiError::internal)?.view();
-    let at = |ms: i64| DateTime::from_timestamp_millis(ms).map(rfc3339).unwrap_or_default();
-    let lines: Vec<serde_json::Value> = v
-        .lines
-        .iter()
-        .map(|l| serde_json::json!({ "product_id": l.product_id, "quantity": l.quantity, "state": l.state }))
-        .collect();
-    let saga = contract::Saga {
-        state: state_of(&v)?,
-        lines: serde_json::Value::Array(lines),
-        history: v.history.into_iter().map(|h| SagaEvent { at: at(h.at_ms), step: h.step, what: h.what }).collect(),
-    };
+    let saga = Saga::from_stored(state).map_err(ApiError::internal)?.view().to_api().map_err(ApiError::internal)?;
     Ok(axum::Json(saga).into_response())
 }
 

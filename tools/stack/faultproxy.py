@@ -62,7 +62,7 @@ class Forwarders:
         self.error: BaseException | None = None
         self.open: asyncio.Event | None = None
         self.conns: set[asyncio.StreamWriter] = set()
-        self.tasks: set[asyncio.Task] = set()
+        self.servers: list[asyncio.base_events.Server] = []
         self.counts = {"connections": 0, "reset_by_heal": 0}
 
     # --- control, from any thread ---------------------------------------------------------------
@@ -79,7 +79,13 @@ class Forwarders:
         asyncio.run_coroutine_threadsafe(self._heal(), self.loop).result(5)
 
     def stop(self) -> None:
+        """Close every listener and connection and end every task, then the loop: nothing is left
+        pending for the interpreter to complain about at exit."""
         if self.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(5)
+            except Exception:  # noqa: BLE001 - stopping regardless
+                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     # --- the loop -----------------------------------------------------------------------------------
@@ -98,8 +104,20 @@ class Forwarders:
         self.open = asyncio.Event()
         self.open.set()
         for target in self.targets:
-            await asyncio.start_server(lambda r, w, t=target: self._serve(r, w, t), "127.0.0.1", behind(target),
-                                       reuse_address=True)
+            self.servers.append(await asyncio.start_server(
+                lambda r, w, t=target: self._serve(r, w, t), "127.0.0.1", behind(target), reuse_address=True))
+
+    async def _close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for w in list(self.conns):
+            w.transport.abort()
+        self.conns.clear()
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _cut(self) -> None:
         self.open.clear()

@@ -157,6 +157,26 @@ class ForwardersTest(unittest.TestCase):
         for s in (old, held, new):
             s.close()
 
+    def test_a_stop_closes_listeners_and_connections_and_leaves_no_task(self):
+        import asyncio
+        open_conn = self.connect()
+        open_conn.sendall(b"ping")
+        self.assertEqual(open_conn.recv(16), b"ping")
+        self.proxy.stop()
+        try:
+            self.assertEqual(open_conn.recv(16), b"", "closed by the stop")
+        except ConnectionResetError:
+            pass
+        open_conn.close()
+        with self.assertRaises(ConnectionRefusedError):
+            self.connect()
+        for _ in range(50):  # the loop's thread ends its last callbacks
+            if not self.proxy.loop.is_running():
+                break
+            import time
+            time.sleep(0.02)
+        self.assertEqual([t for t in asyncio.all_tasks(self.proxy.loop) if not t.done()], [])
+
     def test_a_cut_instance_reaches_every_server_through_the_forwarders(self):
         env = faultproxy.instance_env("payment", ports.instance_port("payment", 2))
         self.assertIn(f"127.0.0.1:{ports.INFRA_PORTS['postgres'] + ports.CUT_OFFSET}/shop_payment",
