@@ -8,8 +8,10 @@
 //!
 //! - [`db`]: PostgreSQL pool for the service's own database (created if missing) and migrations.
 //! - [`es`]: cqrs-es adapter for [`domain::Aggregate`]s: execute commands, load state.
+//! - [`notify`]: hearing what other instances committed (PostgreSQL `LISTEN`), with reconnects.
 //! - [`pg_store`]: the event store's queries: one per load, one statement per write.
 
 pub mod db;
 pub mod es;
+pub mod notify;
 pub mod pg_store;

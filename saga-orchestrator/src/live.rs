@@ -22,8 +22,7 @@ use futures::{Stream, StreamExt};
 use runtime::http::ApiError;
 use runtime::identity::Caller;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgListener;
-use sqlx::{Executor, PgConnection};
+use sqlx::PgConnection;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -38,17 +37,6 @@ const MAX_PAYLOAD: usize = 6000;
 
 /// Changes a subscriber may fall behind by before it is told it lagged.
 const BUFFER: usize = 4096;
-
-/// The first pause before listening again after the session failed; it doubles with each
-/// failure in a row, up to [`PAUSE_MAX`].
-const PAUSE_MIN: Duration = Duration::from_millis(500);
-const PAUSE_MAX: Duration = Duration::from_secs(30);
-
-/// How long the session may hear nothing before it asks the server whether it is still there:
-/// a connection that died without a word (a failover, a NAT forgetting it) would otherwise
-/// leave the instance deaf for good. It must answer within [`CHECK_TIMEOUT`].
-const IDLE_CHECK: Duration = Duration::from_secs(60);
-const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One saga that moved: the data of an `event: saga`, and an element of an announcement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,52 +143,19 @@ fn payloads(changes: impl IntoIterator<Item = Change>) -> serde_json::Result<Vec
 }
 
 /// Listen on [`CHANNEL`] with a session of its own on `database_url` and pass every
-/// announcement on to `feed`, until `shutdown`. A failed session is logged and started again
-/// after a pause; each time the session starts listening, subscribers are told they may have
-/// lagged.
+/// announcement on to `feed`, until `shutdown` (see [`eventstore::notify`]); each time the
+/// session starts listening, subscribers are told they may have lagged.
 pub async fn listen(database_url: String, feed: Feed, shutdown: CancellationToken) {
-    let mut pause = PAUSE_MIN;
-    loop {
-        let error = tokio::select! {
-            () = shutdown.cancelled() => return,
-            error = session(&database_url, &feed, &mut pause) => error,
-        };
-        tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "listening for saga changes failed");
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {},
-        }
-        pause = (pause * 2).min(PAUSE_MAX);
-    }
+    eventstore::notify::listen(database_url, CHANNEL, feed, shutdown).await;
 }
 
-/// One session: connect, listen, forward until it fails. Once listening, the pause before the
-/// next session is back to its least.
-async fn session(database_url: &str, feed: &Feed, pause: &mut Duration) -> anyhow::Error {
-    let mut listener = match PgListener::connect(database_url).await {
-        Ok(listener) => listener,
-        Err(e) => return e.into(),
-    };
-    // A lost connection ends the session, so that connecting again pauses like any failure.
-    listener.eager_reconnect(false);
-    if let Err(e) = listener.listen(CHANNEL).await {
-        return e.into();
+impl eventstore::notify::Receiver for Feed {
+    fn received(&self, payload: &str) {
+        self.forward(payload);
     }
-    *pause = PAUSE_MIN;
-    feed.lagged();
-    loop {
-        // Waiting for a notification may be cancelled: sqlx keeps a message half read.
-        match tokio::time::timeout(IDLE_CHECK, listener.try_recv()).await {
-            Ok(Ok(Some(notification))) => feed.forward(notification.payload()),
-            Ok(Ok(None)) => return anyhow::anyhow!("connection lost"),
-            Ok(Err(e)) => return e.into(),
-            // Notifications that arrive meanwhile are kept for the next `try_recv`.
-            Err(_idle) => match tokio::time::timeout(CHECK_TIMEOUT, listener.execute("SELECT 1")).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return e.into(),
-                Err(_) => return anyhow::anyhow!("no answer from the server within {CHECK_TIMEOUT:?}"),
-            },
-        }
+
+    fn listening(&self) {
+        self.lagged();
     }
 }
 

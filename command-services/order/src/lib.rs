@@ -303,16 +303,18 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>, caller: Cal
 }
 
 /// The saga's order commands. Repeats decide nothing; a transition out of a terminal state is
-/// refused by the aggregate and parked.
+/// refused by the aggregate and parked. The orders they settle are announced to every
+/// instance's waiters ([`outcome::announce`]): once per message, or once per batch.
 pub struct OrderCommands {
     pub store: Arc<EventStoreOf<Order>>,
+    pub pool: sqlx::PgPool,
     pub outcomes: outcome::Outcomes,
     pub admission: Arc<admission::Admission>,
 }
 
-#[async_trait]
-impl Handler for OrderCommands {
-    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+impl OrderCommands {
+    /// Apply one command; the order it may have settled (this instance's waiters are woken).
+    async fn apply(&self, envelope: &Envelope) -> Result<Option<String>, HandlerError> {
         let permanent = |e: schemas::DecodeError| HandlerError::Permanent(e.to_string());
         let (id, command, outcome) = match &envelope.message {
             Message::ConfirmOrder(c) => {
@@ -327,7 +329,7 @@ impl Handler for OrderCommands {
                 let cancel = OrderCommand::Cancel { reason: c.reason.clone() };
                 (convert::order_id(&c.order_id).map_err(permanent)?, cancel, false)
             }
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
         if let Some(placed) = admission::placed_ms(&id.0).filter(|_| outcome) {
             self.admission.passed(placed);
@@ -336,11 +338,43 @@ impl Handler for OrderCommands {
         self.store.execute_for(envelope, &id, command, envelope.caused_metadata()).await?;
         // Each of these commands may settle the order.
         self.outcomes.settled(&id);
+        Ok(Some(id))
+    }
+}
+
+#[async_trait]
+impl Handler for OrderCommands {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        if let Some(id) = self.apply(envelope).await? {
+            outcome::announce(&self.pool, &[id]).await;
+        }
         Ok(())
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        messaging::consumer::per_key(self, batch).await
+        let batched = Batched { commands: self, settled: std::sync::Mutex::default() };
+        let result = messaging::consumer::per_key(&batched, batch).await;
+        // What was applied is announced even if the rest failed (the batch is then handled
+        // again message by message, which announces again: waiters only look once more).
+        let settled = std::mem::take(&mut *batched.settled.lock().unwrap_or_else(|e| e.into_inner()));
+        outcome::announce(&self.pool, &settled).await;
+        result
+    }
+}
+
+/// A batch's commands, with one announcement for all the orders they settle.
+struct Batched<'a> {
+    commands: &'a OrderCommands,
+    settled: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Handler for Batched<'_> {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        if let Some(id) = self.commands.apply(envelope).await? {
+            self.settled.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        }
+        Ok(())
     }
 }
 
@@ -351,8 +385,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
     let outcomes = outcome::Outcomes::default();
     let admission = Arc::new(admission::Admission::from_env()?);
-    let commands = OrderCommands { store: store.clone(), outcomes: outcomes.clone(), admission: admission.clone() };
+    let commands = OrderCommands {
+        store: store.clone(),
+        pool: pool.clone(),
+        outcomes: outcomes.clone(),
+        admission: admission.clone(),
+    };
     wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(commands));
+    // Its own session on the database, to hear the orders other instances settle.
+    let token = wiring.shutdown.clone();
+    wiring.spawn(eventstore::notify::listen(
+        wiring.settings.database_url.clone(),
+        outcome::CHANNEL,
+        outcomes.clone(),
+        token,
+    ));
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let idempotency = idempotency::Keys::migrate(pool.clone()).await?;
     let downstream = |name: &'static str, url: &str| {

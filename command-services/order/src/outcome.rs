@@ -3,11 +3,14 @@
 //! the version that settled it, or when the wait runs out (then with what the read model holds).
 //!
 //! The event store decides whether the order is settled; the read model only has to catch up
-//! to that version (the consistency token's wait). A waiter is woken by this process's own
-//! handler of the saga's order commands the moment it settles an order; an order settled by
-//! another instance of the service is noticed by a re-check of the event store every
-//! [`RECHECK`], so replicas need no shared channel. Waiters are bounded ([`MAX_WAITERS`]):
-//! beyond that a request answers at once, as without `wait`.
+//! to that version (the consistency token's wait). A waiter is woken the moment an order
+//! command settles its order, by whichever instance of the service handled the command: that
+//! instance wakes its own waiters at once and announces the order on PostgreSQL's [`CHANNEL`]
+//! ([`announce`], after the commit), which every instance hears ([`eventstore::notify`]). An
+//! announcement lost with a crash between commit and announcement, or sent while an instance
+//! was not listening, is made up for by a re-check of the event store every [`RECHECK`] (and
+//! every waiter looks again when its instance starts listening again). Waiters are bounded
+//! ([`MAX_WAITERS`]): beyond that a request answers at once, as without `wait`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +20,9 @@ use tokio::sync::Notify;
 
 /// How often a waiter looks at the event store without being woken.
 pub const RECHECK: Duration = Duration::from_secs(1);
+/// The PostgreSQL channel settled orders are announced on: payload, the order ids, comma
+/// separated.
+pub const CHANNEL: &str = "order_settled";
 /// Requests waiting at once.
 pub const MAX_WAITERS: usize = 10_000;
 
@@ -46,6 +52,15 @@ impl Outcomes {
         Some(Watch { outcomes: self.clone(), id: id.to_owned(), notify })
     }
 
+    /// Wake every waiter, to look again (notifications may have been missed).
+    pub fn recheck_all(&self) {
+        let waiting: Vec<Arc<Notify>> =
+            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, n)| n).collect();
+        for notify in waiting {
+            notify.notify_waiters();
+        }
+    }
+
     /// Requests waiting now.
     pub fn waiters(&self) -> usize {
         self.waiters.load(Ordering::Acquire)
@@ -54,6 +69,33 @@ impl Outcomes {
     /// Orders with someone waiting for them now.
     pub fn orders_watched(&self) -> usize {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl eventstore::notify::Receiver for Outcomes {
+    fn received(&self, payload: &str) {
+        for id in payload.split(',').filter(|id| !id.is_empty()) {
+            self.settled(id);
+        }
+    }
+
+    fn listening(&self) {
+        self.recheck_all();
+    }
+}
+
+/// Tell every instance (this one too) that orders `ids` may have settled. Call after the
+/// commit that settled them; a failure costs the waiters elsewhere only their next re-check.
+pub async fn announce(pool: &sqlx::PgPool, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    // Well under PostgreSQL's 8000-byte payload limit: order ids are 36 bytes.
+    for chunk in ids.chunks(150) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(chunk.join(",")).execute(pool).await
+        {
+            tracing::warn!(error = %e, "announcing settled orders failed; other instances re-check");
+        }
     }
 }
 
@@ -138,6 +180,23 @@ mod tests {
         let began = tokio::time::Instant::now();
         w.woken(Duration::from_millis(100)).await;
         assert!(began.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn an_announcement_wakes_each_order_it_names_and_listening_again_wakes_all() {
+        use eventstore::notify::Receiver;
+        let outcomes = Outcomes::default();
+        let (mut a, mut b, mut c) =
+            (outcomes.watch("o1").unwrap(), outcomes.watch("o2").unwrap(), outcomes.watch("o3").unwrap());
+        outcomes.received("o1,o2");
+        let began = tokio::time::Instant::now();
+        tokio::join!(a.woken(Duration::from_secs(30)), b.woken(Duration::from_secs(30)));
+        assert!(began.elapsed() < Duration::from_secs(5), "both named orders woken");
+        // The session listens again: what was announced meanwhile is lost, so everyone looks.
+        outcomes.listening();
+        let began = tokio::time::Instant::now();
+        c.woken(Duration::from_secs(30)).await;
+        assert!(began.elapsed() < Duration::from_secs(5), "o3 woken to look again");
     }
 
     #[test]
