@@ -448,6 +448,40 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A saga document holds what the API shows, in the types the API shows: ids and times as
+    /// strings (BSON would store a UUID as binary if asked to), not as the record's numbers.
+    #[test]
+    fn a_saga_document_is_the_apis_saga_with_strings_for_ids_and_times() {
+        use mongodb::bson::Bson;
+        use schemas::records::{SagaEntry, SagaLine, SagaUpdated};
+        let order = "6f1c1d7e-0d3c-4a39-9a53-1f3f0c4b7a10";
+        let saga = SagaUpdated {
+            order_id: order.into(),
+            customer_id: "1b2c3d4e-5f60-4172-8394-a5b6c7d8e9f0".into(),
+            version: 2,
+            status: "RUNNING".into(),
+            step: "authorize_payment".into(),
+            reason: None,
+            payment: "NONE".into(),
+            total_cents: 2500,
+            currency: "EUR".into(),
+            lines: vec![SagaLine { product_id: "p".into(), quantity: 2, state: "RESERVED".into() }],
+            history: vec![SagaEntry { at_ms: 1_700_000_000_123, step: "reserve_stock".into(), what: "sent".into() }],
+        };
+        let envelope = Envelope { aggregate_version: Some(2), ..Envelope::unsent(saga.into(), "m1") };
+        let change = changes(&envelope).unwrap().pop().unwrap();
+        assert_eq!((change.read_model, change.id.as_str()), (ReadModel::Sagas, order));
+        let set = change.update.get_document("$set").unwrap();
+        assert!(!set.contains_key("id"), "the id is the document's _id: {set}");
+        assert_eq!(set.get("customer_id"), Some(&Bson::String("1b2c3d4e-5f60-4172-8394-a5b6c7d8e9f0".into())));
+        assert_eq!(set.get("reason"), Some(&Bson::Null));
+        let history = set.get_array("history").unwrap();
+        let first = history[0].as_document().unwrap();
+        assert_eq!(first.get_str("at").unwrap(), "2023-11-14T22:13:20.123Z");
+        let line = set.get_array("lines").unwrap()[0].as_document().unwrap();
+        assert_eq!(line.get("quantity").and_then(Bson::as_i64), Some(2), "{line}");
+    }
+
     #[test]
     fn every_event_topic_is_read_by_exactly_one_live_consumer() {
         for topic in EVENT_TOPICS {
