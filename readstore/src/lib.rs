@@ -6,6 +6,8 @@
 //!
 //! - [`readmodel`]: MongoDB read models and their active-collection pointers.
 //! - [`query`]: read-your-writes reads: wait (bounded) for the version a token names.
+//! - [`shown`]: long waits for writes that take a while to show, one lookup for all waiting.
 
 pub mod query;
 pub mod readmodel;
+pub mod shown;

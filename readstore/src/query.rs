@@ -1,6 +1,6 @@
 //! Queries of read-model documents that honour a request's consistency token (see
 //! [`runtime::consistency`]): [`find_one`] and [`find_view`] wait, bounded, until the document
-//! has applied the token's version; [`until_shown`] waits for a write known to take a while.
+//! has applied the token's version; [`crate::shown`] waits for a write known to take a while.
 
 use crate::readmodel::{ActiveCollection, api_error};
 use axum::http::HeaderMap;
@@ -12,7 +12,7 @@ use runtime::identity::Caller;
 use std::time::{Duration, Instant};
 
 /// Whether `doc` has applied the version `token` names (its `v_<stream>` field).
-fn reached_by(token: &Token, doc: Option<&Document>) -> bool {
+pub(crate) fn reached_by(token: &Token, doc: Option<&Document>) -> bool {
     let version = doc.and_then(|d| match d.get(token.field()) {
         Some(Bson::Int64(v)) => Some(*v),
         Some(Bson::Int32(v)) => Some(i64::from(*v)),
@@ -51,67 +51,6 @@ pub async fn find_one(
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
-
-/// Wait until the document `token` names has reached its version: first look after `first`,
-/// then after `pace`, each pause half as long again as the one before up to [`SLOWEST_PACE`]
-/// (a read model far behind is not asked ever faster by ever more waiters), for at most
-/// `limit`. The document once it got there (so the caller need not read it again), `None` if
-/// it did not. For a write that is known to take a while to show (the wait of a long-poll);
-/// [`find_one`] starts looking at once.
-pub async fn until_shown(
-    coll: &ActiveCollection,
-    token: &Token,
-    first: Duration,
-    mut pace: Duration,
-    limit: Duration,
-) -> mongodb::error::Result<Option<Document>> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut next = tokio::time::Instant::now() + first;
-    loop {
-        tokio::time::sleep_until(next.min(deadline)).await;
-        let found = coll.get().await?.find_one(doc! { "_id": &token.aggregate_id }).await?;
-        if reached_by(token, found.as_ref()) {
-            return Ok(found);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(None);
-        }
-        next += pace;
-        pace = pace.mul_f64(1.5).min(SLOWEST_PACE);
-    }
-}
-
-/// How long writes recently took to show in a read model, so that [`until_shown`] first looks
-/// about when the document is there instead of several times before: a moving average of the
-/// times reported, starting at `initial`, kept between `floor` and [`SLOWEST_PACE`].
-pub struct ShowDelay {
-    micros: std::sync::atomic::AtomicU64,
-    floor: Duration,
-}
-
-impl ShowDelay {
-    pub fn new(initial: Duration, floor: Duration) -> Self {
-        let micros = u64::try_from(initial.as_micros()).unwrap_or(u64::MAX);
-        Self { micros: std::sync::atomic::AtomicU64::new(micros), floor }
-    }
-
-    /// When to look first.
-    pub fn first_look(&self) -> Duration {
-        Duration::from_micros(self.micros.load(std::sync::atomic::Ordering::Relaxed)).clamp(self.floor, SLOWEST_PACE)
-    }
-
-    /// A write took `took` to show (or was found after that long).
-    pub fn shown_after(&self, took: Duration) {
-        let took = u64::try_from(took.clamp(self.floor, SLOWEST_PACE).as_micros()).unwrap_or(u64::MAX);
-        // One eighth of the way to each new sample; races between requests lose a sample at most.
-        let old = self.micros.load(std::sync::atomic::Ordering::Relaxed);
-        let new = if took >= old { old + (took - old) / 8 } else { old - (old - took) / 8 };
-        self.micros.store(new, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// The longest pause of [`until_shown`].
-pub const SLOWEST_PACE: Duration = Duration::from_millis(500);
 
 /// Who may read a read-model document.
 pub enum Visibility<'a> {
@@ -193,29 +132,5 @@ mod tests {
         assert!(reached_by(&t, Some(&doc! { "v_product": 2_i64 })));
         assert!(reached_by(&t, Some(&doc! { "v_product": 5_i32 })));
         assert!(!reached_by(&t, Some(&doc! { "v_order": 5_i64 })));
-    }
-
-    #[test]
-    fn the_first_look_follows_the_delays_reported_within_bounds() {
-        let delay = ShowDelay::new(Duration::from_millis(60), Duration::from_millis(10));
-        assert_eq!(delay.first_look(), Duration::from_millis(60));
-        for _ in 0..100 {
-            delay.shown_after(Duration::from_millis(200));
-        }
-        let first = delay.first_look();
-        assert!(first > Duration::from_millis(190) && first <= Duration::from_millis(200), "{first:?}");
-        for _ in 0..100 {
-            delay.shown_after(Duration::from_secs(30));
-        }
-        let first = delay.first_look();
-        assert!(
-            first > Duration::from_millis(490) && first <= SLOWEST_PACE,
-            "never later than the slowest pace: {first:?}"
-        );
-        for _ in 0..200 {
-            delay.shown_after(Duration::ZERO);
-        }
-        assert!(delay.first_look() >= Duration::from_millis(10), "never before the floor");
-        assert!(delay.first_look() < Duration::from_millis(12));
     }
 }

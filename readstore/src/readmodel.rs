@@ -159,7 +159,7 @@ impl Active {
 
     /// One read model, for a service's state.
     pub fn of(&self, read_model: ReadModel) -> ActiveCollection {
-        ActiveCollection { active: self.clone(), read_model }
+        ActiveCollection(Source::Pointer { active: self.clone(), read_model })
     }
 
     pub async fn name(&self, read_model: ReadModel) -> mongodb::error::Result<String> {
@@ -193,9 +193,12 @@ impl Active {
 
 /// A read model's active collection, resolved on each use.
 #[derive(Clone)]
-pub struct ActiveCollection {
-    active: Active,
-    read_model: ReadModel,
+pub struct ActiveCollection(Source);
+
+#[derive(Clone)]
+enum Source {
+    Pointer { active: Active, read_model: ReadModel },
+    Fixed(Collection<Document>),
 }
 
 impl ActiveCollection {
@@ -203,7 +206,16 @@ impl ActiveCollection {
         Active::new(client).of(read_model)
     }
 
+    /// Always `collection`, whatever the pointers say: for a test or a benchmark with a
+    /// collection of its own.
+    pub fn fixed(collection: Collection<Document>) -> Self {
+        Self(Source::Fixed(collection))
+    }
+
     pub async fn get(&self) -> mongodb::error::Result<Collection<Document>> {
-        self.active.collection(self.read_model).await
+        match &self.0 {
+            Source::Pointer { active, read_model } => active.collection(*read_model).await,
+            Source::Fixed(collection) => Ok(collection.clone()),
+        }
     }
 }

@@ -20,6 +20,7 @@ use messaging::outbox::{Metadata, event_mapper};
 use mongodb::bson::doc;
 use readstore::query::{self, Owned};
 use readstore::readmodel::{self, ReadModel};
+use readstore::shown::{ShowDelay, Shown};
 use runtime::Settings;
 use runtime::client::{CallError, Downstream};
 use runtime::consistency::{self, Freshness, Token};
@@ -45,9 +46,8 @@ pub struct AppState {
     pub admission: Arc<admission::Admission>,
     /// Whether the read model keeps up (see [`admission`]).
     pub visible: Arc<admission::Admission>,
-    /// How long a settled order recently took to show in the read model: when a long-poll
-    /// first looks.
-    pub show_delay: Arc<query::ShowDelay>,
+    /// Long-polls waiting for a settled order to show in the read model, served together.
+    pub shown: Arc<Shown>,
 }
 
 /// A placed order's body ([`contract::PlaceOrder`]) is `Serialize`: its canonical JSON is what
@@ -229,18 +229,9 @@ async fn find(
     let settled = if wait.is_zero() { None } else { until_settled(&s, &id, &caller, wait).await? };
     let mut shown = None;
     if let Some(token) = &settled {
-        // The read model shows it a moment later: look about when it did lately, and less and
-        // less often after that. What the look finds is the answer.
+        // The read model shows it a moment later (see [`Shown`]). What the look finds is the answer.
         let left = until.saturating_duration_since(tokio::time::Instant::now()).max(SHOWN_AT_LEAST);
-        let first = s.show_delay.first_look();
-        let looked = tokio::time::Instant::now();
-        shown = query::until_shown(&s.orders, token, first, SHOWN_PACE, left).await.map_err(readmodel::api_error)?;
-        if shown.is_some() {
-            // Found at the first look: it may have been there earlier, so try a little sooner
-            // next time; found later: that is how long it took.
-            let took = looked.elapsed();
-            s.show_delay.shown_after(if took < first + SHOWN_PACE / 2 { first.mul_f64(0.75) } else { took });
-        }
+        shown = s.shown.until_shown(token, left).await;
         let (name, value) = token.header();
         headers.insert(name, value);
     }
@@ -263,10 +254,12 @@ const SHOWN_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// When a long-poll first looks whether the read model shows an order that just settled, until
 /// it has seen how long that takes (about what the relay and the projector take), never sooner
-/// than the floor; and how long it waits after a look that found nothing.
+/// than the floor; how long it waits after a look that found nothing; and how far apart the
+/// lookups (each for every order due) are at least.
 const SHOWN_FIRST_LOOK: Duration = Duration::from_millis(60);
 const SHOWN_FLOOR: Duration = Duration::from_millis(10);
 const SHOWN_PACE: Duration = Duration::from_millis(40);
+const SHOWN_TICK: Duration = Duration::from_millis(20);
 
 /// Wait at most `wait` for order `id` to settle; the version that settled it, if it did. An
 /// order the caller may not see (or none at all) is not waited for: the read answers 404.
@@ -409,16 +402,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .with_live_timeout(wiring.cluster.config.subscribe())
             .calling_as("order", wiring.caller_key.clone())
     };
+    let orders = readmodel::ActiveCollection::new(&mongo, ReadModel::Orders);
     let state = AppState {
         store,
         customers: downstream("customer", &wiring.settings.customer_url),
         products: downstream("product", &wiring.settings.product_url),
-        orders: readmodel::ActiveCollection::new(&mongo, ReadModel::Orders),
+        orders: orders.clone(),
         idempotency,
         outcomes,
         admission,
         visible: Arc::new(admission::Admission::from_env()?),
-        show_delay: Arc::new(query::ShowDelay::new(SHOWN_FIRST_LOOK, SHOWN_FLOOR)),
+        shown: Arc::new(Shown::new(orders, ShowDelay::new(SHOWN_FIRST_LOOK, SHOWN_FLOOR), SHOWN_TICK, SHOWN_PACE)),
     };
     wiring.serve(app(state)).await
 }

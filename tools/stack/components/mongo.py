@@ -4,12 +4,15 @@
 generated version file), so tools/stack/ferretdb/ is a small program of ours that embeds the public
 `ferretdb` package; it is built once into the cache.
 
-One patch is applied to a copy of the module before the build ([`patch_id_lookup`]): FerretDB
+Two patches are applied to a copy of the module before the build ([`patch_id_lookup`]): FerretDB
 v1's PostgreSQL backend turns `{_id: X}` into `_jsonb->'_id' @> X`, which the unique btree index
 on `_jsonb->'_id'` cannot serve, so every lookup, update and upsert by id scanned the whole
-table (19 ms per lookup at 16 000 documents, growing with the collection). The patched filter
-is the equality the index serves; FerretDB still checks every fetched document against the full
-filter, so results are unchanged. Real MongoDB (compose/) needs no such thing.
+table (19 ms per lookup at 16 000 documents, growing with the collection); and it does not push
+`{_id: {$in: [...]}}` down at all, so a lookup of several documents by id (the order service's
+long-polls ask for all the orders they wait for at once) read the whole collection. The patched
+filters are the equality and the `IN` list the index serves; FerretDB still checks every
+fetched document against the full filter, so results are unchanged. Real MongoDB (compose/)
+needs no such thing.
 """
 
 from __future__ import annotations
@@ -50,14 +53,53 @@ PATCH_INSERT = """\t\t// shop stack: `_id` equality as `=`, which the unique btr
 """
 
 
+# The operators of a field's sub-document (prepareWhereClause): `_id: {$in: [strings]}` becomes
+# `_jsonb->'_id' IN (...)`; any other `$in` is still left to FerretDB's own filtering.
+IN_ANCHOR = """				default:
+					// $gt and $lt
+"""
+IN_INSERT = """				case "$in":
+					// shop stack: `_id` in a list of strings as an `IN` list the unique index serves
+					// (FerretDB pushed no `$in` down and read the whole table); matched in full afterwards.
+					if k, ok := key.(string); !ok || k != "_id" || keyOperator != "->" {
+						continue
+					}
+					list, ok := v.(*types.Array)
+					if !ok || list.Len() == 0 || list.Len() > 1000 {
+						continue
+					}
+					ids := make([]string, 0, list.Len())
+					for i := 0; i < list.Len(); i++ {
+						if id, isString := must.NotFail(list.Get(i)).(string); isString {
+							ids = append(ids, id)
+						}
+					}
+					if len(ids) != list.Len() {
+						continue
+					}
+					places := make([]string, len(ids))
+					for i, id := range ids {
+						places[i] = p.Next()
+						args = append(args, string(must.NotFail(sjson.MarshalSingleValue(id))))
+					}
+					filters = append(filters, fmt.Sprintf(`%s->'_id' IN (%s)`, metadata.DefaultColumn, strings.Join(places, ", ")))
+
+"""
+# (what, anchor, what replaces it)
+PATCHES = (("_id equality", PATCH_ANCHOR, PATCH_ANCHOR + PATCH_INSERT),
+           ("_id $in", IN_ANCHOR, IN_INSERT + IN_ANCHOR))
+
+
 def patch_id_lookup(module_dir: Path) -> None:
-    """Apply the `_id` lookup patch to a writable copy of the FerretDB module (see above)."""
+    """Apply the `_id` lookup patches to a writable copy of the FerretDB module (see above)."""
     query = module_dir / QUERY_GO
     text = query.read_text()
-    if text.count(PATCH_ANCHOR) != 1:
-        raise StackError(f"mongo: {QUERY_GO} of FerretDB {MODULE_VERSION} does not look as expected; "
-                         "the _id lookup patch does not apply")
-    query.write_text(text.replace(PATCH_ANCHOR, PATCH_ANCHOR + PATCH_INSERT))
+    for what, anchor, replacement in PATCHES:
+        if text.count(anchor) != 1:
+            raise StackError(f"mongo: {QUERY_GO} of FerretDB {MODULE_VERSION} does not look as expected; "
+                             f"the {what} patch does not apply")
+        text = text.replace(anchor, replacement)
+    query.write_text(text)
 
 
 class Mongo(Component):
@@ -74,7 +116,8 @@ class Mongo(Component):
         digest = hashlib.sha256()
         for name in SOURCES:
             digest.update((self.source_dir / name).read_bytes())
-        digest.update(PATCH_INSERT.encode())
+        for _, _, replacement in PATCHES:
+            digest.update(replacement.encode())
         return self.cache_dir / f"ferretdb-{digest.hexdigest()[:12]}"
 
     def installed(self) -> bool:
