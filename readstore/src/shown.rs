@@ -92,11 +92,6 @@ impl Shown {
         tokio::time::timeout(limit, answer).await.ok().and_then(Result::ok)
     }
 
-    /// When the read model recently showed a write (see [`ShowDelay`]).
-    pub fn first_look(&self) -> Duration {
-        self.shared.delay.first_look()
-    }
-
     /// Lookups made so far (each for every document due at the time).
     pub fn lookups(&self) -> u64 {
         self.shared.lookups.load(Ordering::Relaxed)
