@@ -16,12 +16,12 @@
 
 use crate::kafka;
 use crate::outbox::Metadata;
+use crate::producer::Producer;
 use async_trait::async_trait;
 use futures::FutureExt;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
-use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use runtime::metrics::{self, Outcome};
 use schemas::headers as h;
@@ -234,7 +234,7 @@ const PREFETCH_KIB: &str = "8192";
 pub async fn run(
     config: ConsumerConfig,
     codec: Arc<Codec>,
-    producer: FutureProducer,
+    producer: Producer,
     handler: Arc<dyn Handler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -330,7 +330,7 @@ fn consumer_span(group: &str, m: &BorrowedMessage<'_>) -> tracing::Span {
 async fn process_batch(
     config: &ConsumerConfig,
     codec: &Codec,
-    producer: &FutureProducer,
+    producer: &Producer,
     handler: &dyn Handler,
     batch: &[BorrowedMessage<'_>],
 ) {
@@ -371,7 +371,7 @@ async fn handled_at_once(
 async fn process(
     config: &ConsumerConfig,
     codec: &Codec,
-    producer: &FutureProducer,
+    producer: &Producer,
     handler: &dyn Handler,
     m: &BorrowedMessage<'_>,
 ) {
@@ -416,7 +416,7 @@ async fn process(
 
 /// Put a message on `<topic>.dlq` with why and where it came from. Retries until Kafka takes
 /// it: a message is never dropped.
-async fn park(producer: &FutureProducer, m: &BorrowedMessage<'_>, reason: &str, attempts: u32) {
+async fn park(producer: &Producer, m: &BorrowedMessage<'_>, reason: &str, attempts: u32) {
     let dlq = format!("{}.dlq", m.topic());
     tracing::error!(
         topic = m.topic(),

@@ -19,11 +19,12 @@
 //! the business topics for little gain: if the marker write fails after the republish, a second
 //! redrive repeats a message whose `message-id` the consumers deduplicate anyway.
 
+use crate::producer::Producer;
 use crate::topic;
 pub use crate::topic::Record;
 use anyhow::{Context, bail};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use schemas::headers as h;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -247,7 +248,7 @@ pub async fn target(brokers: &str, dlq: &Dlq, r: &Record) -> anyhow::Result<(Str
 /// Republish `r` to `(topic, partition)` (from [`target`]) and record that in its DLQ; answers
 /// where the record landed, `<topic>/<partition>/<offset>`.
 pub async fn redrive(
-    producer: &FutureProducer,
+    producer: &Producer,
     dlq: &Dlq,
     r: &Record,
     (topic, partition): (&str, Option<i32>),
@@ -264,12 +265,12 @@ pub async fn redrive(
 }
 
 /// Record in its DLQ that `r` will not be redriven.
-pub async fn discard(producer: &FutureProducer, dlq: &Dlq, r: &Record, by: &str, reason: &str) -> anyhow::Result<()> {
+pub async fn discard(producer: &Producer, dlq: &Dlq, r: &Record, by: &str, reason: &str) -> anyhow::Result<()> {
     mark(producer, dlq, r, Action::Discard, by, reason, None).await
 }
 
 async fn mark(
-    producer: &FutureProducer,
+    producer: &Producer,
     dlq: &Dlq,
     r: &Record,
     action: Action,
@@ -290,7 +291,7 @@ async fn mark(
 
 /// Produce one record and wait for Kafka's acknowledgement; answers where it landed.
 async fn send(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     partition: Option<i32>,
     key: Option<&[u8]>,

@@ -1,26 +1,27 @@
 //! Kafka clients: the idempotent producer (acks=all), the outbox relay's producer, topic
 //! creation, and finding which messages of a batch already reached a topic.
 
+use crate::producer::Producer;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::Topic;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    crate::connect::client_config(brokers)?
+pub fn producer(brokers: &str) -> anyhow::Result<Producer> {
+    let config = crate::connect::client_config(brokers)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")
-        .create()
-        .context("creating Kafka producer")
+        .clone();
+    Producer::create(&config).context("creating Kafka producer")
 }
 
 /// The outbox relay's producer: idempotent (acks=all; its own retries neither duplicate nor
@@ -28,15 +29,15 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 /// record that timed out while later ones of its partition went through would leave a gap that
 /// a resend could only fill out of order. Any other error that could leave a gap is fatal
 /// (`enable.gapless.guarantee`): the relay then drops the producer and starts over.
-pub fn relay_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    crate::connect::client_config(brokers)?
+pub fn relay_producer(brokers: &str) -> anyhow::Result<Producer> {
+    let config = crate::connect::client_config(brokers)?
         .set("enable.idempotence", "true")
         .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "0")
-        .create()
-        .context("creating the relay's Kafka producer")
+        .clone();
+    Producer::create(&config).context("creating the relay's Kafka producer")
 }
 
 /// A topic to create when missing.
@@ -123,7 +124,7 @@ pub fn with_traceparent(headers: OwnedHeaders) -> OwnedHeaders {
 /// Send one record and wait for Kafka's acknowledgement. The record continues the current
 /// trace (`traceparent` header) unless its headers name another.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     key: &str,
     payload: &[u8],

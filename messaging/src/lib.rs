@@ -8,6 +8,7 @@
 //!
 //! - [`connect`]: how every client reaches Kafka (brokers, TLS, SASL login) from one string.
 //! - [`kafka`]: the producers, topic creation, finding a batch's messages on a topic.
+//! - [`producer`]: the producer every part sends with (delivery futures, no busy polling).
 //! - [`consumer`]: the one consumer loop (decode, handle, retry, DLQ, commit after the effect).
 //! - [`outbox`]: events reach Kafka only through the outbox, filled in the events' transaction,
 //!   and its relay (once per row across relay crashes, in each aggregate's order).
@@ -20,6 +21,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod kafka;
 pub mod outbox;
+pub mod producer;
 pub mod topic;
 
 #[cfg(test)]

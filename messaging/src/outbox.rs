@@ -26,9 +26,10 @@
 //!   which migrates the service's database).
 
 use crate::kafka;
+use crate::producer::{DeliveryFuture, Producer};
 use anyhow::Context;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use schemas::headers as h;
 use schemas::{Codec, EncodeError, Message};
@@ -258,7 +259,7 @@ struct State {
 struct Session {
     /// Holds the advisory lock; not from the pool, so dropping it releases the lock.
     conn: PgConnection,
-    producer: FutureProducer,
+    producer: Producer,
 }
 
 #[derive(Debug, Clone)]
@@ -393,10 +394,11 @@ impl Relay {
             Ok(sent) => Ok(sent),
             Err(PassError::Keep(e)) => Err(e),
             Err(PassError::Reset(e)) => {
-                if let Some(Session { producer, .. }) = state.session.take() {
-                    // Dropping a producer flushes and joins its thread: not on an async worker.
-                    tokio::task::spawn_blocking(move || drop(producer));
-                }
+                // The session's lock goes now; its producer purges what it still holds once its
+                // reporting thread's window ends (see `producer`): records already on their way
+                // may land after the successor read the topics back, the duplicates the module's
+                // documentation allows.
+                state.session = None;
                 Err(e)
             }
         }
@@ -631,7 +633,7 @@ fn refused(e: &KafkaError) -> bool {
 }
 
 async fn enqueue_record<'a>(
-    producer: &FutureProducer,
+    producer: &Producer,
     mut record: FutureRecord<'a, str, [u8]>,
 ) -> anyhow::Result<DeliveryFuture> {
     loop {

@@ -13,7 +13,7 @@ use contract::{
     OperatorReason,
 };
 use messaging::dlq::{self, Action, Dlq, Position, Record};
-use rdkafka::producer::FutureProducer;
+use messaging::producer::Producer;
 use runtime::http::{ApiError, Json};
 use runtime::identity::Caller;
 use schemas::Codec;
@@ -32,7 +32,7 @@ const MAX_SHOWN: usize = 500;
 pub struct DeadLetterDesk {
     pub brokers: String,
     pub codec: Arc<Codec>,
-    pub producer: FutureProducer,
+    pub producer: Producer,
     /// One action at a time, so two operators cannot both redrive the same message.
     pub acting: Arc<tokio::sync::Mutex<()>>,
 }

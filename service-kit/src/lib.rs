@@ -15,7 +15,7 @@ use eventstore::db;
 use messaging::consumer::{self, ConsumerConfig, Handler};
 use messaging::kafka;
 use messaging::outbox::{self, EventMapper, Relay};
-use rdkafka::producer::FutureProducer;
+use messaging::producer::Producer;
 use runtime::Settings;
 use runtime::cluster::{self, Cluster};
 use runtime::identity::CallerKey;
@@ -32,7 +32,7 @@ const OUTBOX_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 pub struct Wiring {
     pub settings: Settings,
     pub codec: Arc<Codec>,
-    pub producer: FutureProducer,
+    pub producer: Producer,
     pub shutdown: CancellationToken,
     /// etcd: central configuration and the service registry.
     pub cluster: Cluster,

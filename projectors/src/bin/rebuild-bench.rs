@@ -73,14 +73,15 @@ async fn fill(settings: &runtime::Settings, place: &Place, events: usize) -> any
     let history = projectors::synthetic::Shop::new(2026).history(events);
     let codec = Codec::new(&settings.schema_registry_url)?;
     codec.register(&projectors::EVENT_TOPICS).await?;
-    let producer: rdkafka::producer::FutureProducer = messaging::connect::client_config(&settings.kafka_brokers)?
+    let config = messaging::connect::client_config(&settings.kafka_brokers)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+        .clone();
+    let producer = messaging::producer::Producer::create(&config)?;
     let progress = bar(history.len() as u64, "writing");
     let mut pending = futures::stream::FuturesOrdered::new();
     use futures::StreamExt;
