@@ -146,7 +146,8 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 /// error, so the event is retried once its predecessor landed — never applied out of order.
 ///
 /// `Order::Loose` keeps the older rule (apply when newer) for documents that see only some
-/// events of their stream (a payment document sees its account's events for one order).
+/// events of their stream (a payment document sees its account's events for one order, a saga
+/// document the versions of its saga that were published).
 async fn guarded(
     coll: &Collection<Document>,
     id: &str,
@@ -221,8 +222,13 @@ impl Change {
 
     /// How strictly the document follows the stream's versions.
     pub fn order(&self) -> Order {
-        // Payment documents see only their order's events of the account stream.
-        if self.read_model == ReadModel::Payments { Order::Loose } else { Order::Strict }
+        match self.read_model {
+            // Payment documents see only their order's events of the account stream; a saga's
+            // `SagaUpdated` is its whole state, published for some of its versions only (when it
+            // ends, or rests at one): the newest wins.
+            ReadModel::Payments | ReadModel::Sagas => Order::Loose,
+            _ => Order::Strict,
+        }
     }
 }
 

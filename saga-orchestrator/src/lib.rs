@@ -5,7 +5,11 @@
 //! (`FOR UPDATE`, so one instance drives a saga at a time), new state, and the commands into
 //! the outbox. The relay sends them. Deadlines are rows too, so a restart forgets none.
 //! Under load the consumer hands over what is waiting at once: one transaction for the whole
-//! batch, each saga it touches stored once with one `SagaUpdated` ([`Orchestrator::handle_many`]).
+//! batch, each saga it touches stored once ([`Orchestrator::handle_many`]).
+//! A saga's state goes to `saga.events` (`SagaUpdated`, the whole saga) in the transaction that
+//! ends it, and for a saga still running once it has rested at one version for
+//! [`PUBLISH_AFTER`] ([`Orchestrator::publish_resting`]): one record for most sagas, not one per
+//! step. Which version was published is a column of the saga's row, written with the record.
 //! Every transaction that moves sagas also announces them to all instances (PostgreSQL
 //! `NOTIFY`, delivered iff it commits), for the dashboard's live stream ([`live`]).
 
@@ -97,7 +101,7 @@ struct Touched {
     saga: Saga,
     /// Not in the table before this transaction.
     new: bool,
-    /// A message or deadline moved it: stored, with one `SagaUpdated`.
+    /// A message or deadline moved it: stored (and published if it ended).
     moved: bool,
     /// The `traceparent` of the span of the last message that moved it.
     traceparent: Option<String>,
@@ -120,9 +124,9 @@ impl Touched {
 impl Orchestrator {
     /// A batch of replies in one transaction: the inbox rows at once, every saga they touch
     /// locked at once (in id order, so two instances never deadlock), the replies applied in
-    /// the order received, then each touched saga stored once with one `SagaUpdated` (the
-    /// states in between are history entries, not events of their own) and every command
-    /// queued in one statement.
+    /// the order received, then each touched saga stored once (the states in between are
+    /// history entries, not events of their own) and every command queued in one statement,
+    /// with the `SagaUpdated` of each saga that ended.
     async fn handle_many(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
         let replies: Vec<(&Delivery, &str)> =
             batch.iter().filter_map(|d| order_of(&d.envelope.message).map(|o| (d, o))).collect();
@@ -212,8 +216,9 @@ impl Orchestrator {
     }
 }
 
-/// Store the sagas a transaction touched (one new version each), queue, after `commands`, one
-/// `SagaUpdated` per saga, and announce them to the live streams of all instances.
+/// Store the sagas a transaction touched (one new version each), queue `commands` and, after
+/// them, the `SagaUpdated` of each saga that ended, and announce them to the live streams of
+/// all instances. A saga still running is published once it rests ([`Orchestrator::publish_resting`]).
 async fn persist(
     tx: &mut Transaction<'_, Postgres>,
     sagas: &mut HashMap<String, Touched>,
@@ -222,60 +227,96 @@ async fn persist(
     store_all(tx, sagas).await?;
     // The sagas' events after the commands: a reader of both sees a step's command no later
     // than the state that says it was sent.
-    commands.extend(sagas.values().filter(|t| t.moved).map(|t| outbox::Queued {
-        message: t.saga.view().into(),
-        metadata: sent_metadata(t.saga.order_id(), None, t.traceparent.as_deref()),
-        version: t.saga.version,
-    }));
+    commands.extend(
+        sagas
+            .values()
+            .filter(|t| t.moved && t.saga.status.is_terminal())
+            .map(|t| state_update(&t.saga, t.traceparent.as_deref())),
+    );
     outbox::enqueue_many(tx, &commands).await?;
     live::announce(tx, sagas.values().filter(|t| t.moved).map(Touched::change)).await?;
     Ok(())
 }
 
+/// A saga's state as the `SagaUpdated` to queue.
+fn state_update(saga: &Saga, traceparent: Option<&str>) -> outbox::Queued {
+    outbox::Queued {
+        message: saga.view().into(),
+        metadata: sent_metadata(saga.order_id(), None, traceparent),
+        version: saga.version,
+    }
+}
+
 /// Store the sagas that moved: one new version each, inserts and updates one statement each.
+/// A saga that ended is marked published at its new version (its `SagaUpdated` goes out in this
+/// transaction); the others keep their published version.
 async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<String, Touched>) -> anyhow::Result<()> {
     for (new, sql) in [
         (
             true,
-            "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent, customer_id) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[], \
-                                  $7::text[])",
+            "INSERT INTO sagas (order_id, status, step, deadline, state, traceparent, customer_id, version, published) \
+             SELECT u.order_id, u.status, u.step, u.deadline, u.state, u.traceparent, u.customer_id, u.version, \
+                    COALESCE(u.published, 0) \
+               FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[], \
+                           $7::text[], $8::bigint[], $9::bigint[]) \
+                    AS u (order_id, status, step, deadline, state, traceparent, customer_id, version, published)",
         ),
         (
             false,
             "UPDATE sagas SET status = u.status, step = u.step, deadline = u.deadline, state = u.state, \
-                    traceparent = COALESCE(u.traceparent, sagas.traceparent), updated_at = now() \
+                    traceparent = COALESCE(u.traceparent, sagas.traceparent), version = u.version, \
+                    published = COALESCE(u.published, sagas.published), updated_at = now() \
                FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[], $6::text[], \
-                          $7::text[]) AS u (order_id, status, step, deadline, state, traceparent, customer_id) \
+                          $7::text[], $8::bigint[], $9::bigint[]) \
+                    AS u (order_id, status, step, deadline, state, traceparent, customer_id, version, published) \
               WHERE sagas.order_id = u.order_id",
         ),
     ] {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut columns = Columns::default();
         for t in sagas.values_mut().filter(|t| t.moved && t.new == new) {
             t.saga.version += 1;
-            columns.0.push(t.saga.order_id().to_owned());
-            columns.1.push(t.saga.status.as_str());
-            columns.2.push(t.saga.step.as_str());
-            columns.3.push(deadline(&t.saga));
-            columns.4.push(serde_json::to_string(&t.saga)?);
-            columns.5.push(t.traceparent.clone());
-            columns.6.push(t.saga.data.customer_id.clone());
+            columns.order_id.push(t.saga.order_id().to_owned());
+            columns.status.push(t.saga.status.as_str());
+            columns.step.push(t.saga.step.as_str());
+            columns.deadline.push(deadline(&t.saga));
+            columns.state.push(serde_json::to_string(&t.saga)?);
+            columns.traceparent.push(t.traceparent.clone());
+            columns.customer_id.push(t.saga.data.customer_id.clone());
+            columns.version.push(t.saga.version);
+            columns.published.push(t.saga.status.is_terminal().then_some(t.saga.version));
         }
-        if columns.0.is_empty() {
+        if columns.order_id.is_empty() {
             continue;
         }
         sqlx::query(sql)
-            .bind(&columns.0)
-            .bind(&columns.1)
-            .bind(&columns.2)
-            .bind(&columns.3)
-            .bind(&columns.4)
-            .bind(&columns.5)
-            .bind(&columns.6)
+            .bind(&columns.order_id)
+            .bind(&columns.status)
+            .bind(&columns.step)
+            .bind(&columns.deadline)
+            .bind(&columns.state)
+            .bind(&columns.traceparent)
+            .bind(&columns.customer_id)
+            .bind(&columns.version)
+            .bind(&columns.published)
             .execute(&mut **tx)
             .await?;
     }
     Ok(())
+}
+
+/// The stored columns of the sagas one statement writes.
+#[derive(Default)]
+struct Columns<'a> {
+    order_id: Vec<String>,
+    status: Vec<&'a str>,
+    step: Vec<&'a str>,
+    deadline: Vec<Option<DateTime<Utc>>>,
+    state: Vec<String>,
+    traceparent: Vec<Option<String>>,
+    customer_id: Vec<String>,
+    version: Vec<i64>,
+    /// The version marked published: the new one for a saga that ended, else none (kept).
+    published: Vec<Option<i64>>,
 }
 
 impl Orchestrator {
@@ -321,6 +362,50 @@ impl Orchestrator {
         Ok(true)
     }
 }
+
+impl Orchestrator {
+    /// Publish the state of every saga that has rested at an unpublished version for `after`
+    /// (it waits for a reply, an operator or its deadline): one `SagaUpdated` each, queued
+    /// with the mark in one transaction. Sagas another transaction holds are left for the next
+    /// call. Returns how many were published.
+    pub async fn publish_resting(&self, after: Duration) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(serde_json::Value, Option<String>)> = sqlx::query_as(
+            "SELECT state, traceparent FROM sagas \
+              WHERE published < version AND updated_at <= now() - make_interval(secs => $1) \
+              ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(after.as_secs_f64())
+        .bind(PUBLISH_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut updates = Vec::with_capacity(rows.len());
+        for (state, traceparent) in rows {
+            let saga = Saga::from_stored(state)?;
+            updates.push(state_update(&saga, traceparent.as_deref()));
+            ids.push(saga.order_id().to_owned());
+        }
+        outbox::enqueue_many(&mut tx, &updates).await?;
+        sqlx::query("UPDATE sagas SET published = version WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        outbox::written();
+        Ok(ids.len())
+    }
+}
+
+/// Sagas [`Orchestrator::publish_resting`] takes at most per transaction.
+const PUBLISH_BATCH: i64 = 500;
+
+/// How long a running saga rests at one version before its state is published (one that ends
+/// is published at once): most sagas run through their steps faster and are one `SagaUpdated`.
+pub const PUBLISH_AFTER: Duration = Duration::from_millis(250);
 
 /// Store one saga that moved outside a consumer batch (its deadline passed, an operator acted)
 /// with the commands it sent, under the row lock `tx` holds, and commit.
@@ -397,21 +482,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, CONSUMER_GROUP, &consumes);
     config.linger = LINGER;
     wiring.spawn_consumer_with(config, orchestrator.clone());
-    let token = wiring.shutdown.clone();
     let timer = orchestrator.clone();
-    wiring.spawn(async move {
-        while !token.is_cancelled() {
-            if let Err(e) = timer.fire_timeouts().await {
-                tracing::warn!(error = format!("{e:#}"), "timeout scan failed");
-            }
-            tokio::select! {
-                () = token.cancelled() => {},
-                () = tokio::time::sleep(Duration::from_millis(500)) => {},
-            }
-        }
-    });
-    let token = wiring.shutdown.clone();
-    wiring.spawn(sample_saga_counts(pool.clone(), token));
+    wiring.spawn(every(wiring.shutdown.clone(), Duration::from_millis(500), "timeout scan", move || {
+        let timer = timer.clone();
+        async move { timer.fire_timeouts().await }
+    }));
+    let publisher = orchestrator.clone();
+    wiring.spawn(every(wiring.shutdown.clone(), PUBLISH_AFTER, "publishing resting sagas", move || {
+        let publisher = publisher.clone();
+        async move { publisher.publish_resting(PUBLISH_AFTER).await }
+    }));
+    let counter = pool.clone();
+    wiring.spawn(every(wiring.shutdown.clone(), Duration::from_secs(5), "counting sagas", move || {
+        sample_saga_counts(counter.clone())
+    }));
     // Its own session on the database, to hear the changes of every instance.
     let feed = live::Feed::default();
     let token = wiring.shutdown.clone();
@@ -428,22 +512,30 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// Gauge of sagas by status (`shop_sagas{status}`), counted in the saga table every few seconds.
 pub const SAGAS_GAUGE: &str = "shop_sagas";
 
-async fn sample_saga_counts(pool: PgPool, token: tokio_util::sync::CancellationToken) {
+async fn sample_saga_counts(pool: PgPool) -> anyhow::Result<()> {
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status").fetch_all(&pool).await?;
+    for status in saga::Status::ALL.map(saga::Status::as_str) {
+        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        metrics::gauge!(SAGAS_GAUGE, "status" => status).set(n as f64);
+    }
+    Ok(())
+}
+
+/// Run `work` every `period` (after each run) until `token` is cancelled; a failure is logged
+/// as `what` and the next run comes as usual.
+async fn every<F, Fut, T>(token: tokio_util::sync::CancellationToken, period: Duration, what: &'static str, work: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     while !token.is_cancelled() {
-        let counts: Result<Vec<(String, i64)>, sqlx::Error> =
-            sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status").fetch_all(&pool).await;
-        match counts {
-            Ok(counts) => {
-                for status in saga::Status::ALL.map(saga::Status::as_str) {
-                    let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-                    metrics::gauge!(SAGAS_GAUGE, "status" => status).set(n as f64);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "counting sagas failed"),
+        if let Err(e) = work().await {
+            tracing::warn!(error = format!("{e:#}"), task = what, "periodic task failed; next run as usual");
         }
         tokio::select! {
             () = token.cancelled() => {},
-            () = tokio::time::sleep(Duration::from_secs(5)) => {},
+            () = tokio::time::sleep(period) => {},
         }
     }
 }

@@ -3,7 +3,7 @@
 //! time); and actions on one saga or on every saga a filter matches: retry what it waits on, or
 //! compensate now. Each action runs like a reply would (row locked, new state, commands into the
 //! outbox, one transaction) in a span of the order's trace, and the saga's history records who
-//! acted and why; the `SagaUpdated` it sends shows that on the dashboard's timeline.
+//! acted and why, which the dashboard's timeline shows.
 
 use crate::engine::{ActionError, Status};
 use crate::saga::Saga;

@@ -1,7 +1,7 @@
 //! The saga on real PostgreSQL: the same replies handled one per transaction and in batches
 //! (with repeats inside and across batches) leave every saga in the same state and send the
-//! same commands in the same order; the batches store each saga once per batch, so they queue
-//! fewer `SagaUpdated` events, the last of which is the saga's final state.
+//! same commands in the same order; either way a saga that ended queued one `SagaUpdated`, its
+//! final state. A saga that rests mid-way is published by the publisher, once per version.
 
 mod support;
 
@@ -133,9 +133,27 @@ async fn outbox(pool: &PgPool) -> (BTreeMap<String, Vec<String>>, BTreeMap<Strin
     (commands, updates)
 }
 
+/// Per order: the versions of its `SagaUpdated` rows in the outbox, in outbox order.
+async fn published_versions(pool: &PgPool, order: &str) -> Vec<i64> {
+    sqlx::query_scalar("SELECT sequence FROM outbox WHERE aggregate_id = $1 AND record LIKE '%SagaUpdated' ORDER BY id")
+        .bind(order)
+        .fetch_all(pool)
+        .await
+        .expect("outbox")
+}
+
+/// Per order: (version, published) of its row.
+async fn row_versions(pool: &PgPool, order: &str) -> (i64, i64) {
+    sqlx::query_as("SELECT version, published FROM sagas WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(pool)
+        .await
+        .expect("saga row")
+}
+
 #[tokio::test]
 #[ignore = "needs the running stack: ./stack test"]
-async fn batches_leave_the_same_sagas_and_commands_as_one_by_one_with_fewer_updates() {
+async fn batches_leave_the_same_sagas_and_commands_as_one_by_one_and_each_ended_saga_one_update() {
     let timeouts = Timeouts { step_ms: 60_000 };
     let traffic = traffic(30);
     let (pool_one, name_one) = fresh_database().await;
@@ -169,21 +187,64 @@ async fn batches_leave_the_same_sagas_and_commands_as_one_by_one_with_fewer_upda
     let ((commands_one, updates_one), (commands_many, updates_many)) =
         (outbox(&pool_one).await, outbox(&pool_many).await);
     assert_eq!(commands_one, commands_many, "the same commands, per key in the same order");
-    let count = |u: &BTreeMap<String, Vec<serde_json::Value>>| u.values().map(Vec::len).sum::<usize>();
-    assert!(count(&updates_many) < count(&updates_one), "{} vs {}", count(&updates_many), count(&updates_one));
-    for (order, updates) in &updates_many {
-        let last = updates.last().unwrap();
-        assert_eq!(last["status"], states_many[order]["status"], "{order}: the last SagaUpdated is the final state");
-        let versions: Vec<i64> = sqlx::query_scalar(
-            "SELECT sequence FROM outbox WHERE aggregate_id = $1 AND record LIKE '%SagaUpdated' ORDER BY id",
-        )
-        .bind(order)
-        .fetch_all(&pool_many)
-        .await
-        .unwrap();
-        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{order}: versions rise: {versions:?}");
+    for (pool, updates) in [(&pool_one, &updates_one), (&pool_many, &updates_many)] {
+        assert_eq!(updates.len(), 30, "every saga published");
+        for (order, updates) in updates {
+            assert_eq!(updates.len(), 1, "{order}: one SagaUpdated, when it ended: {updates:?}");
+            assert_eq!(updates[0]["status"], states_many[order]["status"], "{order}: the final state");
+            let (version, published) = row_versions(pool, order).await;
+            assert_eq!(published_versions(pool, order).await, vec![version], "{order}: the row's version");
+            assert_eq!(published, version, "{order}: marked published");
+        }
     }
+    // Nothing rests unpublished.
+    assert_eq!(many.publish_resting(std::time::Duration::ZERO).await.expect("publish"), 0);
 
     drop_database(pool_one, name_one).await;
     drop_database(pool_many, name_many).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn a_resting_saga_is_published_once_per_version_and_an_ended_one_at_once() {
+    use std::time::Duration;
+    let (pool, name) = fresh_database().await;
+    let orchestrator = Orchestrator { pool: pool.clone(), timeouts: Timeouts { step_ms: 60_000 } };
+    let order = "o-rest";
+    let steps: Vec<Envelope> =
+        replies(order, 0).into_iter().enumerate().map(|(n, m)| Envelope::unsent(m, format!("{order}/{n}"))).collect();
+    let handle = |n: usize| orchestrator.handle(&steps[n]);
+
+    // Placed and one line reserved: running, nothing published yet.
+    handle(0).await.expect("placed");
+    handle(1).await.expect("reserved p1");
+    assert_eq!(published_versions(&pool, order).await, Vec::<i64>::new());
+    // Not rested long enough: left alone.
+    assert_eq!(orchestrator.publish_resting(Duration::from_secs(60)).await.expect("publish"), 0);
+    // Rested: its state once, at its version, however often asked.
+    assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 1);
+    assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 0);
+    let (v2, published) = row_versions(&pool, order).await;
+    assert_eq!((published_versions(&pool, order).await, published), (vec![v2], v2));
+    let (_, updates) = outbox(&pool).await;
+    assert_eq!(updates[order][0]["status"], "RUNNING", "{:?}", updates[order]);
+
+    // Moved on (the second line reserved): published again at the new version.
+    handle(2).await.expect("reserved p2");
+    assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 1);
+    let (v3, _) = row_versions(&pool, order).await;
+    assert!(v3 > v2, "{v3} after {v2}");
+    assert_eq!(published_versions(&pool, order).await, vec![v2, v3]);
+
+    // Ended: published in the transaction that ended it, nothing left for the publisher.
+    handle(3).await.expect("authorized");
+    handle(4).await.expect("confirmed");
+    let (v5, published) = row_versions(&pool, order).await;
+    assert_eq!(published, v5);
+    assert_eq!(published_versions(&pool, order).await.last(), Some(&v5));
+    let (_, updates) = outbox(&pool).await;
+    assert_eq!(updates[order].last().unwrap()["status"], "CONFIRMED");
+    assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 0);
+
+    drop_database(pool, name).await;
 }

@@ -46,7 +46,7 @@ async fn three_outcomes_of_the_create_order_saga() {
     assert_eq!(c["credit_limit_cents"], 100_000);
 
     // The saga of the credit rejection shows its compensation.
-    // (from the sagas read model, fed by the orchestrator's saga.events)
+    // (the orchestrator's own table, through the gateway)
     let saga = eventually(&format!("/api/sagas/{over_credit}"), SETTLE, |s| s["status"] == "REJECTED").await;
     let steps: Vec<&str> = saga["history"].as_array().unwrap().iter().map(|h| h["what"].as_str().unwrap()).collect();
     assert!(steps.iter().any(|s| s.starts_with("compensating")), "{steps:?}");
