@@ -4,15 +4,18 @@
 generated version file), so tools/stack/ferretdb/ is a small program of ours that embeds the public
 `ferretdb` package; it is built once into the cache.
 
-Two patches are applied to a copy of the module before the build ([`patch_id_lookup`]): FerretDB
+Three patches are applied to a copy of the module before the build ([`patch_module`]): FerretDB
 v1's PostgreSQL backend turns `{_id: X}` into `_jsonb->'_id' @> X`, which the unique btree index
 on `_jsonb->'_id'` cannot serve, so every lookup, update and upsert by id scanned the whole
 table (19 ms per lookup at 16 000 documents, growing with the collection); and it does not push
 `{_id: {$in: [...]}}` down at all, so a lookup of several documents by id (the order service's
 long-polls ask for all the orders they wait for at once) read the whole collection. The patched
 filters are the equality and the `IN` list the index serves; FerretDB still checks every
-fetched document against the full filter, so results are unchanged. Real MongoDB (compose/)
-needs no such thing.
+fetched document against the full filter, so results are unchanged. The third: writing one
+document (an update, or an insert of one batch) was one statement wrapped in BEGIN and COMMIT,
+three round trips to PostgreSQL where one does the same, as one statement is atomic by itself;
+the projectors write about ten documents per order this way. Real MongoDB (compose/) needs no
+such thing.
 """
 
 from __future__ import annotations
@@ -85,21 +88,65 @@ IN_INSERT = """				case "$in":
 					filters = append(filters, fmt.Sprintf(`%s->'_id' IN (%s)`, metadata.DefaultColumn, strings.Join(places, ", ")))
 
 """
-# (what, anchor, what replaces it)
-PATCHES = (("_id equality", PATCH_ANCHOR, PATCH_ANCHOR + PATCH_INSERT),
-           ("_id $in", IN_ANCHOR, IN_INSERT + IN_ANCHOR))
+# One document written in one statement, without BEGIN/COMMIT (collection.go: UpdateAll, InsertAll).
+UPDATE_ANCHOR = """	err = pool.InTransaction(ctx, p, func(tx pgx.Tx) error {
+		for _, doc := range params.Docs {
+"""
+UPDATE_INSERT = """	// shop stack: one document is one UPDATE, atomic by itself: no BEGIN/COMMIT round trips.
+	if len(params.Docs) == 1 {
+		doc := params.Docs[0]
+		b, err := sjson.Marshal(doc)
+		if err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		id, _ := doc.Get("_id")
+		must.NotBeZero(id)
+		tag, err := p.Exec(ctx, q, b, must.NotFail(sjson.MarshalSingleValue(id)))
+		if err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		res.Updated = int32(tag.RowsAffected())
+		return &res, nil
+	}
+
+"""
+INSERT_ANCHOR = """	err = pool.InTransaction(ctx, p, func(tx pgx.Tx) error {
+		batchSize := c.r.BatchSize
+"""
+INSERT_INSERT = """	// shop stack: documents that fit one INSERT go in that statement alone, atomic by itself.
+	if batchSize := c.r.BatchSize; batchSize >= 1 && len(params.Docs) <= batchSize {
+		q, args, err := prepareInsertStatement(c.dbName, meta.TableName, meta.Capped(), params.Docs)
+		if err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		if _, err = p.Exec(ctx, q, args...); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
+				return nil, backends.NewError(backends.ErrorCodeInsertDuplicateID, err)
+			}
+			return nil, lazyerrors.Error(err)
+		}
+		return new(backends.InsertAllResult), nil
+	}
+
+"""
+COLLECTION_GO = "internal/backends/postgresql/collection.go"
+# (what, file, anchor, what replaces it)
+PATCHES = (("_id equality", QUERY_GO, PATCH_ANCHOR, PATCH_ANCHOR + PATCH_INSERT),
+           ("_id $in", QUERY_GO, IN_ANCHOR, IN_INSERT + IN_ANCHOR),
+           ("one-document update", COLLECTION_GO, UPDATE_ANCHOR, UPDATE_INSERT + UPDATE_ANCHOR),
+           ("one-statement insert", COLLECTION_GO, INSERT_ANCHOR, INSERT_INSERT + INSERT_ANCHOR))
 
 
-def patch_id_lookup(module_dir: Path) -> None:
-    """Apply the `_id` lookup patches to a writable copy of the FerretDB module (see above)."""
-    query = module_dir / QUERY_GO
-    text = query.read_text()
-    for what, anchor, replacement in PATCHES:
+def patch_module(module_dir: Path) -> None:
+    """Apply the patches above to a writable copy of the FerretDB module."""
+    for what, name, anchor, replacement in PATCHES:
+        path = module_dir / name
+        text = path.read_text()
         if text.count(anchor) != 1:
-            raise StackError(f"mongo: {QUERY_GO} of FerretDB {MODULE_VERSION} does not look as expected; "
+            raise StackError(f"mongo: {name} of FerretDB {MODULE_VERSION} does not look as expected; "
                              f"the {what} patch does not apply")
-        text = text.replace(anchor, replacement)
-    query.write_text(text)
+        path.write_text(text.replace(anchor, replacement))
 
 
 class Mongo(Component):
@@ -116,7 +163,7 @@ class Mongo(Component):
         digest = hashlib.sha256()
         for name in SOURCES:
             digest.update((self.source_dir / name).read_bytes())
-        for _, _, replacement in PATCHES:
+        for _, _, _, replacement in PATCHES:
             digest.update(replacement.encode())
         return self.cache_dir / f"ferretdb-{digest.hexdigest()[:12]}"
 
@@ -137,7 +184,7 @@ class Mongo(Component):
             for name in dirs + files:
                 path = Path(root) / name
                 path.chmod(path.stat().st_mode | stat.S_IWUSR)
-        patch_id_lookup(patched)
+        patch_module(patched)
         # Build against the copy: a go.mod (and go.sum) of our own that replaces the module.
         modfile = self.cache_dir / "ferretdb-build.mod"
         modfile.write_text((self.source_dir / "go.mod").read_text() + f"\nreplace {MODULE} => {patched}\n")
