@@ -5,10 +5,10 @@
 //! and every window ends in a busy loop: the time left is handed to librdkafka in whole
 //! milliseconds, so for the last fraction of a millisecond it waits 0 ms, again and again until
 //! the window is over. That costs about 9 ms of CPU per second per producer, sending or not, and
-//! the stack runs a dozen (two per service: the relay's and the one for dead letters). A report
-//! ends a wait as soon as it arrives, so the window's length only says how often that tail comes:
-//! here once per [`WINDOW`], a tenth of the cost. (Waiting without any tail would take librdkafka's
-//! queue callback, which is FFI, and the workspace forbids `unsafe`.)
+//! the stack runs a dozen (two in each service with an outbox: the relay's and the one for dead
+//! letters). A report ends a wait as soon as it arrives, so the window's length only says how
+//! often that tail comes: here once per [`WINDOW`], a tenth of the cost. (Waiting without any
+//! tail would take librdkafka's queue callback, which is FFI, and the workspace forbids `unsafe`.)
 
 use futures::channel::oneshot;
 use rdkafka::ClientConfig;
