@@ -26,7 +26,7 @@
 //!   which migrates the service's database).
 
 use crate::kafka;
-use crate::producer::{DeliveryFuture, Producer};
+use crate::producer::Producer;
 use anyhow::Context;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
@@ -607,7 +607,12 @@ impl Relay {
             let topic = self.topic(message.topic().name());
             let record =
                 FutureRecord::to(&topic).key(message.key()).payload(bytes.as_slice()).headers(headers(row, message));
-            deliveries.push((row, enqueue_record(producer, record).await?));
+            // Kafka's queue full is waited out: the relay has nothing else to do meanwhile.
+            let delivery = producer
+                .queue(record, None)
+                .await
+                .map_err(|(e, back)| anyhow::anyhow!("producing to {}: {e}", back.topic))?;
+            deliveries.push((row, delivery));
         }
         for (row, delivery) in deliveries {
             if let Err((e, m)) = delivery.await.context("producer dropped a delivery")? {
@@ -630,22 +635,6 @@ fn refused(e: &KafkaError) -> bool {
             C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidMessage | C::InvalidRecord
         )
     )
-}
-
-async fn enqueue_record<'a>(
-    producer: &Producer,
-    mut record: FutureRecord<'a, str, [u8]>,
-) -> anyhow::Result<DeliveryFuture> {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err((e, back)) => anyhow::bail!("producing to {}: {e}", back.topic),
-        }
-    }
 }
 
 fn meta<'a>(row: &'a OutboxRow, key: &str) -> Option<&'a str> {

@@ -116,6 +116,33 @@ impl Producer {
         }
     }
 
+    /// [`Producer::send_result`], trying again every 10 ms while librdkafka's queue is full: for
+    /// up to `patience`, or for as long as it takes (`None`).
+    #[allow(clippy::result_large_err)] // as `send_result`: the record is handed back
+    pub async fn queue<'a, K, P>(
+        &self,
+        record: FutureRecord<'a, K, P>,
+        patience: Option<Duration>,
+    ) -> Result<DeliveryFuture, (KafkaError, FutureRecord<'a, K, P>)>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let start = Instant::now();
+        let mut record = record;
+        loop {
+            match self.send_result(record) {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if patience.is_none_or(|p| start.elapsed() < p) =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Send `record` and wait for its delivery report; while librdkafka's queue is full, keep
     /// trying for up to `queue_timeout`.
     pub async fn send<K, P>(&self, record: FutureRecord<'_, K, P>, queue_timeout: Duration) -> OwnedDeliveryResult
@@ -123,34 +150,23 @@ impl Producer {
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
     {
-        let (start, topic) = (Instant::now(), record.topic.to_owned());
-        let mut record = record;
-        loop {
-            match self.send_result(record) {
-                Ok(delivery) => match delivery.await {
-                    Ok(report) => return report,
-                    Err(_) => {
-                        return Err((KafkaError::Canceled, OwnedMessage::new(None, None, topic, NO_TIME, -1, 0, None)));
-                    }
-                },
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if start.elapsed() < queue_timeout =>
-                {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, back)) => {
-                    let message = OwnedMessage::new(
-                        back.payload.map(|p| p.to_bytes().to_vec()),
-                        back.key.map(|k| k.to_bytes().to_vec()),
-                        back.topic.to_owned(),
-                        NO_TIME,
-                        back.partition.unwrap_or(-1),
-                        0,
-                        back.headers,
-                    );
-                    return Err((e, message));
-                }
+        let topic = record.topic.to_owned();
+        match self.queue(record, Some(queue_timeout)).await {
+            Ok(delivery) => match delivery.await {
+                Ok(report) => report,
+                Err(_) => Err((KafkaError::Canceled, OwnedMessage::new(None, None, topic, NO_TIME, -1, 0, None))),
+            },
+            Err((e, back)) => {
+                let message = OwnedMessage::new(
+                    back.payload.map(|p| p.to_bytes().to_vec()),
+                    back.key.map(|k| k.to_bytes().to_vec()),
+                    topic,
+                    NO_TIME,
+                    back.partition.unwrap_or(-1),
+                    0,
+                    back.headers,
+                );
+                Err((e, message))
             }
         }
     }
