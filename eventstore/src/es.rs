@@ -6,11 +6,12 @@
 use crate::pg_store::{self, PgEventStore};
 use cqrs_es::{AggregateError, CqrsFramework};
 use domain::{Aggregate, DomainEvent};
-use messaging::consumer::{Envelope, HandlerError};
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::Metadata;
 use runtime::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use std::collections::HashSet;
 use std::marker::PhantomData;
 
 /// A domain aggregate as cqrs-es sees it.
@@ -98,6 +99,12 @@ impl<E: std::error::Error> From<CommandError<E>> for ApiError {
             CommandError::Infrastructure(cause) => ApiError::internal(cause),
         }
     }
+}
+
+tokio::task_local! {
+    /// The messages of the batch being handled ([`EventStoreOf::per_key`]) whose inbox rows
+    /// were looked up together, and not found.
+    static UNHANDLED: HashSet<String>;
 }
 
 /// Metadata key of the id every execution stamps on its events.
@@ -202,7 +209,8 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         A::Command: Clone,
     {
         let transient = |e: CommandError<A::Error>| HandlerError::Transient(anyhow::anyhow!("{e}"));
-        if self.handled(&envelope.message_id).await.map_err(transient)? {
+        let looked_up = UNHANDLED.try_with(|ids| ids.contains(&envelope.message_id)).unwrap_or(false);
+        if !looked_up && self.handled(&envelope.message_id).await.map_err(transient)? {
             return Ok(()); // redelivered after its effect
         }
         match self.execute(id, command, metadata).await {
@@ -210,6 +218,24 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
             Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("{} {id}: {e}", A::TYPE))),
             Err(e) => Err(transient(e)),
         }
+    }
+
+    /// [`messaging::consumer::per_key`] for a handler of this store's commands, with the inbox
+    /// read once for the whole batch: messages that already had their effect are left out, and
+    /// [`EventStoreOf::execute_for`] does not look again for the others (a message delivered
+    /// twice in one batch is then decided twice, which the aggregates' repeats decide nothing
+    /// for; a repeat they refuse fails the batch, whose messages are then handled one by one).
+    pub async fn per_key<H: Handler + ?Sized>(&self, handler: &H, batch: &[Delivery]) -> Result<(), HandlerError> {
+        let ids: Vec<&str> = batch.iter().map(|d| d.envelope.message_id.as_str()).collect();
+        let handled: HashSet<String> = sqlx::query_scalar("SELECT message_id FROM inbox WHERE message_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        let fresh: Vec<&Delivery> = batch.iter().filter(|d| !handled.contains(&d.envelope.message_id)).collect();
+        let unhandled = fresh.iter().map(|d| d.envelope.message_id.clone()).collect();
+        UNHANDLED.scope(unhandled, messaging::consumer::per_key(handler, fresh)).await
     }
 
     /// The current state of an aggregate, or `None` if it has no events.
@@ -220,7 +246,17 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// The current state of an aggregate and the version (latest sequence) it is at, or `None`
     /// if it has no events.
     pub async fn load_versioned(&self, id: &str) -> Result<Option<(A, i64)>, CommandError<A::Error>> {
-        // As stored: another instance of the service may have moved it on since this one's cache.
+        // As stored: another instance of the service may have moved it on since this one's
+        // cache. The cached state answers when the stream's version says it is still current
+        // (an index lookup, where the load reads the snapshot and the events after it).
+        if let Some((aggregate, version)) = self.store.cached(id) {
+            let stored = pg_store::latest_version(&self.pool, A::TYPE, id)
+                .await
+                .map_err(|e| CommandError::Infrastructure(e.to_string()))?;
+            if usize::try_from(stored).ok() == Some(version) {
+                return Ok(Some((aggregate.0, stored)));
+            }
+        }
         let context = self.store.load_stored(id).await.map_err(CommandError::from)?;
         if context.current_sequence == 0 {
             return Ok(None);

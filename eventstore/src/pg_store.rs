@@ -137,6 +137,11 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
         self.cache.invalidate(aggregate_id);
     }
 
+    /// The cached state of an aggregate and its version, if cached.
+    pub fn cached(&self, aggregate_id: &str) -> Option<(A, usize)> {
+        self.cache.get(aggregate_id).map(|c| (c.aggregate.clone(), c.sequence))
+    }
+
     /// The cached version (latest sequence) of an aggregate, if cached.
     pub fn cached_version(&self, aggregate_id: &str) -> Option<usize> {
         self.cache.get(aggregate_id).map(|c| c.sequence)

@@ -154,7 +154,10 @@ async fn in_order<'a, H: Handler + ?Sized>(
 /// [`Handler::handle_batch`] for handlers whose keys are independent (one aggregate per key,
 /// as on the command topics): each key's messages in order, the keys at once. The event store
 /// settles any race between keys; the database commits them together.
-pub async fn per_key<H: Handler + ?Sized>(handler: &H, batch: &[Delivery]) -> Result<(), HandlerError> {
+pub async fn per_key<'a, H: Handler + ?Sized>(
+    handler: &H,
+    batch: impl IntoIterator<Item = &'a Delivery>,
+) -> Result<(), HandlerError> {
     let mut keys: Vec<(&str, Vec<&Delivery>)> = Vec::new();
     for d in batch {
         let key = d.envelope.message.key();

@@ -4,19 +4,20 @@ use crate::plan::Kind;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
 
 /// Create or update the tables (versions 5_000_001.., see `eventstore::db`).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     eventstore::db::migrate(pool, sqlx::migrate!()).await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Contact {
     pub name: String,
     pub email: String,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OrderFacts {
     pub customer_id: String,
     pub total_cents: i64,
@@ -36,74 +37,106 @@ pub struct Sent {
     pub sent_at: DateTime<Utc>,
 }
 
-/// Events are immutable: a redelivered registration changes nothing.
-pub async fn remember_contact(pool: &PgPool, customer_id: &str, name: &str, email: &str) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO contacts (customer_id, name, email) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(customer_id)
-        .bind(name)
-        .bind(email)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-pub async fn remember_order(
-    pool: &PgPool,
-    order_id: &str,
-    customer_id: &str,
-    total_cents: i64,
-    currency: &str,
-) -> sqlx::Result<()> {
+/// Events are immutable: a redelivered registration changes nothing. Each is (customer id,
+/// name, e-mail address).
+pub async fn remember_contacts(pool: &PgPool, contacts: &[(&str, &str, &str)]) -> sqlx::Result<()> {
+    if contacts.is_empty() {
+        return Ok(());
+    }
+    let (ids, (names, emails)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
+        contacts.iter().map(|&(id, name, email)| (id, (name, email))).unzip();
     sqlx::query(
-        "INSERT INTO orders (order_id, customer_id, total_cents, currency) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO contacts (customer_id, name, email) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
     )
-    .bind(order_id)
-    .bind(customer_id)
-    .bind(total_cents)
-    .bind(currency)
+    .bind(ids)
+    .bind(names)
+    .bind(emails)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-pub async fn contact(pool: &PgPool, customer_id: &str) -> sqlx::Result<Option<Contact>> {
-    sqlx::query_as("SELECT name, email FROM contacts WHERE customer_id = $1")
-        .bind(customer_id)
-        .fetch_optional(pool)
-        .await
+/// Orders as placed: (order id, facts).
+pub async fn remember_orders(pool: &PgPool, orders: &[(&str, OrderFacts)]) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = orders.iter().map(|(id, _)| *id).collect();
+    let customers: Vec<&str> = orders.iter().map(|(_, o)| o.customer_id.as_str()).collect();
+    let totals: Vec<i64> = orders.iter().map(|(_, o)| o.total_cents).collect();
+    let currencies: Vec<&str> = orders.iter().map(|(_, o)| o.currency.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, total_cents, currency) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(ids)
+    .bind(customers)
+    .bind(totals)
+    .bind(currencies)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
-pub async fn order(pool: &PgPool, order_id: &str) -> sqlx::Result<Option<OrderFacts>> {
-    sqlx::query_as("SELECT customer_id, total_cents, currency FROM orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await
+/// The contacts known of these customers, by customer id.
+pub async fn contacts(pool: &PgPool, customer_ids: &[&str]) -> sqlx::Result<HashMap<String, Contact>> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT customer_id, name, email FROM contacts WHERE customer_id = ANY($1)")
+            .bind(customer_ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(id, name, email)| (id, Contact { name, email })).collect())
 }
 
-pub async fn already_sent(pool: &PgPool, message_id: &str) -> sqlx::Result<bool> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM sent WHERE message_id = $1").bind(message_id).fetch_optional(pool).await?;
-    Ok(found.is_some())
+/// The facts known of these orders, by order id.
+pub async fn orders(pool: &PgPool, order_ids: &[&str]) -> sqlx::Result<HashMap<String, OrderFacts>> {
+    let rows: Vec<(String, String, i64, String)> =
+        sqlx::query_as("SELECT order_id, customer_id, total_cents, currency FROM orders WHERE order_id = ANY($1)")
+            .bind(order_ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, customer_id, total_cents, currency)| (id, OrderFacts { customer_id, total_cents, currency }))
+        .collect())
 }
 
-/// Claim the e-mail of event `message_id` for instance `me`, before it is sent: true when it
-/// is ours to send (unclaimed, claimed by us before, or claimed by another more than `lease`
-/// ago, which then died or stalled before recording it); false while another instance's claim
-/// is fresh: it is sending this e-mail now.
-pub async fn claim(pool: &PgPool, message_id: &str, me: &str, lease: std::time::Duration) -> sqlx::Result<bool> {
-    let ours: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO sending (message_id, claimed_by) VALUES ($1, $2) \
+/// Which of these events' e-mails were sent already.
+pub async fn already_sent(pool: &PgPool, message_ids: &[&str]) -> sqlx::Result<HashSet<String>> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT message_id FROM sent WHERE message_id = ANY($1)")
+        .bind(message_ids)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Claim the e-mails of these events for instance `me`, before they are sent; the ones that
+/// are ours to send: unclaimed, claimed by us before, or claimed by another more than `lease`
+/// ago (which then died or stalled before recording it). Another instance's fresh claim means
+/// it is sending that e-mail now. Claims are taken in id order, so two instances claiming
+/// overlapping sets wait for each other rather than deadlock.
+pub async fn claim(
+    pool: &PgPool,
+    message_ids: &[&str],
+    me: &str,
+    lease: std::time::Duration,
+) -> sqlx::Result<HashSet<String>> {
+    let mut ids = message_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup(); // one row may not be claimed twice by one statement
+    let ours: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO sending (message_id, claimed_by) SELECT id, $2 FROM UNNEST($1::text[]) AS id \
          ON CONFLICT (message_id) DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_at = now() \
            WHERE sending.claimed_by = EXCLUDED.claimed_by OR sending.claimed_at < now() - make_interval(secs => $3) \
-         RETURNING 1",
+         RETURNING message_id",
     )
-    .bind(message_id)
+    .bind(ids)
     .bind(me)
     .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(ours.is_some())
+    Ok(ours.into_iter().collect())
 }
 
 /// An e-mail the SMTP server just accepted, to be recorded.
@@ -117,25 +150,29 @@ pub struct Delivery {
     pub subject: String,
 }
 
-/// Record an accepted e-mail and drop its claim, in one transaction. A row already there (a
-/// claim taken over after its lease, whose first holder recorded late) is kept: it is the same
-/// e-mail.
-pub async fn record_sent(pool: &PgPool, d: &Delivery) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
+/// Record accepted e-mails and drop their claims, in one statement (so one transaction). A
+/// row already there (a claim taken over after its lease, whose first holder recorded late) is
+/// kept: it is the same e-mail.
+pub async fn record_sent(pool: &PgPool, deliveries: &[Delivery]) -> sqlx::Result<()> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&Delivery) -> &str| deliveries.iter().map(f).collect::<Vec<&str>>();
     sqlx::query(
-        "INSERT INTO sent (message_id, event_type, order_id, customer_id, recipient, subject) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        "WITH claims AS (DELETE FROM sending WHERE message_id = ANY($1)) \
+         INSERT INTO sent (message_id, event_type, order_id, customer_id, recipient, subject) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(&d.message_id)
-    .bind(d.kind.as_str())
-    .bind(&d.order_id)
-    .bind(&d.customer_id)
-    .bind(&d.recipient)
-    .bind(&d.subject)
-    .execute(&mut *tx)
+    .bind(column(|d| &d.message_id))
+    .bind(column(|d| d.kind.as_str()))
+    .bind(column(|d| &d.order_id))
+    .bind(column(|d| &d.customer_id))
+    .bind(column(|d| &d.recipient))
+    .bind(column(|d| &d.subject))
+    .execute(pool)
     .await?;
-    sqlx::query("DELETE FROM sending WHERE message_id = $1").bind(&d.message_id).execute(&mut *tx).await?;
-    tx.commit().await
+    Ok(())
 }
 
 pub async fn sent_for_order(pool: &PgPool, order_id: &str) -> sqlx::Result<Vec<Sent>> {

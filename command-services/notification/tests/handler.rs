@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use messaging::consumer::{Envelope, Handler, HandlerError};
+use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use notification_service::handler::Notifier;
 use notification_service::mailer::{Letter, Mailer, SendError};
 use notification_service::{app, store};
@@ -243,6 +243,53 @@ async fn a_claim_is_taken_over_only_when_its_lease_ran_out() {
     assert_eq!(h.mailer.count(), 1);
     let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM sending").fetch_one(&h.pool).await.unwrap();
     assert_eq!(claims, 0, "the claim is dropped with the record");
-    assert!(store::already_sent(&h.pool, "m3").await.unwrap());
+    assert!(store::already_sent(&h.pool, &["m3"]).await.unwrap().contains("m3"));
+    h.stop().await;
+}
+
+fn batch(messages: Vec<(&str, Message)>) -> Vec<Delivery> {
+    messages
+        .into_iter()
+        .map(|(id, message)| Delivery { envelope: Envelope::unsent(message, id), span: tracing::Span::none() })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL"]
+async fn a_batch_sends_each_email_once_and_reports_what_it_could_not() {
+    let h = Harness::start().await;
+    let unknown_order = OrderConfirmed { order_id: "o2".into() };
+    let paid = PaymentConfirmed {
+        customer_id: "c1".into(),
+        order_id: "o1".into(),
+        amount_cents: 2500,
+        currency: "EUR".into(),
+    };
+    let deliveries = batch(vec![
+        ("m1", alice().into()),
+        ("m2", placed().into()),
+        ("m3", OrderConfirmed { order_id: "o1".into() }.into()),
+        ("m3", OrderConfirmed { order_id: "o1".into() }.into()),
+        ("m4", paid.into()),
+        ("m5", unknown_order.clone().into()),
+    ]);
+    // The facts it brings are learned and its e-mails go out; o2 is not known yet.
+    let first = h.notifier.handle_batch(&deliveries).await;
+    assert!(matches!(first, Err(HandlerError::Transient(_))), "{first:?}");
+    assert_eq!(h.mailer.count(), 2, "m3 once (delivered twice in the batch) and m4");
+    let sent = store::already_sent(&h.pool, &["m3", "m4", "m5"]).await.unwrap();
+    assert_eq!(sent, ["m3".to_owned(), "m4".to_owned()].into_iter().collect());
+    // The consumer hands the batch over again (or each message): nothing is sent twice.
+    assert!(h.notifier.handle_batch(&deliveries).await.is_err());
+    for d in &deliveries[..5] {
+        h.notifier.handle(&d.envelope).await.unwrap();
+    }
+    assert_eq!(h.mailer.count(), 2);
+    // Once o2 is known, its e-mail goes out, to the customer who placed it.
+    let other = OrderPlaced { order_id: "o2".into(), ..placed() };
+    h.notifier.handle_batch(&batch(vec![("m6", other.into()), ("m5", unknown_order.into())])).await.unwrap();
+    assert_eq!(h.mailer.count(), 3);
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM sending").fetch_one(&h.pool).await.unwrap();
+    assert_eq!(claims, 0, "every claim is dropped with its record");
     h.stop().await;
 }

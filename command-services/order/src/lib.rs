@@ -346,7 +346,7 @@ impl Handler for OrderCommands {
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
         let batched = Batched { commands: self, settled: std::sync::Mutex::default() };
-        let result = messaging::consumer::per_key(&batched, batch).await;
+        let result = self.store.per_key(&batched, batch).await;
         // What was applied is announced even if the rest failed (the batch is then handled
         // again message by message, which announces again: waiters only look once more).
         let settled = std::mem::take(&mut *batched.settled.lock().unwrap_or_else(|e| e.into_inner()));

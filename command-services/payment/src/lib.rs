@@ -68,7 +68,7 @@ impl Handler for Payments {
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        messaging::consumer::per_key(self, batch).await
+        self.store.per_key(self, batch).await
     }
 }
 

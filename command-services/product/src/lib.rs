@@ -167,7 +167,7 @@ impl Handler for StockCommands {
     }
 
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        messaging::consumer::per_key(self, batch).await
+        self.store.per_key(self, batch).await
     }
 }
 
