@@ -189,7 +189,7 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// The version (latest sequence) an aggregate's stream has reached; 0 without events.
     pub async fn version(&self, id: &str) -> Result<i64, CommandError<A::Error>> {
         // Right after this process's own command, the cache holds the version it wrote.
-        if let Some(v) = self.store.cached_version(id) {
+        if let Some(v) = self.store.peek(id, |_, version| version) {
             return Ok(i64::try_from(v).unwrap_or(i64::MAX));
         }
         pg_store::latest_version(&self.pool, A::TYPE, id).await.map_err(|e| CommandError::Infrastructure(e.to_string()))
@@ -218,6 +218,13 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
             Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(format!("{} {id}: {e}", A::TYPE))),
             Err(e) => Err(transient(e)),
         }
+    }
+
+    /// What `f` says of the cached state of `id`, if cached. That state may be behind the
+    /// stored one (another instance may have written since): only for facts that stay true once
+    /// true, such as an account being open.
+    pub fn peek<R>(&self, id: &str, f: impl FnOnce(&A) -> R) -> Option<R> {
+        self.store.peek(id, |aggregate, _| f(&aggregate.0))
     }
 
     /// [`messaging::consumer::per_key`] for a handler of this store's commands, with the inbox
@@ -249,7 +256,7 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         // As stored: another instance of the service may have moved it on since this one's
         // cache. The cached state answers when the stream's version says it is still current
         // (an index lookup, where the load reads the snapshot and the events after it).
-        if let Some((aggregate, version)) = self.store.cached(id) {
+        if let Some((aggregate, version)) = self.store.peek(id, |a, version| (a.clone(), version)) {
             let stored = pg_store::latest_version(&self.pool, A::TYPE, id)
                 .await
                 .map_err(|e| CommandError::Infrastructure(e.to_string()))?;

@@ -137,14 +137,10 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
         self.cache.invalidate(aggregate_id);
     }
 
-    /// The cached state of an aggregate and its version, if cached.
-    pub fn cached(&self, aggregate_id: &str) -> Option<(A, usize)> {
-        self.cache.get(aggregate_id).map(|c| (c.aggregate.clone(), c.sequence))
-    }
-
-    /// The cached version (latest sequence) of an aggregate, if cached.
-    pub fn cached_version(&self, aggregate_id: &str) -> Option<usize> {
-        self.cache.get(aggregate_id).map(|c| c.sequence)
+    /// What `f` says of the cached state of an aggregate and its version (latest sequence), if
+    /// cached; no copy of the state is made.
+    pub fn peek<R>(&self, aggregate_id: &str, f: impl FnOnce(&A, usize) -> R) -> Option<R> {
+        self.cache.get(aggregate_id).map(|c| f(&c.aggregate, c.sequence))
     }
 
     /// The aggregate as stored, never from the cache: for reads that must be current.

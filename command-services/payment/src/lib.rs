@@ -56,7 +56,9 @@ impl Handler for Payments {
         let Some((id, command)) = convert::account_command(&envelope.message).map_err(permanent)? else {
             return Ok(());
         };
-        if matches!(command, AccountCommand::Authorize { .. }) {
+        // An account, once open, stays open: one this instance knows open needs no opening.
+        let known_open = self.store.peek(&id.to_string(), |account| account.customer_id.is_some()) == Some(true);
+        if matches!(command, AccountCommand::Authorize { .. }) && !known_open {
             // The saga may be faster than the registration event: opening is idempotent. Not
             // recorded as this message's effect (no causation id), so a crash between the two
             // commands still authorizes on redelivery.
