@@ -5,11 +5,6 @@
 //! projectors rebuild (<read-model>... | --all) [--dry-run] [--max-rate N]
 //! ```
 
-/// A rebuild allocates and frees millions of small values (decoded events, BSON documents);
-/// glibc's allocator spent nearly half of the process's time on them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use projectors::{rebuild, status};
 use readstore::readmodel::ReadModel;

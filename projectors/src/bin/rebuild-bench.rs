@@ -12,11 +12,6 @@
 //! The topics (`bench.rebuild.<N>.<topic>`) are kept and reused by later runs with the same N
 //! (`--fresh` writes them again); the database `bench_rebuild` is dropped before each rebuild.
 
-/// A rebuild allocates and frees millions of small values (decoded events, BSON documents);
-/// glibc's allocator spent nearly half of the process's time on them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use indicatif::{ProgressBar, ProgressStyle};
 use projectors::offsets;
 use projectors::rebuild::{self, Options, Place};
