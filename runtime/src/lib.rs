@@ -19,14 +19,6 @@
 //!   `readstore`'s).
 //! - [`identity`]: the caller, proven by a token the gateway (or a calling service) signs.
 
-/// The allocator of every binary. glibc's spent nearly half of a projection rebuild's time on
-/// its millions of small values (decoded events, BSON documents) and a few percent of each
-/// service's under load, and kept what the busy moments took (per-thread arenas only shrink
-/// from the top); mimalloc gives freed pages back to the system after a short delay. Without transparent huge
-/// pages: a 2 MiB page is resident as soon as one byte of it is used.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod cli;
 pub mod client;
 pub mod cluster;
