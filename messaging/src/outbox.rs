@@ -6,11 +6,13 @@
 //!   runs all of the relay's SQL, so losing the lock also stops the relay's work.
 //! - A batch is read and, in the same statement, recorded as being sent
 //!   (`outbox_relay.sending`, with the time). Its records go out through the idempotent producer
-//!   ([`kafka::relay_producer`]: in order per partition, never timing out, gaps fatal), and the
-//!   rows are deleted once Kafka acknowledged them all, before the next batch begins. No Kafka
+//!   ([`kafka::relay_producer`]: in order per partition, never timing out, gaps fatal). Once
+//!   Kafka acknowledged them all, the rows are deleted by the statement that reads the next
+//!   batch (one statement per pass, not two), or at shutdown. No Kafka
 //!   transaction: a transaction per batch cost Kafka more CPU than everything else it does for an
 //!   order, and doubled the time an order takes end to end.
-//! - So a crash can leave at most the batch being sent in the table, some of it on Kafka. On
+//! - So a crash can leave at most the batch being sent (or just sent) in the table, some or all
+//!   of it on Kafka. On
 //!   (re)start the relay reads the topics back from the time that batch was sent, and deletes
 //!   the rows whose message ids it finds there; the rest go out again. Every failure after a
 //!   batch began takes this same path: the session is dropped and started again, exactly as
@@ -82,11 +84,13 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 /// case the relay's clock and PostgreSQL's differ (records carry the producer's time).
 const CLOCK_SLACK: Duration = Duration::from_secs(60);
 
-/// The next batch, recorded as being sent in the same statement. Rows of an aggregate that has
-/// a dead row wait behind it.
-const SELECT_BATCH: &str = "WITH batch AS ( \
+/// The next batch, recorded as being sent in the same statement, which also deletes the rows
+/// of the previous batch that Kafka acknowledged ($2; the statement does not see its own
+/// deletes, hence the filter). Rows of an aggregate that has a dead row wait behind it.
+const SELECT_BATCH: &str = "WITH acked AS (DELETE FROM outbox WHERE id = ANY($2)), \
+     batch AS ( \
          SELECT o.* FROM outbox o \
-          WHERE NOT EXISTS (SELECT 1 FROM outbox_dead d \
+          WHERE o.id <> ALL($2) AND NOT EXISTS (SELECT 1 FROM outbox_dead d \
                             WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id) \
           ORDER BY o.id LIMIT $1), \
      mark AS ( \
@@ -260,6 +264,10 @@ struct Session {
     /// Holds the advisory lock; not from the pool, so dropping it releases the lock.
     conn: PgConnection,
     producer: Producer,
+    /// Rows of the last batch, all acknowledged by Kafka: deleted by the statement that reads
+    /// the next batch (or at shutdown). Until then they are what a crash between a batch's
+    /// acknowledgement and its delete leaves, which the successor's recovery deletes.
+    acked: Vec<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -341,7 +349,7 @@ impl Relay {
         loop {
             let passed = tokio::select! {
                 biased;
-                () = &mut shutdown => return,
+                () = &mut shutdown => return self.finish().await,
                 passed = self.pass() => passed,
             };
             let pause = match passed {
@@ -362,10 +370,23 @@ impl Relay {
             };
             tokio::select! {
                 biased;
-                () = &mut shutdown => return,
+                () = &mut shutdown => return self.finish().await,
                 () = lingered => {}
             }
         }
+    }
+
+    /// At shutdown: delete the rows of the last batch Kafka acknowledged, so that a successor
+    /// has nothing to read back. If this fails, the successor does just that.
+    async fn finish(&self) {
+        let mut state = self.state.lock().await;
+        let Some(session) = state.session.as_mut().filter(|s| !s.acked.is_empty()) else { return };
+        let deleted =
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&session.acked).execute(&mut session.conn).await;
+        if let Err(e) = deleted {
+            tracing::warn!(relay = %self.relay_id, error = %e, "deleting the last batch at shutdown; the next relay will");
+        }
+        session.acked.clear();
     }
 
     /// Publish one batch; returns how many rows went out (0 while another relay holds the
@@ -428,7 +449,7 @@ impl Relay {
             tracing::error!(relay = %self.relay_id, dead, "outbox_dead holds rows; later rows of their aggregates wait");
         }
         tracing::info!(relay = %self.relay_id, "outbox relay active");
-        Ok(Ok(Session { conn, producer }))
+        Ok(Ok(Session { conn, producer, acked: Vec::new() }))
     }
 
     /// Delete the rows of the batch a predecessor was sending that are on Kafka already.
@@ -489,8 +510,13 @@ impl Relay {
     }
 
     async fn relay_batch(&self, session: &mut Session) -> Result<usize, PassError> {
-        let rows: Vec<OutboxRow> =
-            sqlx::query_as(SELECT_BATCH).bind(self.batch).fetch_all(&mut session.conn).await.map_err(reset)?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(SELECT_BATCH)
+            .bind(self.batch)
+            .bind(&session.acked)
+            .fetch_all(&mut session.conn)
+            .await
+            .map_err(reset)?;
+        session.acked.clear();
         if rows.is_empty() {
             return Ok(0);
         }
@@ -499,11 +525,7 @@ impl Relay {
         if !sent.is_empty() {
             self.publish(session, sent, &encoded).await.map_err(reset)?;
             let ids: Vec<i64> = sent.iter().map(|r| r.id).collect();
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut session.conn)
-                .await
-                .map_err(reset)?;
+            session.acked.clone_from(&ids);
             let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
             if !failures.is_empty() {
                 for id in &ids {

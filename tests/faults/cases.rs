@@ -316,7 +316,7 @@ async fn killed_after_commit(step: &Step) {
     let sent = published(step, &order, &from).await;
     assert_eq!(i64::try_from(sent.len()).expect("count"), n, "the committed reply is published exactly once: {sent:?}");
     assert_eq!(db::events(step.database, &order, step.reply).await, n, "the command took effect once");
-    assert_eq!(db::outbox_rows(step.database, &order, step.reply).await, 0, "the outbox is drained");
+    db::wait_outbox_drained(step.database, &order, step.reply, Duration::from_secs(5)).await;
     if s["status"] == "REJECTED"
         && let Some(undo) = step.undo
     {

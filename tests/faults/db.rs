@@ -98,3 +98,17 @@ pub async fn wait_outbox_rows(database: &str, order_id: &str, record: &str, coun
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Wait until the order's outbox rows of type `record` are gone from `database`: the relay
+/// deletes a batch Kafka acknowledged with its next pass (at the latest a poll interval later).
+pub async fn wait_outbox_drained(database: &str, order_id: &str, record: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let n = outbox_rows(database, order_id, record).await;
+        if n == 0 {
+            return;
+        }
+        assert!(start.elapsed() < limit, "{database}.outbox: {n} {record} rows for order {order_id} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -393,6 +393,8 @@ async fn a_row_that_commits_late_is_relayed_after_a_higher_id_went_out() {
         let late_id: i64 = sqlx::query_scalar("SELECT id FROM outbox").fetch_one(&env.pool).await.unwrap();
         assert!(late_id < ids[0], "the late row has the lower id");
         assert_eq!(relay.pass().await.expect("pass"), 1, "the late row is picked up on a later pass");
+        assert_eq!(env.outbox_len().await, 1, "sent rows are deleted by the next pass");
+        assert_eq!(relay.pass().await.expect("pass"), 0);
         assert_eq!(env.outbox_len().await, 0);
 
         let records = env.records().await;
@@ -412,6 +414,7 @@ async fn a_batch_on_kafka_whose_delete_was_lost_is_not_sent_again() {
         sqlx::query("CREATE TABLE lost AS SELECT * FROM outbox").execute(&env.pool).await.unwrap();
         let relay = env.relay();
         assert_eq!(relay.pass().await.expect("pass"), 3);
+        assert_eq!(relay.pass().await.expect("pass"), 0, "the next pass deletes them");
         drop(relay);
         // As if the relay had died between Kafka's acknowledgement and its DELETE.
         sqlx::query("INSERT INTO outbox SELECT * FROM lost").execute(&env.pool).await.unwrap();
@@ -457,6 +460,7 @@ async fn a_row_that_cannot_be_mapped_goes_to_outbox_dead_and_holds_back_only_its
             sent += relay.pass().await.expect("pass");
         }
         assert_eq!(sent, 1, "the other aggregate's row went out");
+        assert_eq!(relay.pass().await.expect("pass"), 0, "and the next pass deleted it");
         let dead: Vec<(String, i64, i32)> = sqlx::query_as("SELECT aggregate_id, sequence, attempts FROM outbox_dead")
             .fetch_all(&env.pool)
             .await
