@@ -173,6 +173,21 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         }
     }
 
+    /// [`EventStoreOf::execute`] on an aggregate whose id this process just made up (a fresh
+    /// UUID): its empty state is not read from the database first.
+    pub async fn execute_new(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<(), CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.store.assume_new(id);
+        self.execute(id, command, metadata).await
+    }
+
     /// Whether a message already had its effect: its id is in the inbox, written by the event
     /// table's trigger in the same transaction as the events it caused (metadata
     /// `causation-id`). A command that decided nothing leaves no trace, and needs none: its

@@ -137,6 +137,15 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
         self.cache.invalidate(aggregate_id);
     }
 
+    /// Cache the empty state of an aggregate nothing can be stored under yet (its id was just
+    /// made up by this process): its first command then reads nothing. Were something stored
+    /// under it after all, that command's write conflicts, the cache is dropped, and the
+    /// command is decided again on what is stored.
+    pub fn assume_new(&self, aggregate_id: &str) {
+        let empty = Cached { aggregate: A::default(), sequence: 0, snapshot: None };
+        self.cache.insert(aggregate_id.to_owned(), Arc::new(empty));
+    }
+
     /// What `f` says of the cached state of an aggregate and its version (latest sequence), if
     /// cached; no copy of the state is made.
     pub fn peek<R>(&self, aggregate_id: &str, f: impl FnOnce(&A, usize) -> R) -> Option<R> {

@@ -257,6 +257,25 @@ async fn a_stale_cached_aggregate_never_decides() {
     drop_database(pool, name).await;
 }
 
+/// A new aggregate's first command reads nothing; were its id taken after all, the write
+/// conflicts and the command is decided again on what is stored.
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn a_new_aggregate_is_not_read_first_and_a_taken_id_is_decided_again() {
+    let (pool, name) = fresh_database().await;
+    let (a, b) = (EventStoreOf::<Counter>::new(pool.clone()), EventStoreOf::<Counter>::new(pool.clone()));
+    a.execute_new("fresh", CounterCommand::Set(3), Metadata::new()).await.unwrap();
+    assert_eq!(stream(&pool, "fresh").await, vec![3]);
+    // B believes "taken" new, but A stored under it meanwhile: B's take applies to A's state.
+    a.execute("taken", CounterCommand::Set(10), Metadata::new()).await.unwrap();
+    b.execute_new("taken", CounterCommand::Take(4), Metadata::new()).await.unwrap();
+    assert_eq!(stream(&pool, "taken").await, vec![10, 6]);
+    // The same when B's decision on the empty state is a write: it conflicts at sequence 1.
+    b.execute_new("taken", CounterCommand::Set(5), Metadata::new()).await.unwrap();
+    assert_eq!(stream(&pool, "taken").await, vec![10, 6, 5]);
+    drop_database(pool, name).await;
+}
+
 /// Takes one from counter-1 for every message it is given, whatever the message says.
 struct TakeOne(EventStoreOf<Counter>);
 

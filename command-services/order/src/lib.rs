@@ -176,7 +176,7 @@ async fn place_new(s: &AppState, order: Checked, caller: &Caller) -> Result<Resp
     let order_id = OrderId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
     s.store
-        .execute(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata)
+        .execute_new(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata)
         .await?;
     let location = format!("/orders/{order_id}");
     let version = s.store.version(&order_id.to_string()).await?;
