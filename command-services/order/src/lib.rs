@@ -1,8 +1,10 @@
 //! Order service: places orders (event-sourced) after checking the customer and every product
-//! with their services over HTTP; confirms or rejects them on the saga's commands from
-//! `order.commands`. Queries come from the `orders` read model.
+//! with their services over HTTP (what they told is remembered, see [`facts`]); confirms or
+//! rejects them on the saga's commands from `order.commands`. Queries come from the `orders`
+//! read model.
 
 pub mod admission;
+pub mod facts;
 pub mod idempotency;
 pub mod outcome;
 
@@ -15,6 +17,7 @@ use axum::routing::{get, post};
 use domain::order::{Order, OrderCommand, OrderError, OrderLine};
 use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
 use eventstore::es::{CommandError, EventStoreOf};
+use facts::CustomerFacts;
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::{Metadata, event_mapper};
 use mongodb::bson::doc;
@@ -35,8 +38,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EventStoreOf<Order>>,
-    pub customers: Downstream,
-    pub products: Downstream,
+    /// The customer and product services, and what they told before.
+    pub facts: facts::Facts,
     pub orders: readmodel::ActiveCollection,
     /// `Idempotency-Key`s of placed orders and their answers.
     pub idempotency: idempotency::Keys,
@@ -56,19 +59,6 @@ pub use contract::PlaceOrder;
 
 /// An order as the API shows it, read from the `orders` read model.
 pub type OrderView = Owned<contract::Order>;
-
-/// What the product service tells about a product.
-#[derive(Debug, Deserialize)]
-struct ProductFacts {
-    price_cents: i64,
-    currency: String,
-}
-
-/// What the customer service tells about a customer.
-#[derive(Debug, Deserialize)]
-struct CustomerFacts {
-    owner: Option<String>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,15 +150,13 @@ impl Checked {
 /// A customer profile the caller may not use is reported like a missing one.
 async fn place_new(s: &AppState, order: Checked, caller: &Caller) -> Result<Response, ApiError> {
     let Checked { customer_id, lines: parsed } = order;
-    let customer: Option<CustomerFacts> =
-        s.customers.get_json(&format!("/internal/customers/{customer_id}")).await.map_err(downstream_error)?;
+    let customer = s.facts.customer(customer_id).await.map_err(downstream_error)?;
     let Some(CustomerFacts { owner }) = customer.filter(|c| caller.may_access(c.owner.as_deref())) else {
         return Err(ApiError::unprocessable(format!("unknown customer {customer_id}")));
     };
     let mut lines = Vec::with_capacity(parsed.len());
     for (product_id, quantity) in parsed {
-        let facts: Option<ProductFacts> =
-            s.products.get_json(&format!("/internal/products/{product_id}")).await.map_err(downstream_error)?;
+        let facts = s.facts.product(product_id).await.map_err(downstream_error)?;
         let facts = facts.ok_or_else(|| ApiError::unprocessable(format!("unknown product {product_id}")))?;
         let currency = Currency::parse(&facts.currency).map_err(ApiError::internal)?;
         lines.push(OrderLine { product_id, quantity, unit_price: Money::new(facts.price_cents, currency) });
@@ -405,8 +393,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let orders = readmodel::ActiveCollection::new(&mongo, ReadModel::Orders);
     let state = AppState {
         store,
-        customers: downstream("customer", &wiring.settings.customer_url),
-        products: downstream("product", &wiring.settings.product_url),
+        facts: facts::Facts::new(
+            downstream("customer", &wiring.settings.customer_url),
+            downstream("product", &wiring.settings.product_url),
+        ),
         orders: orders.clone(),
         idempotency,
         outcomes,
