@@ -54,27 +54,34 @@ impl Facts {
 
     /// The customer's facts, `None` if the customer service does not know it.
     pub async fn customer(&self, id: CustomerId) -> Result<Option<CustomerFacts>, CallError> {
-        if let Some(known) = self.known_customers.get(&id) {
-            return Ok(Some(known));
-        }
-        let facts: Option<CustomerFacts> = self.customers.get_json(&format!("/internal/customers/{id}")).await?;
-        if let Some(f) = &facts {
-            self.known_customers.insert(id, f.clone());
-        }
-        Ok(facts)
+        remembered(&self.known_customers, &self.customers, id, format!("/internal/customers/{id}")).await
     }
 
     /// The product's facts, `None` if the product service does not know it.
     pub async fn product(&self, id: ProductId) -> Result<Option<ProductFacts>, CallError> {
-        if let Some(known) = self.known_products.get(&id) {
-            return Ok(Some(known));
-        }
-        let facts: Option<ProductFacts> = self.products.get_json(&format!("/internal/products/{id}")).await?;
-        if let Some(f) = &facts {
-            self.known_products.insert(id, f.clone());
-        }
-        Ok(facts)
+        remembered(&self.known_products, &self.products, id, format!("/internal/products/{id}")).await
     }
+}
+
+/// What `known` remembers of `id`, else what `service` answers at `path` (remembered if found).
+async fn remembered<K, V>(
+    known: &moka::sync::Cache<K, V>,
+    service: &Downstream,
+    id: K,
+    path: String,
+) -> Result<Option<V>, CallError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    if let Some(facts) = known.get(&id) {
+        return Ok(Some(facts));
+    }
+    let facts: Option<V> = service.get_json(&path).await?;
+    if let Some(f) = &facts {
+        known.insert(id, f.clone());
+    }
+    Ok(facts)
 }
 
 #[cfg(test)]
