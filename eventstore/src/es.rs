@@ -193,12 +193,19 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// `causation-id`). A command that decided nothing leaves no trace, and needs none: its
     /// redelivery decides nothing again.
     pub async fn handled(&self, message_id: &str) -> Result<bool, CommandError<A::Error>> {
-        sqlx::query_scalar::<_, i32>("SELECT 1 FROM inbox WHERE message_id = $1")
-            .bind(message_id)
-            .fetch_optional(&self.pool)
+        self.handled_among(&[message_id])
             .await
-            .map(|row| row.is_some())
+            .map(|handled| !handled.is_empty())
             .map_err(|e| CommandError::Infrastructure(e.to_string()))
+    }
+
+    /// Which of these messages already had their effect (see [`EventStoreOf::handled`]).
+    async fn handled_among(&self, message_ids: &[&str]) -> sqlx::Result<HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT message_id FROM inbox WHERE message_id = ANY($1)")
+            .bind(message_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// The version (latest sequence) an aggregate's stream has reached; 0 without events.
@@ -249,12 +256,7 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     /// for; a repeat they refuse fails the batch, whose messages are then handled one by one).
     pub async fn per_key<H: Handler + ?Sized>(&self, handler: &H, batch: &[Delivery]) -> Result<(), HandlerError> {
         let ids: Vec<&str> = batch.iter().map(|d| d.envelope.message_id.as_str()).collect();
-        let handled: HashSet<String> = sqlx::query_scalar("SELECT message_id FROM inbox WHERE message_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect();
+        let handled = self.handled_among(&ids).await?;
         let fresh: Vec<&Delivery> = batch.iter().filter(|d| !handled.contains(&d.envelope.message_id)).collect();
         let unhandled = fresh.iter().map(|d| d.envelope.message_id.clone()).collect();
         UNHANDLED.scope(unhandled, messaging::consumer::per_key(handler, fresh)).await

@@ -98,6 +98,9 @@ const SELECT_BATCH: &str = "WITH acked AS (DELETE FROM outbox WHERE id = ANY($2)
           WHERE singleton AND EXISTS (SELECT 1 FROM batch)) \
      SELECT * FROM batch ORDER BY id";
 
+/// Rows that are on Kafka, by id.
+const DELETE_ROWS: &str = "DELETE FROM outbox WHERE id = ANY($1)";
+
 const BURY: &str = "WITH dead AS (DELETE FROM outbox WHERE id = $1 RETURNING *) \
      INSERT INTO outbox_dead (id, message_id, aggregate_type, aggregate_id, sequence, record, payload, \
                               metadata, created_at, error, attempts) \
@@ -381,8 +384,7 @@ impl Relay {
     async fn finish(&self) {
         let mut state = self.state.lock().await;
         let Some(session) = state.session.as_mut().filter(|s| !s.acked.is_empty()) else { return };
-        let deleted =
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&session.acked).execute(&mut session.conn).await;
+        let deleted = sqlx::query(DELETE_ROWS).bind(&session.acked).execute(&mut session.conn).await;
         if let Err(e) = deleted {
             tracing::warn!(relay = %self.relay_id, error = %e, "deleting the last batch at shutdown; the next relay will");
         }
@@ -490,11 +492,7 @@ impl Relay {
         .context("reading the last batch back from Kafka")?;
         let done: Vec<i64> = found.iter().filter_map(|m| ids.get(m).copied()).collect();
         if !done.is_empty() {
-            let deleted = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&done)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let deleted = sqlx::query(DELETE_ROWS).bind(&done).execute(&mut *conn).await?.rows_affected();
             tracing::info!(relay = %self.relay_id, rows = deleted, of = rows.len(), "deleted the rows of the last batch found on Kafka");
         }
         Ok(())

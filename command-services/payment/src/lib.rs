@@ -57,8 +57,9 @@ impl Handler for Payments {
             return Ok(());
         };
         // An account, once open, stays open: one this instance knows open needs no opening.
-        let known_open = self.store.peek(&id.to_string(), |account| account.customer_id.is_some()) == Some(true);
-        if matches!(command, AccountCommand::Authorize { .. }) && !known_open {
+        if matches!(command, AccountCommand::Authorize { .. })
+            && self.store.peek(&id.to_string(), |account| account.customer_id.is_some()) != Some(true)
+        {
             // The saga may be faster than the registration event: opening is idempotent. Not
             // recorded as this message's effect (no causation id), so a crash between the two
             // commands still authorizes on redelivery.
