@@ -4,8 +4,8 @@
 
 use crate::values::{CustomerId, Money, OrderId};
 use crate::{Aggregate, DomainEvent};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Credit a new account opens with unless configured otherwise.
 pub const DEFAULT_INITIAL_CREDIT_CENTS: i64 = 100_000;
@@ -15,7 +15,9 @@ pub struct Account {
     pub customer_id: Option<CustomerId>,
     pub credit_limit: Money,
     pub available: Money,
-    pub payments: BTreeMap<OrderId, Payment>,
+    /// Each order's payment, kept so repeated commands are no-ops (a persistent map, like
+    /// `Product::reservations`).
+    pub payments: OrdMap<OrderId, Payment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,8 @@
 
 use crate::values::{Money, Name, OrderId, ProductId, Quantity, Sku};
 use crate::{Aggregate, DomainEvent};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Product {
@@ -21,8 +21,9 @@ pub struct Product {
     pub available: u64,
     pub reserved: u64,
     pub sold: u64,
-    /// What happened to each order's reservation; kept so repeated commands are no-ops.
-    pub reservations: BTreeMap<OrderId, Reservation>,
+    /// What happened to each order's reservation; kept so repeated commands are no-ops. A
+    /// persistent map: the copy each command decides on shares it instead of copying every entry.
+    pub reservations: OrdMap<OrderId, Reservation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +230,23 @@ mod tests {
 
     fn qty(n: i64) -> Quantity {
         Quantity::new(n).unwrap()
+    }
+
+    /// Snapshots stored while the reservations were a `BTreeMap` read back as they were, and a
+    /// product is written in that same shape: a JSON object keyed by order id.
+    #[test]
+    fn reservations_keep_their_stored_shape() {
+        let (a, b) = (OrderId::new(), OrderId::new());
+        let mut old = std::collections::BTreeMap::new();
+        old.insert(a, Reservation { quantity: 2, state: ReservationState::Held });
+        old.insert(b, Reservation { quantity: 1, state: ReservationState::Committed });
+        let mut stored = serde_json::to_value(created(10)).unwrap();
+        stored["reservations"] = serde_json::to_value(&old).unwrap();
+
+        let product: Product = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(product.reservations.len(), 2);
+        assert_eq!(product.reservations.get(&b).map(|r| r.state), Some(ReservationState::Committed));
+        assert_eq!(serde_json::to_value(&product).unwrap(), stored);
     }
 
     #[test]
