@@ -309,7 +309,9 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
             messaging::outbox::written();
             return Ok(envelopes);
         }
-        let state = serde_json::to_value(&aggregate).map_err(deserialization)?;
+        // Written straight into the statement's buffer, without a `serde_json::Value` of it
+        // first: an aggregate with a long memory (a product's reservations) is one large object.
+        let state = sqlx::types::Json(&aggregate);
         let next_snapshot = current_snapshot.map_or(1, |n| n + 1);
         let written = async {
             let mut tx = self.pool.begin().await.map_err(database)?;

@@ -135,12 +135,15 @@ impl From<TokenError> for ApiError {
     }
 }
 
-/// The shared secret caller tokens are signed and checked with.
+/// The shared secret caller tokens are signed and checked with. Cheap to clone: every request a
+/// service serves, and every call it makes, holds it.
 #[derive(Clone)]
-pub struct CallerKey {
+pub struct CallerKey(Arc<Keys>);
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
-    validation: Arc<Validation>,
+    validation: Validation,
 }
 
 impl std::fmt::Debug for CallerKey {
@@ -161,11 +164,11 @@ impl CallerKey {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = LEEWAY_S;
-        Ok(Self {
+        Ok(Self(Arc::new(Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            validation: Arc::new(validation),
-        })
+            validation,
+        })))
     }
 
     /// For tools and tests that call services directly: `SHOP_CALLER_KEY`, else the local
@@ -201,7 +204,7 @@ impl CallerKey {
             iat: now,
             exp: now + TOKEN_TTL.as_secs(),
         };
-        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
 
@@ -213,7 +216,7 @@ impl CallerKey {
 
     /// The caller a token proves.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?
             .claims;
         Ok(match claims.kind {

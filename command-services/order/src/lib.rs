@@ -38,8 +38,9 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<EventStoreOf<Order>>,
-    /// The customer and product services, and what they told before.
-    pub facts: facts::Facts,
+    /// The customer and product services, and what they told before (shared: axum clones the
+    /// state for every request).
+    pub facts: Arc<facts::Facts>,
     pub orders: readmodel::ActiveCollection,
     /// `Idempotency-Key`s of placed orders and their answers.
     pub idempotency: idempotency::Keys,
@@ -393,10 +394,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let orders = readmodel::ActiveCollection::new(&mongo, ReadModel::Orders);
     let state = AppState {
         store,
-        facts: facts::Facts::new(
+        facts: Arc::new(facts::Facts::new(
             downstream("customer", &wiring.settings.customer_url),
             downstream("product", &wiring.settings.product_url),
-        ),
+        )),
         orders: orders.clone(),
         idempotency,
         outcomes,
