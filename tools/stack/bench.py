@@ -29,6 +29,11 @@ SETTLE_TIMEOUT_S = 180
 GOAL_P99_FINAL_MS = 500.0
 BINARY = "orders-bench"
 
+# A stack just started is cold: the JVMs (Kafka, Zipkin) still compile their hot paths, PostgreSQL's
+# planner has statistics of empty tables and its caches are empty. The measured runs follow this
+# many seconds of load at the first rate, which the results report apart ("warmup").
+WARMUP_S = 30.0
+
 
 def build(repo: Path) -> Path:
     argv = ["cargo", "build", "--release", "-p", "bench", "--bin", BINARY]
@@ -96,7 +101,7 @@ def git_commit(repo: Path) -> str:
 
 
 def main(launcher, rates: list[float], duration: float, find_max: bool, start: float, factor: float,
-         limit: float, extra: list[str], results_dir: Path, replicas: int = 1) -> int:
+         limit: float, extra: list[str], results_dir: Path, replicas: int = 1, warmup: float = WARMUP_S) -> int:
     ctx = launcher.ctx
     launcher.up(demo_data=False, release=True, replicas=replicas)
     binary = build(ctx.repo)
@@ -106,7 +111,13 @@ def main(launcher, rates: list[float], duration: float, find_max: bool, start: f
     work.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
     best = None
-    plan = rates_to_try(start, factor, limit) if find_max else iter(rates)
+    plan = list(rates_to_try(start, factor, limit)) if find_max else rates
+    warm = None
+    if warmup > 0 and plan:
+        print(f"\nwarming the stack up: {warmup:g} s at {plan[0]:g} orders/s, reported apart", flush=True)
+        warm = run_once(binary, ctx.repo, work / "warmup.json", plan[0], warmup, procs,
+                        ["--no-audit", "--no-projection-lag", *extra])
+        print("warm-up: " + summary_line(warm), flush=True)
     for rate in plan:
         run = run_once(binary, ctx.repo, work / f"orders-{rate:g}.json", rate, duration, procs, extra)
         run["holds_goal"] = holds(run)
@@ -126,6 +137,7 @@ def main(launcher, rates: list[float], duration: float, find_max: bool, start: f
         "goal": {"p99_post_final_ms": GOAL_P99_FINAL_MS},
         "find_max": find_max,
         "max_rate_holding_goal": best,
+        "warmup": warmup_summary(warm),
         "runs": runs,
     }
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +164,15 @@ def summary_line(run: dict) -> str:
             f"p99 {p('post_final', 'p99')} ms, CPU/order {cpu if cpu is None else round(cpu, 1)} ms, "
             f"audit {'ok' if (run.get('audit') or {}).get('ok') else 'FAILED'}, "
             f"{'holds' if run.get('holds_goal') else 'misses'} the goal")
+
+
+def warmup_summary(run: dict | None) -> dict | None:
+    """What the warm-up did, in brief: its rate and length, what finished, its latencies."""
+    if run is None:
+        return None
+    return {"rate": run.get("rate"), "duration_s": run.get("duration_s"), "counts": run.get("counts"),
+            "throughput": run.get("throughput"), "latency_ms": run.get("latency_ms"),
+            "cpu_ms_per_order": total_cpu_per_order(run)}
 
 
 def total_cpu_per_order(run: dict) -> float | None:

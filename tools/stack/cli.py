@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from tools.stack.bench import WARMUP_S
 from tools.stack.components.base import Context, StackError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=float, action="append", metavar="R",
                        help="offered orders/s (repeat for several runs; default 10, 50, 100)")
     bench.add_argument("--duration", type=float, default=60.0, help="seconds of load per rate (default 60)")
+    bench.add_argument("--warmup", type=float, default=WARMUP_S, metavar="SECONDS",
+                       help="load at the first rate before the measured runs, reported apart "
+                            f"(default {WARMUP_S:g}; 0: none)")
     bench.add_argument("--find-max", action="store_true",
                        help="raise the rate from --start by --factor until p99 POST->final exceeds 500 ms")
     bench.add_argument("--start", type=float, default=10.0, help="--find-max: first rate (default 10)")
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 return bench.main(launcher, rates=args.rate or [10.0, 50.0, 100.0], duration=args.duration,
                                   find_max=args.find_max, start=args.start, factor=args.factor,
                                   limit=args.limit, extra=args.extra, results_dir=args.results,
-                                  replicas=args.replicas)
+                                  replicas=args.replicas, warmup=args.warmup)
             elif args.command == "chaos":
                 from tools.stack import chaos
                 return chaos.run(launcher, minutes=args.minutes, rate=args.rate, replicas=args.replicas,

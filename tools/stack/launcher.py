@@ -261,6 +261,8 @@ class Launcher:
             raise StackError(f"{c.name}: port {c.port} is already taken by a process this stack did not "
                              f"start (see `ss -ltnp 'sport = :{c.port}'`)")
         command = c.command()
+        if c.niceness:
+            command = ["nice", "-n", str(c.niceness), *command]
         record = procs.spawn(command, env=merged_env(c.env()), cwd=c.cwd(), log_path=c.log_path,
                              user_ids=user_ids(c.run_as()))
         c.log_offset = record.log_offset

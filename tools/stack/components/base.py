@@ -106,6 +106,11 @@ class Context:
         return self.data / "logs" / f"{name}.log"
 
 
+# The `nice` of background components: on a busy machine they get about a tenth of what the
+# order's path gets (Linux's CFS weights), on an idle one all they ask for.
+BACKGROUND = 10
+
+
 class Component:
     # --- declaration -------------------------------------------------------------------------------
     name: str = ""
@@ -116,6 +121,9 @@ class Component:
     start_timeout: float = 120.0  # seconds from spawn until health() must be True
     stop_grace: float = 15.0  # seconds between the stop signal and SIGKILL
     stop_signal: int = signal.SIGTERM  # the graceful stop (postgres: SIGINT, its "fast" shutdown)
+    # CPU priority (`nice`): work off an order's path (traces, e-mail, metrics) yields the CPU to the
+    # order's path when the machine is busy, and takes what is left otherwise.
+    niceness: int = 0
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tools.stack import ports, tls
-from tools.stack.components.base import Component, go_build, http_ok
+from tools.stack.components.base import BACKGROUND, Component, go_build, http_ok
 
 VERSION = "v1.33.1"
 
 
 class Mailpit(Component):
     name = "mailpit"
+    niceness = BACKGROUND
     start_timeout = 30.0
 
     @property

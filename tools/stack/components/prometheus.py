@@ -4,13 +4,14 @@ through the gateway's /internal/sd), etcd and itself."""
 from __future__ import annotations
 
 from tools.stack import ports
-from tools.stack.components.base import Component, StackError, apt_install, http_ok, which
+from tools.stack.components.base import BACKGROUND, Component, StackError, apt_install, http_ok, which
 
 RETENTION = "2d"
 
 
 class Prometheus(Component):
     name = "prometheus"
+    niceness = BACKGROUND
     start_timeout = 60.0
 
     def installed(self) -> bool:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tools.stack import ports
-from tools.stack.components.base import Component, Context, StackError, http_ok
+from tools.stack.components.base import BACKGROUND, Component, Context, StackError, http_ok
 
 
 # The saga's step timeout on the local stack (milliseconds).
@@ -31,6 +31,9 @@ class Service(Component):
         self._port = port
         # Settings over the usual ones (`./stack chaos` routes an instance through its fault proxy).
         self.extra_env: dict[str, str] = {}
+        # The notification service only follows events: an e-mail may wait, an order's path not.
+        if service == "notification":
+            self.niceness = BACKGROUND
 
     @property
     def port(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tools.stack.components.base import Component, http_ok, java_bin, maven_copy
+from tools.stack.components.base import BACKGROUND, Component, http_ok, java_bin, maven_copy
 
 VERSION = "3.6.1"
 ARTIFACT = f"io.zipkin:zipkin-server:{VERSION}:jar:exec"
@@ -22,6 +22,7 @@ COLLECTOR_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID
 
 class Zipkin(Component):
     name = "zipkin"
+    niceness = BACKGROUND
     start_timeout = 120.0
 
     @property
