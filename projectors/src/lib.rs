@@ -400,18 +400,29 @@ pub struct LiveConsumer {
     pub max_batch: usize,
 }
 
-/// The live projector's consumers. Orders, catalog, customers and payments are what callers
-/// wait for (an order's outcome is read from its read model), so their batches wait 50 ms at
-/// most. No answer waits for the saga read model (the dashboard reads the orchestrator's own
-/// table), and it takes the most writes: a saga's whole state after each of its five or so
-/// steps, all within a few hundred milliseconds. Read by its own group with a longer linger,
-/// most sagas are written once or twice instead of once per step.
-pub const LIVE_CONSUMERS: [LiveConsumer; 2] = [
+/// The live projector's consumers. An order's outcome is what callers wait for (a long-poll
+/// answers once the `orders` read model shows it), so order events gather for 50 ms at most, in
+/// a group of their own. The catalog, customers and payments read models take most of the
+/// writes (a product's stock and a customer's credit change with every order, a payment
+/// twice) and no answer waits for them but a read-your-writes token after an admin's or a
+/// customer's own change: their batches gather for 250 ms, so a busy document is written
+/// once per batch instead of once per event. No answer waits for the saga read model (the
+/// dashboard reads the orchestrator's own table), and it takes the most writes: a saga's whole
+/// state after each of its five or so steps, all within a few hundred milliseconds. Read by
+/// its own group with a longer linger, most sagas are written once or twice instead of once
+/// per step.
+pub const LIVE_CONSUMERS: [LiveConsumer; 3] = [
     LiveConsumer {
-        group: "projectors",
-        topics: &[Topic::CustomerEvents, Topic::ProductEvents, Topic::OrderEvents, Topic::PaymentEvents],
+        group: "projectors.orders",
+        topics: &[Topic::OrderEvents],
         linger: std::time::Duration::from_millis(50),
         max_batch: 256,
+    },
+    LiveConsumer {
+        group: "projectors",
+        topics: &[Topic::CustomerEvents, Topic::ProductEvents, Topic::PaymentEvents],
+        linger: std::time::Duration::from_millis(250),
+        max_batch: 512,
     },
     LiveConsumer {
         group: "projectors.sagas",
