@@ -107,9 +107,6 @@ tokio::task_local! {
     static UNHANDLED: HashSet<String>;
 }
 
-/// Metadata key of the id every execution stamps on its events.
-pub const COMMAND_ID: &str = "command-id";
-
 pub struct EventStoreOf<A: Aggregate + 'static> {
     cqrs: CqrsFramework<Es<A>, PgEventStore<Es<A>>>,
     store: PgEventStore<Es<A>>,
@@ -132,19 +129,14 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     }
 
     /// Execute a command; a conflicting concurrent write is retried a few times (the command
-    /// is decided again on the fresh state), then reported.
-    ///
-    /// Each call stamps its events with a fresh `command-id`, recorded in the inbox by the
-    /// event table's trigger. A conflict is only believed after checking that id: postgres-es
-    /// 0.5 commits the events of a snapshotting write *before* it finds the snapshot row taken
-    /// and reports a conflict, so a blind retry would apply the command twice.
+    /// is decided again on the fresh state), then reported. A conflict wrote nothing (the
+    /// store's write is one statement, or one transaction with the snapshot), so a retry
+    /// cannot apply the command twice.
     pub async fn execute(&self, id: &str, command: A::Command, metadata: Metadata) -> Result<(), CommandError<A::Error>>
     where
         A::Command: Clone,
     {
-        let command_id = uuid::Uuid::now_v7().to_string();
         let mut metadata = metadata;
-        metadata.insert(COMMAND_ID.to_owned(), command_id.clone());
         // The events carry the trace of the span that caused them to Kafka (see the outbox).
         runtime::telemetry::stamp(&mut metadata);
         if let Some(correlation) = metadata.get(schemas::headers::CORRELATION_ID) {
@@ -159,9 +151,6 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
                 // a rejection counts only when a fresh load decides it too.
                 Err(AggregateError::UserError(_)) if cached => self.store.forget(id),
                 Err(AggregateError::AggregateConflict) => {
-                    if self.handled(&command_id).await? {
-                        return Ok(()); // it was stored after all
-                    }
                     if attempt >= 5 {
                         return Err(CommandError::Conflict);
                     }
