@@ -7,9 +7,9 @@
 //! Under load the consumer hands over what is waiting at once: one transaction for the whole
 //! batch, each saga it touches stored once ([`Orchestrator::handle_many`]).
 //! A saga's state goes to `saga.events` (`SagaUpdated`, the whole saga) in the transaction that
-//! ends it, and for a saga still running once it has rested at one version for
-//! [`PUBLISH_AFTER`] ([`Orchestrator::publish_resting`]): one record for most sagas, not one per
-//! step. Which version was published is a column of the saga's row, written with the record.
+//! ends it, and otherwise (still running, or moved again after its end by the replies that
+//! follow it) once it has rested at one version for [`PUBLISH_AFTER`]
+//! ([`Orchestrator::publish_resting`]): one or two records for most sagas, not one per step. Which version was published is a column of the saga's row, written with the record.
 //! Every transaction that moves sagas also announces them to all instances (PostgreSQL
 //! `NOTIFY`, delivered iff it commits), for the dashboard's live stream ([`live`]).
 
@@ -101,8 +101,12 @@ struct Touched {
     saga: Saga,
     /// Not in the table before this transaction.
     new: bool,
-    /// A message or deadline moved it: stored (and published if it ended).
+    /// A message or deadline moved it: stored (and published if this move ended it).
     moved: bool,
+    /// It had ended before this transaction: a reply that comes after the end (a line's stock
+    /// committed, a payment captured) moves it again, and that version is published once it
+    /// rests, with whatever other replies come meanwhile, not at once.
+    ended_before: bool,
     /// The `traceparent` of the span of the last message that moved it.
     traceparent: Option<String>,
 }
@@ -117,7 +121,13 @@ impl Touched {
     }
 
     fn loaded(saga: Saga) -> Self {
-        Self { saga, new: false, moved: false, traceparent: None }
+        let ended_before = saga.status.is_terminal();
+        Self { saga, new: false, moved: false, ended_before, traceparent: None }
+    }
+
+    /// This transaction ended it: its `SagaUpdated` goes out with it.
+    fn publish_now(&self) -> bool {
+        self.moved && self.saga.status.is_terminal() && !self.ended_before
     }
 }
 
@@ -175,7 +185,10 @@ impl Orchestrator {
             let sent = match (sagas.get_mut(order_id), &envelope.message) {
                 (None, Message::OrderPlaced(placed)) => {
                     let (saga, sent) = Saga::start(placed, now, self.timeouts);
-                    sagas.insert(order_id.to_owned(), Touched { saga, new: true, moved: true, traceparent: None });
+                    sagas.insert(
+                        order_id.to_owned(),
+                        Touched { saga, new: true, moved: true, ended_before: false, traceparent: None },
+                    );
                     tracing::info!(order_id, "saga started");
                     sent
                 }
@@ -227,12 +240,8 @@ async fn persist(
     store_all(tx, sagas).await?;
     // The sagas' events after the commands: a reader of both sees a step's command no later
     // than the state that says it was sent.
-    commands.extend(
-        sagas
-            .values()
-            .filter(|t| t.moved && t.saga.status.is_terminal())
-            .map(|t| state_update(&t.saga, t.traceparent.as_deref())),
-    );
+    commands
+        .extend(sagas.values().filter(|t| t.publish_now()).map(|t| state_update(&t.saga, t.traceparent.as_deref())));
     outbox::enqueue_many(tx, &commands).await?;
     live::announce(tx, sagas.values().filter(|t| t.moved).map(Touched::change)).await?;
     Ok(())
@@ -283,7 +292,7 @@ async fn store_all(tx: &mut Transaction<'_, Postgres>, sagas: &mut HashMap<Strin
             columns.traceparent.push(t.traceparent.clone());
             columns.customer_id.push(t.saga.data.customer_id.clone());
             columns.version.push(t.saga.version);
-            columns.published.push(t.saga.status.is_terminal().then_some(t.saga.version));
+            columns.published.push(t.publish_now().then_some(t.saga.version));
         }
         if columns.order_id.is_empty() {
             continue;
@@ -315,7 +324,7 @@ struct Columns<'a> {
     traceparent: Vec<Option<String>>,
     customer_id: Vec<String>,
     version: Vec<i64>,
-    /// The version marked published: the new one for a saga that ended, else none (kept).
+    /// The version marked published: the new one for a saga this move ended, else none (kept).
     published: Vec<Option<i64>>,
 }
 
@@ -403,9 +412,13 @@ impl Orchestrator {
 /// Sagas [`Orchestrator::publish_resting`] takes at most per transaction.
 const PUBLISH_BATCH: i64 = 500;
 
-/// How long a running saga rests at one version before its state is published (one that ends
-/// is published at once): most sagas run through their steps faster and are one `SagaUpdated`.
-pub const PUBLISH_AFTER: Duration = Duration::from_millis(250);
+/// How long a saga rests at one version before that version is published (the move that ends
+/// it is published at once): most sagas run through their steps faster, and the replies that
+/// follow a saga's end come within it, so a saga is one `SagaUpdated` at its end and one for
+/// what came after. No answer waits for these records (the dashboard reads the saga table).
+pub const PUBLISH_AFTER: Duration = Duration::from_secs(1);
+/// How often [`Orchestrator::publish_resting`] looks (an index holds the unpublished sagas).
+const PUBLISH_SCAN: Duration = Duration::from_millis(250);
 
 /// Store one saga that moved outside a consumer batch (its deadline passed, an operator acted)
 /// with the commands it sent, under the row lock `tx` holds, and commit.
@@ -419,7 +432,8 @@ pub(crate) async fn store_one(
     let metadata = sent_metadata(&order_id, None, traceparent.as_deref());
     let commands =
         sent.into_iter().map(|message| outbox::Queued { message, metadata: metadata.clone(), version: 0 }).collect();
-    let mut touched = HashMap::from([(order_id, Touched { saga, new: false, moved: true, traceparent })]);
+    let mut touched =
+        HashMap::from([(order_id, Touched { saga, new: false, moved: true, ended_before: false, traceparent })]);
     persist(&mut tx, &mut touched, commands).await?;
     tx.commit().await?;
     outbox::written();
@@ -488,7 +502,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         async move { timer.fire_timeouts().await }
     }));
     let publisher = orchestrator.clone();
-    wiring.spawn(every(wiring.shutdown.clone(), PUBLISH_AFTER, "publishing resting sagas", move || {
+    wiring.spawn(every(wiring.shutdown.clone(), PUBLISH_SCAN, "publishing resting sagas", move || {
         let publisher = publisher.clone();
         async move { publisher.publish_resting(PUBLISH_AFTER).await }
     }));

@@ -1,7 +1,8 @@
 //! The saga on real PostgreSQL: the same replies handled one per transaction and in batches
 //! (with repeats inside and across batches) leave every saga in the same state and send the
 //! same commands in the same order; either way a saga that ended queued one `SagaUpdated`, its
-//! final state. A saga that rests mid-way is published by the publisher, once per version.
+//! final state. A saga that rests mid-way, or is moved again by the replies after its end, is
+//! published by the publisher, once per version.
 
 mod support;
 
@@ -206,7 +207,7 @@ async fn batches_leave_the_same_sagas_and_commands_as_one_by_one_and_each_ended_
 
 #[tokio::test]
 #[ignore = "needs the running stack: ./stack test"]
-async fn a_resting_saga_is_published_once_per_version_and_an_ended_one_at_once() {
+async fn a_resting_saga_is_published_once_per_version_an_ended_one_at_once_and_what_follows_its_end_at_rest() {
     use std::time::Duration;
     let (pool, name) = fresh_database().await;
     let orchestrator = Orchestrator { pool: pool.clone(), timeouts: Timeouts { step_ms: 60_000 } };
@@ -242,6 +243,20 @@ async fn a_resting_saga_is_published_once_per_version_and_an_ended_one_at_once()
     let (v5, published) = row_versions(&pool, order).await;
     assert_eq!(published, v5);
     assert_eq!(published_versions(&pool, order).await.last(), Some(&v5));
+    let (_, updates) = outbox(&pool).await;
+    assert_eq!(updates[order].last().unwrap()["status"], "CONFIRMED");
+    assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 0);
+
+    // A reply after the end (a line's stock committed) moves it again: that version waits until
+    // it rests, so the replies that follow an end are one record, not one each.
+    let committed: Message = r::StockCommitted { product_id: "p1".into(), order_id: order.into(), quantity: 1 }.into();
+    orchestrator.handle(&Envelope::unsent(committed, format!("{order}/committed"))).await.expect("committed p1");
+    let (v6, published) = row_versions(&pool, order).await;
+    assert!(v6 > v5, "the reply moved it: {v6} after {v5}");
+    assert_eq!(published, v5, "not published at once");
+    assert_eq!(orchestrator.publish_resting(Duration::from_secs(60)).await.expect("publish"), 0);
+    assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 1);
+    assert_eq!(published_versions(&pool, order).await.last(), Some(&v6));
     let (_, updates) = outbox(&pool).await;
     assert_eq!(updates[order].last().unwrap()["status"], "CONFIRMED");
     assert_eq!(orchestrator.publish_resting(Duration::ZERO).await.expect("publish"), 0);
