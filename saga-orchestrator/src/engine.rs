@@ -181,6 +181,23 @@ pub struct Instance<D> {
     pub ended_ms: Option<i64>,
 }
 
+impl<D> Instance<D> {
+    /// Over, and waiting for no reply: ended, and none of its parts still asked to finish, be
+    /// undone or be reversed (the replies after an end, such as stock committed per line).
+    pub fn settled(&self) -> bool {
+        self.status.is_terminal()
+            && self.parts.iter().flatten().all(|p| {
+                !matches!(
+                    p.state,
+                    PartState::Pending
+                        | PartState::UndoRequested
+                        | PartState::FinishRequested
+                        | PartState::ReverseRequested
+                )
+            })
+    }
+}
+
 /// Why an operator's action does not apply to a saga.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {

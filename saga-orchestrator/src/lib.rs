@@ -7,9 +7,10 @@
 //! Under load the consumer hands over what is waiting at once: one transaction for the whole
 //! batch, each saga it touches stored once ([`Orchestrator::handle_many`]).
 //! A saga's state goes to `saga.events` (`SagaUpdated`, the whole saga) in the transaction that
-//! ends it, and otherwise (still running, or moved again after its end by the replies that
-//! follow it) once it has rested at one version for [`PUBLISH_AFTER`]
-//! ([`Orchestrator::publish_resting`]): one or two records for most sagas, not one per step. Which version was published is a column of the saga's row, written with the record.
+//! settles it (it ended, and the replies that follow an end, such as stock committed per line,
+//! are in), and otherwise (still running, or ended but waiting for those replies) once it has
+//! rested at one version for [`PUBLISH_AFTER`] ([`Orchestrator::publish_resting`]): one record
+//! for most sagas, not one per step. Which version was published is a column of the saga's row, written with the record.
 //! Every transaction that moves sagas also announces them to all instances (PostgreSQL
 //! `NOTIFY`, delivered iff it commits), for the dashboard's live stream ([`live`]).
 
@@ -101,12 +102,8 @@ struct Touched {
     saga: Saga,
     /// Not in the table before this transaction.
     new: bool,
-    /// A message or deadline moved it: stored (and published if this move ended it).
+    /// A message or deadline moved it: stored (and published if it is settled).
     moved: bool,
-    /// It had ended before this transaction: a reply that comes after the end (a line's stock
-    /// committed, a payment captured) moves it again, and that version is published once it
-    /// rests, with whatever other replies come meanwhile, not at once.
-    ended_before: bool,
     /// The `traceparent` of the span of the last message that moved it.
     traceparent: Option<String>,
 }
@@ -121,13 +118,14 @@ impl Touched {
     }
 
     fn loaded(saga: Saga) -> Self {
-        let ended_before = saga.status.is_terminal();
-        Self { saga, new: false, moved: false, ended_before, traceparent: None }
+        Self { saga, new: false, moved: false, traceparent: None }
     }
 
-    /// This transaction ended it: its `SagaUpdated` goes out with it.
+    /// This transaction settled it (ended, and the last reply it waited for came): its
+    /// `SagaUpdated` goes out with it. One that ended but still waits for the replies that
+    /// follow an end is published when they are in, or once it rests.
     fn publish_now(&self) -> bool {
-        self.moved && self.saga.status.is_terminal() && !self.ended_before
+        self.moved && self.saga.settled()
     }
 }
 
@@ -185,10 +183,7 @@ impl Orchestrator {
             let sent = match (sagas.get_mut(order_id), &envelope.message) {
                 (None, Message::OrderPlaced(placed)) => {
                     let (saga, sent) = Saga::start(placed, now, self.timeouts);
-                    sagas.insert(
-                        order_id.to_owned(),
-                        Touched { saga, new: true, moved: true, ended_before: false, traceparent: None },
-                    );
+                    sagas.insert(order_id.to_owned(), Touched { saga, new: true, moved: true, traceparent: None });
                     tracing::info!(order_id, "saga started");
                     sent
                 }
@@ -230,8 +225,8 @@ impl Orchestrator {
 }
 
 /// Store the sagas a transaction touched (one new version each), queue `commands` and, after
-/// them, the `SagaUpdated` of each saga that ended, and announce them to the live streams of
-/// all instances. A saga still running is published once it rests ([`Orchestrator::publish_resting`]).
+/// them, the `SagaUpdated` of each saga that settled, and announce them to the live streams of
+/// all instances. Any other is published once it rests ([`Orchestrator::publish_resting`]).
 async fn persist(
     tx: &mut Transaction<'_, Postgres>,
     sagas: &mut HashMap<String, Touched>,
@@ -324,7 +319,7 @@ struct Columns<'a> {
     traceparent: Vec<Option<String>>,
     customer_id: Vec<String>,
     version: Vec<i64>,
-    /// The version marked published: the new one for a saga this move ended, else none (kept).
+    /// The version marked published: the new one for a saga this move settled, else none (kept).
     published: Vec<Option<i64>>,
 }
 
@@ -412,10 +407,10 @@ impl Orchestrator {
 /// Sagas [`Orchestrator::publish_resting`] takes at most per transaction.
 const PUBLISH_BATCH: i64 = 500;
 
-/// How long a saga rests at one version before that version is published (the move that ends
-/// it is published at once): most sagas run through their steps faster, and the replies that
-/// follow a saga's end come within it, so a saga is one `SagaUpdated` at its end and one for
-/// what came after. No answer waits for these records (the dashboard reads the saga table).
+/// How long a saga rests at one version before that version is published (the move that settles
+/// it is published at once): most sagas run through their steps, and get the replies that
+/// follow their end, faster, and are one `SagaUpdated`. No answer waits for these records (the
+/// dashboard reads the saga table).
 pub const PUBLISH_AFTER: Duration = Duration::from_secs(1);
 /// How often [`Orchestrator::publish_resting`] looks (an index holds the unpublished sagas).
 const PUBLISH_SCAN: Duration = Duration::from_millis(250);
@@ -432,8 +427,7 @@ pub(crate) async fn store_one(
     let metadata = sent_metadata(&order_id, None, traceparent.as_deref());
     let commands =
         sent.into_iter().map(|message| outbox::Queued { message, metadata: metadata.clone(), version: 0 }).collect();
-    let mut touched =
-        HashMap::from([(order_id, Touched { saga, new: false, moved: true, ended_before: false, traceparent })]);
+    let mut touched = HashMap::from([(order_id, Touched { saga, new: false, moved: true, traceparent })]);
     persist(&mut tx, &mut touched, commands).await?;
     tx.commit().await?;
     outbox::written();

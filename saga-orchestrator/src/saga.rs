@@ -295,9 +295,23 @@ mod tests {
         let out = s.on_reply(&r::OrderConfirmed { order_id: "o1".into() }.into(), 4, T);
         assert_eq!(names(&out), ["CommitStock", "CommitStock", "ConfirmPayment"]);
         assert_eq!(s.status, Status::Confirmed);
+        assert!(!s.settled(), "the stock commits and the payment confirmation are due");
         // Duplicates change nothing.
-        assert!(s.on_reply(&auth.into(), 5, T).is_empty());
+        assert!(s.on_reply(&auth.clone().into(), 5, T).is_empty());
         assert!(s.on_reply(&reserved("p1"), 5, T).is_empty());
+        for p in ["p1", "p2"] {
+            assert!(!s.settled());
+            s.on_reply(&r::StockCommitted { product_id: p.into(), order_id: "o1".into(), quantity: 1 }.into(), 6, T);
+        }
+        assert!(!s.settled());
+        let confirmed = r::PaymentConfirmed {
+            customer_id: auth.customer_id,
+            order_id: auth.order_id,
+            amount_cents: auth.amount_cents,
+            currency: auth.currency,
+        };
+        s.on_reply(&confirmed.into(), 7, T);
+        assert!(s.settled(), "{:?}", s.parts);
     }
 
     #[test]
@@ -312,6 +326,9 @@ mod tests {
         assert!(s.reason.as_deref().unwrap_or_default().contains("insufficient stock"));
         s.on_reply(&r::OrderRejected { order_id: "o1".into(), reason: "x".into(), code: None }.into(), 3, T);
         assert_eq!(s.status, Status::Rejected);
+        assert!(!s.settled(), "the release of p1 is due");
+        s.on_reply(&r::StockReleased { product_id: "p1".into(), order_id: "o1".into(), quantity: 1 }.into(), 4, T);
+        assert!(s.settled(), "{:?}", s.parts);
     }
 
     #[test]
