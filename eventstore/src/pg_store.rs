@@ -322,7 +322,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
                     .bind(&aggregate_id)
                     .bind(i64::try_from(last).unwrap_or(i64::MAX))
                     .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
-                    .bind(&state)
+                    .bind(state)
                     .execute(&mut *tx)
                     .await
                     .map_err(database)?,
@@ -331,7 +331,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
                     .bind(&aggregate_id)
                     .bind(i64::try_from(last).unwrap_or(i64::MAX))
                     .bind(i64::try_from(next_snapshot).unwrap_or(i64::MAX))
-                    .bind(&state)
+                    .bind(state)
                     .bind(i64::try_from(previous).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await
