@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
         "API gateway: the single HTTP entry point (JWT, rate limit, OpenAPI, UI), forwarding to the services.",
     );
     runtime::telemetry::init("gateway");
+    runtime::memory::release_when_quiet();
     let mut settings = Settings::from_env("gateway")?;
     let cluster = Cluster::join(&mut settings).await?;
     let downstreams = Downstreams::from_settings(&settings).with_resolver(cluster.resolver.clone());

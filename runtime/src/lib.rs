@@ -29,6 +29,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod live_config;
+pub mod memory;
 pub mod metrics;
 pub mod telemetry;
 

@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     runtime::telemetry::init("saga-orchestrator");
+    runtime::memory::release_when_quiet();
     let settings = runtime::Settings::from_env("saga-orchestrator")?;
     saga_orchestrator::run(settings).await
 }

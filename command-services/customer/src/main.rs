@@ -5,6 +5,7 @@ async fn main() -> anyhow::Result<()> {
         "Customer service: registers customer profiles; queries from the customers read model.",
     );
     runtime::telemetry::init("customer");
+    runtime::memory::release_when_quiet();
     let settings = runtime::Settings::from_env("customer")?;
     customer_service::run(settings).await
 }

@@ -5,6 +5,7 @@ async fn main() -> anyhow::Result<()> {
         "Payment service: customer accounts and credit; authorizes, confirms and refunds payments for the saga.",
     );
     runtime::telemetry::init("payment");
+    runtime::memory::release_when_quiet();
     let settings = runtime::Settings::from_env("payment")?;
     payment_service::run(settings).await
 }
