@@ -41,12 +41,20 @@ pub struct AppState {
     pub(crate) caller_key: CallerKey,
 }
 
+/// Idle connections kept open to each service instance (100 orders/s with their long-polls
+/// keep about 25 in use).
+const IDLE_CONNECTIONS_PER_SERVICE: usize = 64;
+
 impl AppState {
     pub fn new(downstreams: Downstreams, timeouts: Timeouts, caller_key: CallerKey) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeouts.request)
             .connect_timeout(timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(60))
+            // A burst (a flood of long-polls) opens as many connections as calls in flight: once
+            // it is over, keep a steady load's worth per service and close the rest, rather than
+            // hold hundreds of idle connections and their buffers here and in the service.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_SERVICE)
             // The environment may set HTTP proxies; services are always reached directly.
             .no_proxy()
             .build()
