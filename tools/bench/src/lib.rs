@@ -52,6 +52,9 @@ use tokio::time::Instant;
 const LEAD: Duration = Duration::from_millis(100);
 /// A scheduler later than this at p99 was itself a bottleneck: the report says so.
 const SCHEDULER_LAG_WARN_MS: f64 = 10.0;
+/// How long the stack idles after the audit (or the drain) before the processes are sampled
+/// once more ([`procs::ComponentReport::rss_mb_idle`]).
+const IDLE_BEFORE_SAMPLE: Duration = Duration::from_secs(10);
 
 /// What `main` turns into an exit status.
 pub struct Outcome {
@@ -162,9 +165,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
     };
 
+    // What the processes keep once the stack has idled a while after the run (a service that
+    // gives memory back does so when it is quiet), beside what they held at the end of the load.
+    tokio::time::sleep(IDLE_BEFORE_SAMPLE).await;
+    let procs_idle = procs::snapshot(&cli.procs.0);
     let hz = procs::clock_ticks_per_second();
-    let (processes, machine_cpu, client) =
+    let (mut processes, machine_cpu, client) =
         procs::compare(&procs_start, &procs_end, hz, counts.accepted, procs_window_s);
+    if let Some(report) = processes.as_mut() {
+        procs::add_idle(report, &procs_idle, IDLE_BEFORE_SAMPLE.as_secs_f64());
+    }
     let latency_ms = report::latencies(&records, &result.scheduler_lag);
     if latency_ms.scheduler_lag.p99.is_some_and(|p| p > SCHEDULER_LAG_WARN_MS) {
         warnings.push(format!(

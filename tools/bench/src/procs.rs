@@ -227,6 +227,9 @@ pub struct ComponentReport {
     pub cpu_ms_per_order: Option<f64>,
     pub rss_mb_start: Option<f64>,
     pub rss_mb_end: Option<f64>,
+    /// RSS once the run is over and the stack has been idle a while ([`add_idle`]): what a
+    /// process keeps, as opposed to what it held at the end of the load.
+    pub rss_mb_idle: Option<f64>,
     pub pss_mb_start: Option<f64>,
     pub pss_mb_end: Option<f64>,
     /// True when the root process was gone at the end (or already at the start).
@@ -250,6 +253,10 @@ pub struct TotalReport {
     /// buffers in every backend): PSS is the better total where it is known.
     pub rss_mb_start: f64,
     pub rss_mb_end: f64,
+    /// Sum of the components' `rss_mb_idle`, and how long after the audit (or the drain) it was
+    /// sampled.
+    pub rss_mb_idle: Option<f64>,
+    pub idle_after_s: Option<f64>,
     pub pss_mb_start: Option<f64>,
     pub pss_mb_end: Option<f64>,
 }
@@ -301,6 +308,8 @@ pub fn compare(
         cpu_ms_per_order: None,
         rss_mb_start: 0.0,
         rss_mb_end: 0.0,
+        rss_mb_idle: None,
+        idle_after_s: None,
         pss_mb_start: Some(0.0),
         pss_mb_end: Some(0.0),
     };
@@ -324,6 +333,7 @@ pub fn compare(
                 cpu_ms_per_order: cpu_ms.and_then(|c| per_order(c, orders)),
                 rss_mb_start: first.map(|s| mb(s.rss_kb)),
                 rss_mb_end: last.map(|s| mb(s.rss_kb)),
+                rss_mb_idle: None,
                 pss_mb_start: first.and_then(|s| s.pss_kb).map(mb),
                 pss_mb_end: last.and_then(|s| s.pss_kb).map(mb),
                 vanished: first.is_none() || last.is_none(),
@@ -364,6 +374,17 @@ pub fn compare(
         })
     };
     (processes, machine, client)
+}
+
+/// Add the RSS of a snapshot taken `after_s` seconds after the run's end, once the stack idled.
+pub fn add_idle(report: &mut ProcessesReport, idle: &Snapshot, after_s: f64) {
+    let mut total = 0.0;
+    for (name, component) in &mut report.components {
+        component.rss_mb_idle = idle.components.get(name).and_then(|(_, s)| *s).map(|s| mb(s.rss_kb));
+        total += component.rss_mb_idle.unwrap_or_default();
+    }
+    report.total.rss_mb_idle = Some(total);
+    report.total.idle_after_s = Some(after_s);
 }
 
 #[cfg(test)]
@@ -463,6 +484,18 @@ mod tests {
         assert_eq!(m.listed_share_of_busy, Some(0.5));
         assert_eq!(client.cpu_ms, Some(200.0));
         assert_eq!(m.client_share_of_busy, Some(0.05));
+
+        // Sampled again once idle: each component's RSS then, and their sum.
+        let idle = Snapshot {
+            components: [("a".to_owned(), (1, tree(310, 3072))), ("gone".to_owned(), (2, None))].into(),
+            machine: None,
+            client: None,
+        };
+        let mut procs = procs;
+        add_idle(&mut procs, &idle, 10.0);
+        assert_eq!(procs.components["a"].rss_mb_idle, Some(3.0));
+        assert_eq!(procs.components["gone"].rss_mb_idle, None);
+        assert_eq!((procs.total.rss_mb_idle, procs.total.idle_after_s), (Some(3.0), Some(10.0)));
     }
 
     #[test]
