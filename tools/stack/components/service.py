@@ -13,6 +13,8 @@ from tools.stack.components.base import BACKGROUND, Component, Context, StackErr
 # The saga's step timeout on the local stack (milliseconds).
 SAGA_STEP_TIMEOUT_MS = 8000
 DEBUG_ADMISSION_TARGET_MS = 6000
+# glibc malloc arenas per service process (compose and k8s set the same).
+MALLOC_ARENA_MAX = "2"
 
 
 class Service(Component):
@@ -60,7 +62,11 @@ class Service(Component):
         return self.ctx.repo
 
     def env(self) -> dict[str, str | None]:
-        env: dict[str, str | None] = {"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1"}
+        env: dict[str, str | None] = {"RUST_LOG": os.environ.get("RUST_LOG", "info"), "RUST_BACKTRACE": "1",
+                                      # glibc's malloc serves librdkafka (and, but in the projectors, our
+                                      # code): two arenas, not one per thread, so what a burst freed is not
+                                      # spread over sixteen arenas that no trim can shrink.
+                                      "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)}
         if self.instance > 1:
             # Its own port (advertised in the service registry); the same database, topics and
             # consumer groups as the first instance.
