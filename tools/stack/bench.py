@@ -162,8 +162,14 @@ def summary_line(run: dict) -> str:
     return (f"rate {run.get('rate')}: final/s {(run.get('throughput') or {}).get('final_per_s')}, "
             f"POST->202 p99 {p('post_202', 'p99')} ms, POST->final p50 {p('post_final', 'p50')} "
             f"p99 {p('post_final', 'p99')} ms, CPU/order {cpu if cpu is None else round(cpu, 1)} ms, "
-            f"audit {'ok' if (run.get('audit') or {}).get('ok') else 'FAILED'}, "
+            f"audit {audit_word(run.get('audit'))}, "
             f"{'holds' if run.get('holds_goal') else 'misses'} the goal")
+
+
+def audit_word(audit: dict | None) -> str:
+    """ok, FAILED, or skipped (the warm-up runs without an audit)."""
+    ok = (audit or {}).get("ok")
+    return "skipped" if ok is None else "ok" if ok else "FAILED"
 
 
 def warmup_summary(run: dict | None) -> dict | None:
