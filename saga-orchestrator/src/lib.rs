@@ -10,7 +10,8 @@
 //! settles it (it ended, and the replies that follow an end, such as stock committed per line,
 //! are in), and otherwise (still running, or ended but waiting for those replies) once it has
 //! rested at one version for [`PUBLISH_AFTER`] ([`Orchestrator::publish_resting`]): one record
-//! for most sagas, not one per step. Which version was published is a column of the saga's row, written with the record.
+//! for most sagas, not one per step. Which version was published is a column of the saga's row,
+//! written with the record.
 //! Every transaction that moves sagas also announces them to all instances (PostgreSQL
 //! `NOTIFY`, delivered iff it commits), for the dashboard's live stream ([`live`]).
 
