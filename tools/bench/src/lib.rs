@@ -165,15 +165,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
     };
 
-    // What the processes keep once the stack has idled a while after the run (a service that
-    // gives memory back does so when it is quiet), beside what they held at the end of the load.
-    tokio::time::sleep(IDLE_BEFORE_SAMPLE).await;
-    let procs_idle = procs::snapshot(&cli.procs.0);
     let hz = procs::clock_ticks_per_second();
     let (mut processes, machine_cpu, client) =
         procs::compare(&procs_start, &procs_end, hz, counts.accepted, procs_window_s);
+    // What the processes keep once the stack has idled a while after the run (a service that
+    // gives memory back does so when it is quiet), beside what they held at the end of the load.
+    // Without processes to report (`--procs` empty, as the chaos soak runs it) nothing waits.
     if let Some(report) = processes.as_mut() {
-        procs::add_idle(report, &procs_idle, IDLE_BEFORE_SAMPLE.as_secs_f64());
+        tokio::time::sleep(IDLE_BEFORE_SAMPLE).await;
+        procs::add_idle(report, &procs::snapshot(&cli.procs.0), IDLE_BEFORE_SAMPLE.as_secs_f64());
     }
     let latency_ms = report::latencies(&records, &result.scheduler_lag);
     if latency_ms.scheduler_lag.p99.is_some_and(|p| p > SCHEDULER_LAG_WARN_MS) {
