@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tools.stack import ports
+from tools.stack.components.service import MALLOC_ARENA_MAX
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE_DIR = REPO / "compose"
@@ -187,6 +188,8 @@ class ServicesTest(ComposeTestCase):
                 missing = [key for key in COMMON_ENV if not env.get(key)]
                 self.assertEqual(missing, [], f"{name} lacks settings")
                 self.assertIn(env["SHOP_PROFILE"], ("dev", "prod"))
+                # As the launcher runs every service.
+                self.assertEqual(env.get("MALLOC_ARENA_MAX"), MALLOC_ARENA_MAX)
 
     def test_settings_point_at_containers(self):
         expected = {

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from tools.stack import ports
+from tools.stack.components.service import MALLOC_ARENA_MAX
 
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "deploy" / "k8s"
@@ -119,6 +120,9 @@ class K8sManifestsTest(unittest.TestCase):
         others = set(self.deployments) - set(ports.SERVICE_DATABASES)
         for name in others:
             self.assertNotIn("SHOP_DATABASE_URL", env_of(self.deployments[name]), name)
+
+    def test_services_run_with_the_launchers_malloc_arenas(self):
+        self.assertEqual(self.config["MALLOC_ARENA_MAX"], MALLOC_ARENA_MAX)
 
     def test_services_log_in_to_kafka_over_tls(self):
         brokers = self.config["SHOP_KAFKA_BROKERS"]
