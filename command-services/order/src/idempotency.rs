@@ -2,12 +2,15 @@
 //! body, `Location`) instead of placing a second order. Keys live in this service's own
 //! database, so they survive restarts of the gateway and of this service.
 //!
-//! The first request claims its key (`INSERT .. ON CONFLICT DO NOTHING`) before doing anything
-//! and records its answer (status, body, headers such as `Location` and the consistency token)
-//! when done; a duplicate that finds the key claimed waits for that
-//! answer. The same key with a different body is refused (422). A server error frees the key:
-//! nothing is known to have happened, so the client may retry. A claim left without an answer
-//! (the process died in between) is taken over after [`ABANDONED_AFTER`].
+//! The first request claims its key (`INSERT .. ON CONFLICT DO NOTHING`) before doing anything,
+//! naming the resource it is about to create (the order's id, chosen first). A request that
+//! created it writes nothing more: the resource is its answer, and a repeat builds that answer
+//! from it (see [`Keys::once`]). Any other answer (a refusal such as an unknown customer) is
+//! recorded with its status, body and headers. A duplicate that finds the key claimed, with
+//! neither, waits for one. The same key with a different body is refused (422). A server error
+//! frees the key unless the resource exists: nothing is known to have happened, so the client
+//! may retry. A claim left with neither (the process died before creating anything) is taken
+//! over after [`ABANDONED_AFTER`]; one whose resource exists is never abandoned.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -40,6 +43,8 @@ struct Claim {
     status: Option<i32>,
     body: Option<Value>,
     headers: Option<Value>,
+    /// What the first request creates; `None` for claims made before resources were named.
+    resource: Option<String>,
     abandoned: bool,
 }
 
@@ -73,30 +78,44 @@ impl Keys {
         Ok(Some(key.to_owned()))
     }
 
-    /// Run `work` once for `key` and `request`; repeats get its recorded answer.
-    pub async fn once<F, Fut>(&self, key: &str, request: &impl Serialize, work: F) -> Result<Response, ApiError>
+    /// Run `work` once for `key` and `request`; it creates `resource`, or answers why not. A
+    /// success (2xx) is not recorded: a repeat gets `created(resource)`, the answer built from
+    /// the resource as it is stored (`None` while it does not exist). Other answers are recorded
+    /// and replayed.
+    pub async fn once<F, Fut, C, CFut>(
+        &self,
+        key: &str,
+        request: &impl Serialize,
+        resource: &str,
+        work: F,
+        created: C,
+    ) -> Result<Response, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Response, ApiError>>,
+        C: Fn(String) -> CFut,
+        CFut: Future<Output = Result<Option<Response>, ApiError>>,
     {
         let canonical = serde_json::to_string(request).map_err(ApiError::internal)?;
         let deadline = Instant::now() + WAIT_FOR_FIRST;
         loop {
             let claimed = sqlx::query(&format!(
-                "INSERT INTO idempotency (key, request_hash) VALUES ($1, {HASH_OF_2}) ON CONFLICT DO NOTHING"
+                "INSERT INTO idempotency (key, request_hash, resource) VALUES ($1, {HASH_OF_2}, $3)
+                 ON CONFLICT DO NOTHING"
             ))
             .bind(key)
             .bind(&canonical)
+            .bind(resource)
             .execute(&self.pool)
             .await
             .map_err(ApiError::internal)?
             .rows_affected()
                 == 1;
             if claimed {
-                return self.run_claimed(key, work).await;
+                return self.run_claimed(key, resource, work, &created).await;
             }
             let claim: Option<Claim> = sqlx::query_as(&format!(
-                "SELECT request_hash = {HASH_OF_2} AS same_request, status, body, headers,
+                "SELECT request_hash = {HASH_OF_2} AS same_request, status, body, headers, resource,
                         created_at < now() - interval '{ABANDONED_AFTER}' AS abandoned
                  FROM idempotency WHERE key = $1"
             ))
@@ -105,7 +124,7 @@ impl Keys {
             .fetch_optional(&self.pool)
             .await
             .map_err(ApiError::internal)?;
-            match claim {
+            let claim = match claim {
                 // The first request failed and freed the key: claim it again.
                 None => continue,
                 Some(Claim { same_request: false, .. }) => {
@@ -113,9 +132,17 @@ impl Keys {
                         .with_detail(json!({ "idempotency_key": key })));
                 }
                 Some(Claim { status: Some(status), body, headers, .. }) => return Ok(replay(status, body, headers)),
-                Some(Claim { abandoned: true, .. }) => self.release(key, true).await?,
-                Some(_) if Instant::now() < deadline => tokio::time::sleep(POLL_EVERY).await,
-                Some(_) => {
+                Some(claim) => claim,
+            };
+            if let Some(resource) = claim.resource
+                && let Some(answer) = created(resource).await?
+            {
+                return Ok(answer);
+            }
+            match claim {
+                Claim { abandoned: true, .. } => self.release(key, true).await?,
+                _ if Instant::now() < deadline => tokio::time::sleep(POLL_EVERY).await,
+                _ => {
                     return Err(ApiError::conflict("a request with this Idempotency-Key is still in progress")
                         .with_detail(json!({ "idempotency_key": key })));
                 }
@@ -123,13 +150,29 @@ impl Keys {
         }
     }
 
-    async fn run_claimed<F, Fut>(&self, key: &str, work: F) -> Result<Response, ApiError>
+    async fn run_claimed<F, Fut, C, CFut>(
+        &self,
+        key: &str,
+        resource: &str,
+        work: F,
+        created: &C,
+    ) -> Result<Response, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Response, ApiError>>,
+        C: Fn(String) -> CFut,
+        CFut: Future<Output = Result<Option<Response>, ApiError>>,
     {
         let response = work().await.unwrap_or_else(IntoResponse::into_response);
+        if response.status().is_success() {
+            return Ok(response);
+        }
         if response.status().is_server_error() {
+            // The resource may exist all the same (the write's answer lost on the way back):
+            // then that is the answer, now and for a repeat.
+            if let Ok(Some(answer)) = created(resource.to_owned()).await {
+                return Ok(answer);
+            }
             self.release(key, false).await?;
             return Ok(response);
         }
@@ -150,14 +193,15 @@ impl Keys {
             .execute(&self.pool)
             .await;
         if let Err(e) = recorded {
-            // The order is placed: answer it. Repeats wait, then get 409, until the claim is
-            // taken over as abandoned.
+            // Answer it all the same. Repeats wait, then get 409, until the claim is taken over
+            // as abandoned (nothing was created).
             tracing::error!(error = %e, key, "recording the idempotent answer failed");
         }
         Ok(Response::from_parts(parts, Body::from(bytes)))
     }
 
-    /// Free an unanswered claim (only an abandoned one, if `abandoned`).
+    /// Free an unanswered claim (only an abandoned one, if `abandoned`). The caller has seen
+    /// that its resource does not exist.
     async fn release(&self, key: &str, abandoned: bool) -> Result<(), ApiError> {
         let only_abandoned =
             if abandoned { format!("AND created_at < now() - interval '{ABANDONED_AFTER}'") } else { String::new() };

@@ -115,13 +115,38 @@ async fn place(
         return Err(ApiError::busy("the shop is busy: orders take too long to complete now, try again shortly", 1)
             .with_detail(serde_json::json!({ "admission": "closed" })));
     }
+    let order_id = OrderId::new();
     match idempotency::Keys::from_headers(&headers)? {
         Some(key) => {
             let scoped = format!("{}:{key}", caller.user_id().unwrap_or_default());
-            s.idempotency.once(&scoped, &body, || place_new(&s, order, &caller)).await
+            let id = order_id.to_string();
+            let work = || place_new(&s, order_id, order, &caller);
+            s.idempotency.once(&scoped, &body, &id, work, |id| placed_answer(&s, id)).await
         }
-        None => place_new(&s, order, &caller).await,
+        None => place_new(&s, order_id, order, &caller).await,
     }
+}
+
+/// The answer to the `POST` that placed order `id`, if it is placed: what a repeat of that
+/// request gets.
+async fn placed_answer(s: &AppState, id: String) -> Result<Option<Response>, ApiError> {
+    let order_id = OrderId::parse(&id).map_err(ApiError::internal)?;
+    match s.store.version(&id).await? {
+        0 => Ok(None),
+        version => accepted(order_id, version).map(Some),
+    }
+}
+
+/// 202 for a placed order: where to follow it, and the consistency token of its `version`.
+fn accepted(order_id: OrderId, version: i64) -> Result<Response, ApiError> {
+    let location = format!("/orders/{order_id}");
+    let (token_name, token) = Token::new("order", order_id, version).header();
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location.parse().map_err(ApiError::internal)?), (token_name, token)],
+        axum::Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
+    )
+        .into_response())
 }
 
 /// A [`PlaceOrder`] whose ids and quantities are valid (what can be checked without asking).
@@ -148,8 +173,9 @@ impl Checked {
     }
 }
 
-/// A customer profile the caller may not use is reported like a missing one.
-async fn place_new(s: &AppState, order: Checked, caller: &Caller) -> Result<Response, ApiError> {
+/// Place `order` as `order_id` (new). A customer profile the caller may not use is reported
+/// like a missing one.
+async fn place_new(s: &AppState, order_id: OrderId, order: Checked, caller: &Caller) -> Result<Response, ApiError> {
     let Checked { customer_id, lines: parsed } = order;
     let customer = s.facts.customer(customer_id).await.map_err(downstream_error)?;
     let Some(CustomerFacts { owner }) = customer.filter(|c| caller.may_access(c.owner.as_deref())) else {
@@ -162,20 +188,11 @@ async fn place_new(s: &AppState, order: Checked, caller: &Caller) -> Result<Resp
         let currency = Currency::parse(&facts.currency).map_err(ApiError::internal)?;
         lines.push(OrderLine { product_id, quantity, unit_price: Money::new(facts.price_cents, currency) });
     }
-    let order_id = OrderId::new();
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
     s.store
         .execute_new(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata)
         .await?;
-    let location = format!("/orders/{order_id}");
-    let version = s.store.version(&order_id.to_string()).await?;
-    let (token_name, token) = Token::new("order", order_id, version).header();
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location.parse().map_err(ApiError::internal)?), (token_name, token)],
-        axum::Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
-    )
-        .into_response())
+    accepted(order_id, s.store.version(&order_id.to_string()).await?)
 }
 
 /// The customer asks to cancel: allowed while PENDING or CONFIRMED. The saga undoes what was
