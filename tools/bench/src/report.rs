@@ -314,6 +314,7 @@ pub struct Second {
     pub finals: u64,
     /// Accepted, but not final by the end of the drain.
     pub not_final: u64,
+    pub p99_post_202_ms: Option<f64>,
     pub p99_post_final_ms: Option<f64>,
     pub finals_seen: u64,
 }
@@ -323,6 +324,7 @@ pub fn timeline(records: &[OrderRecord], window_s: f64) -> Vec<Second> {
     let len = (window_s.ceil() as usize).max(last_seen.floor() as usize + 1);
     let mut seconds: Vec<Second> = (0..len).map(|t| Second { t_s: t as u64, ..Second::default() }).collect();
     let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); len];
+    let mut accepting: Vec<Vec<u64>> = vec![Vec::new(); len];
     for r in records {
         let t = (r.due_s.floor() as usize).min(len - 1);
         let s = &mut seconds[t];
@@ -332,6 +334,9 @@ pub fn timeline(records: &[OrderRecord], window_s: f64) -> Vec<Second> {
             Post::Refused => s.refused += 1,
             Post::ClientOverflow => {}
             Post::Failed | Post::TransportError | Post::Unanswered => s.errors += 1,
+        }
+        if let Some(us) = r.post_202_us {
+            accepting[t].push(us);
         }
         if let Some(us) = r.post_final_us {
             s.finals += 1;
@@ -343,8 +348,10 @@ pub fn timeline(records: &[OrderRecord], window_s: f64) -> Vec<Second> {
             seconds[(seen.floor() as usize).min(len - 1)].finals_seen += 1;
         }
     }
-    for (s, mut l) in seconds.iter_mut().zip(latencies) {
-        s.p99_post_final_ms = percentile(&mut l, 0.99).map(|us| round3(us as f64 / 1000.0));
+    let p99_ms = |mut l: Vec<u64>| percentile(&mut l, 0.99).map(|us| round3(us as f64 / 1000.0));
+    for ((s, l), a) in seconds.iter_mut().zip(latencies).zip(accepting) {
+        s.p99_post_final_ms = p99_ms(l);
+        s.p99_post_202_ms = p99_ms(a);
     }
     seconds
 }
@@ -547,8 +554,10 @@ mod tests {
         assert_eq!(tl.len(), 6, "finals were still seen in second 5");
         assert_eq!((tl[0].offered, tl[0].accepted, tl[0].finals), (2, 2, 2));
         assert_eq!(tl[0].p99_post_final_ms, Some(300.0));
+        assert_eq!(tl[0].p99_post_202_ms, Some(2.0));
         assert_eq!((tl[1].offered, tl[1].refused, tl[1].accepted, tl[1].finals, tl[1].not_final), (2, 1, 1, 0, 1));
         assert_eq!(tl[1].p99_post_final_ms, None);
+        assert_eq!(tl[1].p99_post_202_ms, Some(2.0), "the accepted one of second 1");
         assert_eq!((tl[2].offered, tl[2].errors), (3, 1));
         assert_eq!(tl[5].finals_seen, 1);
         assert_eq!(tl.iter().map(|s| s.finals_seen).sum::<u64>(), 3);
