@@ -52,8 +52,8 @@ use tokio::time::Instant;
 const LEAD: Duration = Duration::from_millis(100);
 /// A scheduler later than this at p99 was itself a bottleneck: the report says so.
 const SCHEDULER_LAG_WARN_MS: f64 = 10.0;
-/// How long the stack idles after the audit (or the drain) before the processes are sampled
-/// once more ([`procs::ComponentReport::rss_mb_idle`]).
+/// How long the stack idles after the audit (or the drain), with the run's connections closed,
+/// before the processes are sampled once more ([`procs::ComponentReport::rss_mb_idle`]).
 const IDLE_BEFORE_SAMPLE: Duration = Duration::from_secs(10);
 
 /// What `main` turns into an exit status.
@@ -172,6 +172,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // gives memory back does so when it is quiet), beside what they held at the end of the load.
     // Without processes to report (`--procs` empty, as the chaos soak runs it) nothing waits.
     if let Some(report) = processes.as_mut() {
+        // The run's clients are gone by then: the load's connections (after an overload, a
+        // thousand or more, idle in this client's pool and held open by the gateway for it)
+        // close here, as a crowd's would once it left.
+        drop((api, mailpit, tokens, http));
         tokio::time::sleep(IDLE_BEFORE_SAMPLE).await;
         procs::add_idle(report, &procs::snapshot(&cli.procs.0), IDLE_BEFORE_SAMPLE.as_secs_f64());
     }
