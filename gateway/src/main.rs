@@ -9,8 +9,7 @@ async fn main() -> anyhow::Result<()> {
         "gateway",
         "API gateway: the single HTTP entry point (JWT, rate limit, OpenAPI, UI), forwarding to the services.",
     );
-    runtime::telemetry::init("gateway");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("gateway");
     let mut settings = Settings::from_env("gateway")?;
     let cluster = Cluster::join(&mut settings).await?;
     let downstreams = Downstreams::from_settings(&settings).with_resolver(cluster.resolver.clone());

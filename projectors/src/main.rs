@@ -58,8 +58,7 @@ fn parse_read_model(s: &str) -> Result<ReadModel, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::telemetry::init("projectors");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("projectors");
     let settings = runtime::Settings::from_env("projectors")?;
     match cli.command {
         None => projectors::run(settings).await,

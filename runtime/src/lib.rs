@@ -35,6 +35,14 @@ pub mod telemetry;
 
 pub use config::Settings;
 
+/// What every service process does first: logging and tracing as `service`
+/// ([`telemetry::init`]), and giving memory back after bursts ([`memory::release_when_quiet`]).
+/// Tools that are not long-running services call [`telemetry::init`] alone.
+pub fn start_service(service: &str) {
+    telemetry::init(service);
+    memory::release_when_quiet();
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

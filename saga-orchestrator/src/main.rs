@@ -21,8 +21,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", saga_orchestrator::definition::mermaid(&saga_orchestrator::definition::CREATE_ORDER));
         return Ok(());
     }
-    runtime::telemetry::init("saga-orchestrator");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("saga-orchestrator");
     let settings = runtime::Settings::from_env("saga-orchestrator")?;
     saga_orchestrator::run(settings).await
 }

@@ -4,8 +4,7 @@ async fn main() -> anyhow::Result<()> {
         "customer",
         "Customer service: registers customer profiles; queries from the customers read model.",
     );
-    runtime::telemetry::init("customer");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("customer");
     let settings = runtime::Settings::from_env("customer")?;
     customer_service::run(settings).await
 }

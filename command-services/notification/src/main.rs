@@ -6,8 +6,7 @@ async fn main() -> anyhow::Result<()> {
         "notification",
         "Notification service: e-mails customers about their orders (SMTP), from events only.",
     );
-    runtime::telemetry::init("notification");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("notification");
     let settings = runtime::Settings::from_env("notification")?;
     Service::build(settings).await?.run_until_stopped().await
 }

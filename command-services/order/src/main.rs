@@ -4,8 +4,7 @@ async fn main() -> anyhow::Result<()> {
         "order",
         "Order service: places, confirms, rejects and cancels orders; long-polls for their outcome.",
     );
-    runtime::telemetry::init("order");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("order");
     let settings = runtime::Settings::from_env("order")?;
     order_service::run(settings).await
 }

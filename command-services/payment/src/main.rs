@@ -4,8 +4,7 @@ async fn main() -> anyhow::Result<()> {
         "payment",
         "Payment service: customer accounts and credit; authorizes, confirms and refunds payments for the saga.",
     );
-    runtime::telemetry::init("payment");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("payment");
     let settings = runtime::Settings::from_env("payment")?;
     payment_service::run(settings).await
 }

@@ -4,8 +4,7 @@ async fn main() -> anyhow::Result<()> {
         "product",
         "Product service: the catalog and stock; reserves, releases, commits and returns stock for the saga.",
     );
-    runtime::telemetry::init("product");
-    runtime::memory::release_when_quiet();
+    runtime::start_service("product");
     let settings = runtime::Settings::from_env("product")?;
     product_service::run(settings).await
 }
