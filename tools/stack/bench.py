@@ -35,20 +35,6 @@ BINARY = "orders-bench"
 WARMUP_S = 30.0
 
 
-# The load generator stands in for clients on machines of their own. Every latency counts from the
-# order's due time, so the generator's own wait for a CPU counts too: on the stack's machine it runs
-# ahead of the stack (where allowed: as root, or with RLIMIT_NICE raised), as it would on its own
-# machine. It takes about 1% of the CPU. The results say which priority it had (client.niceness).
-CLIENT_NICENESS = -5
-
-
-def _client_priority() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, CLIENT_NICENESS)
-    except OSError:
-        pass  # not allowed: the inherited priority, which the results report
-
-
 def build(repo: Path) -> Path:
     argv = ["cargo", "build", "--release", "-p", "bench", "--bin", BINARY]
     print(f"building the load generator: {' '.join(argv)}", flush=True)
@@ -66,17 +52,11 @@ def run_once(binary: Path, repo: Path, out: Path, rate: float, duration: float, 
         argv += ["--settle-timeout", str(SETTLE_TIMEOUT_S)]
     argv += extra
     print(f"\n== {rate:g} orders/s for {duration:g} s: {' '.join(argv[1:])}", flush=True)
-    with subprocess.Popen(argv, cwd=repo, preexec_fn=_client_priority) as proc:
-        try:
-            niceness = os.getpriority(os.PRIO_PROCESS, proc.pid)
-        except OSError:
-            niceness = None
-        code = proc.wait()
+    code = subprocess.run(argv, cwd=repo).returncode
     if not out.exists():
         raise StackError(f"orders-bench wrote no result (exit {code})")
     result = json.loads(out.read_text())
     result["exit_code"] = code
-    result.setdefault("client", {})["niceness"] = niceness
     return result
 
 
