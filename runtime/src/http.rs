@@ -12,6 +12,8 @@ use axum::{Router, routing::get};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// JSON body extractor: malformed JSON, wrong types, unknown fields (with
@@ -104,10 +106,69 @@ pub async fn serve_with(
         }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024));
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    if continue_traces {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    } else {
+        serve_timed(listener, router, shutdown, EDGE_HEAD_TIMEOUT).await;
+    }
     Ok(())
+}
+
+/// How long the public entry point waits for a request's head: from a connection's start, and
+/// again from the end of each answer on a kept-alive connection. A client that sends nothing, or
+/// its headers a byte at a time, is cut off then; so is a connection left idle, whose buffers the
+/// gateway would otherwise keep for as long as the client pleased (after a burst, a thousand of
+/// them). Our services' own servers have no such limit: their callers' pools reuse idle
+/// connections, and a server closing one as it is picked would fail that call.
+pub const EDGE_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `axum::serve`, with hyper's header-read timeout, which needs a timer that axum does not set.
+/// Ends when `shutdown` resolves and every open request has been answered.
+async fn serve_timed(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    head_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::{Service, ServiceExt};
+    // HTTP/1 only: hyper-util's server for both versions holds a connection until its first bytes
+    // tell which it speaks, before the HTTP/1 side and its timeout start, so a silent one would be
+    // kept forever. Nothing speaks HTTP/2 in the clear to the entry point (browsers do only over
+    // TLS, which ends before it).
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(head_timeout);
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait for some to close, as axum's loop does.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let ready = ServiceExt::<SocketAddr>::ready(&mut make_service).await.unwrap_or_else(|never| match never {});
+        let service = ready.call(peer).await.unwrap_or_else(|never| match never {});
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Run the request in a server span named after its route; answer with its trace id.
@@ -155,4 +216,97 @@ async fn trace_request(continue_traces: bool, request: Request, next: Next) -> R
 /// Parse a path id, answering 404 for anything that is not one (it names nothing).
 pub fn path_id<T>(raw: &str, parse: impl Fn(&str) -> Result<T, domain::values::InvalidValue>) -> Result<T, ApiError> {
     parse(raw).map_err(|_| ApiError::not_found(format!("no such resource: {raw:?} is not a valid id")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ConnectInfo;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    const REQUEST: &[u8] = b"GET /peer HTTP/1.1\r\nHost: edge\r\n\r\n";
+
+    /// A server as the public entry point runs, answering `GET /peer` with the caller's address.
+    async fn edge(head_timeout: Duration) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let router = Router::new()
+            .route("/peer", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        (addr, stop, tokio::spawn(serve_timed(listener, router, shutdown, head_timeout)))
+    }
+
+    /// What the server sent until it closed the connection; None if it was still open after `within`.
+    async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+        let mut got = Vec::new();
+        tokio::time::timeout(within, stream.read_to_end(&mut got)).await.ok()?.ok()?;
+        Some(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_is_closed_at_the_head_timeout() {
+        let (addr, _stop, _server) = edge(Duration::from_millis(300)).await;
+        let mut silent = TcpStream::connect(addr).await.expect("connected");
+        let started = Instant::now();
+        let sent = until_closed(&mut silent, Duration::from_secs(5)).await.expect("closed by the server");
+        assert!(started.elapsed() >= Duration::from_millis(250), "closed after {:?}", started.elapsed());
+        assert!(!sent.contains("200"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn a_head_sent_too_slowly_is_cut_off() {
+        let (addr, _stop, _server) = edge(Duration::from_millis(300)).await;
+        let mut slow = TcpStream::connect(addr).await.expect("connected");
+        slow.write_all(b"GET /peer HTTP/1.1\r\nHost: edge\r\n").await.expect("half a head");
+        let sent = until_closed(&mut slow, Duration::from_secs(5)).await.expect("closed by the server");
+        assert!(!sent.contains("200"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_is_answered_and_closed_once_idle_for_the_timeout() {
+        let (addr, _stop, _server) = edge(Duration::from_millis(300)).await;
+        let mut client = TcpStream::connect(addr).await.expect("connected");
+        client.write_all(REQUEST).await.expect("a request");
+        let sent = until_closed(&mut client, Duration::from_secs(5)).await.expect("closed by the server");
+        assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+        // ConnectInfo reaches the handlers as with axum's own loop.
+        assert!(sent.contains(&client.local_addr().expect("our address").to_string()), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_use_is_not_cut_off() {
+        let (addr, _stop, _server) = edge(Duration::from_millis(400)).await;
+        let mut client = TcpStream::connect(addr).await.expect("connected");
+        // Requests 250 ms apart, 1 s in all: each within the timeout of the answer before it.
+        for _ in 0..4 {
+            client.write_all(REQUEST).await.expect("a request on the kept-alive connection");
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("an answer")
+                .expect("read");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_server_and_its_idle_connections() {
+        let (addr, stop, server) = edge(Duration::from_secs(60)).await;
+        let mut idle = TcpStream::connect(addr).await.expect("connected");
+        idle.write_all(REQUEST).await.expect("a request");
+        let mut buf = [0u8; 1024];
+        let n = idle.read(&mut buf).await.expect("an answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        stop.send(()).expect("the server listens for its stop");
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server ended").expect("cleanly");
+        assert!(until_closed(&mut idle, Duration::from_secs(5)).await.is_some(), "the idle connection was closed");
+    }
 }
