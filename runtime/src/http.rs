@@ -120,9 +120,11 @@ pub async fn serve_with(
 /// again from the end of each answer on a kept-alive connection. A client that sends nothing, or
 /// its headers a byte at a time, is cut off then; so is a connection left idle, whose buffers the
 /// gateway would otherwise keep for as long as the client pleased (after a burst, a thousand of
-/// them). Our services' own servers have no such limit: their callers' pools reuse idle
-/// connections, and a server closing one as it is picked would fail that call.
-pub const EDGE_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// them). Longer than the 60 s a proxy in front (ingress-nginx, a cloud load balancer) keeps an
+/// idle connection to us by default: a server closing a connection as its client reuses it would
+/// fail that request, so the client's side must give up first. Our services' own servers have no
+/// such limit, for the same reason: their callers' pools keep idle connections a minute or more.
+pub const EDGE_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// `axum::serve`, with hyper's header-read timeout, which needs a timer that axum does not set.
 /// Ends when `shutdown` resolves and every open request has been answered.
