@@ -35,6 +35,48 @@ BINARY = "orders-bench"
 WARMUP_S = 30.0
 
 
+# How fast the machine ran during a run: a fixed piece of CPU work (a million additions of squares
+# in Python) timed in CPU seconds every 10 s by a process at the lowest priority (it costs about
+# 1% of one core). On a shared virtual machine that speed drifts by 20% or more within an hour and
+# every CPU-per-order figure moves with it: compare runs of similar `host_loop_s`.
+SPEED_LOOP = """
+import time
+while True:
+    started = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i
+    print(f"{time.process_time() - started:.4f}", flush=True)
+    time.sleep(10)
+"""
+
+
+class SpeedProbe:
+    """Times `SPEED_LOOP` while in use; `summary()` says what it saw."""
+
+    def __enter__(self) -> "SpeedProbe":
+        self.samples: list[float] = []
+        self.proc = subprocess.Popen([sys.executable, "-c", SPEED_LOOP], stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=lambda: os.nice(19))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.samples = [float(x) for x in out.split()]
+
+    def summary(self) -> dict:
+        s = sorted(self.samples)
+        if not s:
+            return {"samples": 0}
+        return {"samples": len(s), "min": s[0], "median": s[len(s) // 2], "max": s[-1],
+                "note": "CPU seconds of a fixed Python loop, every 10 s at nice 19: lower is a faster machine"}
+
+
 def build(repo: Path) -> Path:
     argv = ["cargo", "build", "--release", "-p", "bench", "--bin", BINARY]
     print(f"building the load generator: {' '.join(argv)}", flush=True)
@@ -52,11 +94,13 @@ def run_once(binary: Path, repo: Path, out: Path, rate: float, duration: float, 
         argv += ["--settle-timeout", str(SETTLE_TIMEOUT_S)]
     argv += extra
     print(f"\n== {rate:g} orders/s for {duration:g} s: {' '.join(argv[1:])}", flush=True)
-    code = subprocess.run(argv, cwd=repo).returncode
+    with SpeedProbe() as speed:
+        code = subprocess.run(argv, cwd=repo).returncode
     if not out.exists():
         raise StackError(f"orders-bench wrote no result (exit {code})")
     result = json.loads(out.read_text())
     result["exit_code"] = code
+    result["host_loop_s"] = speed.summary()
     return result
 
 
@@ -162,7 +206,7 @@ def summary_line(run: dict) -> str:
     return (f"rate {run.get('rate')}: final/s {(run.get('throughput') or {}).get('final_per_s')}, "
             f"POST->202 p99 {p('post_202', 'p99')} ms, POST->final p50 {p('post_final', 'p50')} "
             f"p99 {p('post_final', 'p99')} ms, CPU/order {cpu if cpu is None else round(cpu, 1)} ms, "
-            f"audit {audit_word(run.get('audit'))}, "
+            f"audit {audit_word(run.get('audit'))}, host loop {(run.get('host_loop_s') or {}).get('median')} s, "
             f"{'holds' if run.get('holds_goal') else 'misses'} the goal")
 
 
