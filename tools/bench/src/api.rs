@@ -20,7 +20,9 @@ pub fn http_client(max_idle_per_host: usize) -> anyhow::Result<reqwest::Client> 
     Ok(reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(max_idle_per_host)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Under the gateway's 75 s wait for a request head (runtime::http::EDGE_HEAD_TIMEOUT): the
+        // client lets an idle connection go before the server closes it under a reuse.
+        .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         // Long enough for an overloaded system to answer late (its latency is what is
