@@ -265,6 +265,8 @@ class Launcher:
             command = ["nice", "-n", str(c.niceness), *command]
         record = procs.spawn(command, env=merged_env(c.env()), cwd=c.cwd(), log_path=c.log_path,
                              user_ids=user_ids(c.run_as()))
+        if c.niceness:  # `nice` ranks the process within its session; this ranks the session
+            procs.set_priority(record.pid, c.niceness)
         c.log_offset = record.log_offset
         procs.write_record(self.run_dir, c.name, record)
         self.ctx.say(f"{c.name}: started (pid {record.pid})")

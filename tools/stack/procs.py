@@ -174,6 +174,18 @@ def spawn(command: list[str], *, env: dict[str, str], cwd: Path, log_path: Path,
                      command=list(command), started_at=time.time())
 
 
+def set_priority(pid: int, niceness: int) -> bool:
+    """Give the session that `pid` leads the CPU priority `niceness`. Every component runs in a
+    session of its own, and where Linux schedules by session ("autogroup", the default of most
+    distributions), it shares the CPU between sessions first: a process's own `nice` then ranks it
+    only against its own session. False where the kernel has no autogroup or refuses the value."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{niceness}\n")
+    except OSError:
+        return False
+    return True
+
+
 def exit_status(record: PidRecord) -> str:
     """How a process we spawned in this run ended ("exit 1", "signal 9"), or "" when unknown."""
     child = _children.get(record.pid)

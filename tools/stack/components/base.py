@@ -107,7 +107,8 @@ class Context:
 
 
 # The `nice` of background components: on a busy machine they get about a tenth of what the
-# order's path gets (Linux's CFS weights), on an idle one all they ask for.
+# order's path gets (Linux's CFS weights), on an idle one all they ask for. Set on the process and
+# on its session (see procs.set_priority).
 BACKGROUND = 10
 
 

@@ -256,6 +256,17 @@ class LauncherTest(unittest.TestCase):
         self.assertFalse(any(procs.proc_stat(p) for p in pids))
         self.assertFalse(self.ctx.data.exists())
 
+    def test_priority_reaches_process_and_session(self):
+        self.app.niceness = 7
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.launcher.up(infra_only=True)
+        for c, want in ((self.base, 0), (self.app, 7)):
+            pid = self.launcher.record(c).pid
+            self.assertEqual(os.getpriority(os.PRIO_PROCESS, pid), want)
+            autogroup = Path(f"/proc/{pid}/autogroup")
+            if autogroup.exists():  # a kernel that schedules by session: the session is ranked too
+                self.assertTrue(autogroup.read_text().rstrip().endswith(f"nice {want}"), autogroup.read_text())
+
     def test_port_taken_by_a_stranger(self):
         with socket.socket() as s:
             s.bind(("127.0.0.1", self.base.port))
