@@ -38,6 +38,7 @@ from unittest import mock
 import yaml
 
 from tools.stack import ports
+from tools.stack.components import base, load
 from tools.stack.components import etcd as etcd_component
 from tools.stack.components import kafka as kafka_component
 from tools.stack.components import keycloak as keycloak_component
@@ -647,6 +648,21 @@ class PrometheusLabelsTest(unittest.TestCase):
                 continue
             with self.subTest(dashboard=file, panel=title, expr=target["expr"]):
                 self.assertEqual(legend_labels(target) - groups, set(), "the legend names a label the query drops")
+
+
+class CpuPriorityTest(unittest.TestCase):
+    """Compose weighs the containers as the launcher ranks the components: `cpu_shares` for what the
+    launcher runs at a lower priority (`nice`), none (the default 1024) for the rest."""
+
+    SHARES = {0: None, base.BACKGROUND: 256}
+
+    def test_cpu_shares_follow_the_launchers_niceness(self):
+        tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        for c in load(context(tmp), warn=lambda msg: None):
+            with self.subTest(component=c.name):
+                self.assertIn(c.niceness, self.SHARES)
+                self.assertEqual(compose_service(c.name).get("cpu_shares"), self.SHARES[c.niceness])
 
 
 class ServiceSettingsTest(unittest.TestCase):
