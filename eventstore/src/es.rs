@@ -75,6 +75,9 @@ pub enum CommandError<E: std::error::Error> {
     /// Someone else wrote the same aggregate meanwhile: retry or 409.
     #[error("concurrent update of the same aggregate")]
     Conflict,
+    /// The command's [`pg_store::Guard`] row was stored already: nothing was written.
+    #[error("already done under the same guard")]
+    Guarded,
     /// Database or serialization trouble.
     #[error("event store: {0}")]
     Infrastructure(String),
@@ -96,6 +99,7 @@ impl<E: std::error::Error> From<CommandError<E>> for ApiError {
         match e {
             CommandError::Rejected(e) => ApiError::unprocessable(e.to_string()),
             CommandError::Conflict => ApiError::conflict("concurrent update, please retry"),
+            CommandError::Guarded => ApiError::conflict("this request was made before"),
             CommandError::Infrastructure(cause) => ApiError::internal(cause),
         }
     }
@@ -150,6 +154,9 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
                 // Decided on the cached state, which another process may have moved on from:
                 // a rejection counts only when a fresh load decides it too.
                 Err(AggregateError::UserError(_)) if cached => self.store.forget(id),
+                Err(AggregateError::AggregateConflict) if pg_store::current_guard().is_some_and(|g| g.taken()) => {
+                    return Err(CommandError::Guarded);
+                }
                 Err(AggregateError::AggregateConflict) => {
                     if attempt >= 5 {
                         return Err(CommandError::Conflict);
@@ -175,6 +182,22 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
     {
         self.store.assume_new(id);
         self.execute(id, command, metadata).await
+    }
+
+    /// [`EventStoreOf::execute_new`] with its events written under `guard` (see
+    /// [`pg_store::Guard`]): if the guard's row is stored already, nothing is written and the
+    /// answer is [`CommandError::Guarded`].
+    pub async fn execute_new_guarded(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: Metadata,
+        guard: std::sync::Arc<pg_store::Guard>,
+    ) -> Result<(), CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        pg_store::guarded(guard, self.execute_new(id, command, metadata)).await
     }
 
     /// Whether a message already had its effect: its id is in the inbox, written by the event

@@ -8,6 +8,9 @@
 //! snapshot is due, that insert and the snapshot in one transaction that is rolled back as a
 //! whole when another writer got there first. A command that decided nothing writes nothing.
 //!
+//! A write can carry a [`Guard`]: a row inserted by the same statement as the events, which are
+//! written only if that row is (an `Idempotency-Key`'s claim, for instance).
+//!
 //! Optimistic concurrency: the primary key `(aggregate_type, aggregate_id, sequence)` refuses a
 //! second writer of the same sequence ([`AggregateError::AggregateConflict`]); the snapshot row
 //! is updated only from the `current_snapshot` it was loaded at.
@@ -30,6 +33,7 @@ use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The event table (postgres-es layout, with the outbox trigger).
 pub const EVENTS_TABLE: &str = "events";
@@ -53,6 +57,68 @@ const UNIQUE_VIOLATION: &str = "23505";
 
 /// Aggregates kept per store (each service has one store per aggregate type).
 pub const CACHED_AGGREGATES: u64 = 10_000;
+
+/// A row stored by the same statement as a command's events, and the events only if it is: an
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING 1` over its own parameters `$1..$n` (text). When
+/// the row is there already, nothing is written and the command fails with
+/// [`crate::es::CommandError::Guarded`]. For an `Idempotency-Key`: the write that places the
+/// order claims the key, so neither is ever stored without the other, in one round trip.
+#[derive(Debug)]
+pub struct Guard {
+    insert: String,
+    params: Vec<String>,
+    state: AtomicU8,
+}
+
+const GUARD_UNUSED: u8 = 0;
+const GUARD_STORED: u8 = 1;
+const GUARD_TAKEN: u8 = 2;
+
+impl Guard {
+    pub fn new(insert: impl Into<String>, params: Vec<String>) -> Self {
+        Self { insert: insert.into(), params, state: AtomicU8::new(GUARD_UNUSED) }
+    }
+
+    /// Whether a write stored the guard's row (with its events).
+    pub fn stored(&self) -> bool {
+        self.state.load(Ordering::Acquire) == GUARD_STORED
+    }
+
+    /// Whether a write found the guard's row there already, and wrote nothing.
+    pub fn taken(&self) -> bool {
+        self.state.load(Ordering::Acquire) == GUARD_TAKEN
+    }
+
+    fn settle(&self, stored: bool) {
+        self.state.store(if stored { GUARD_STORED } else { GUARD_TAKEN }, Ordering::Release);
+    }
+}
+
+tokio::task_local! {
+    /// The guard of the command being executed ([`guarded`]).
+    static GUARD: Arc<Guard>;
+}
+
+/// Run `work` with its event writes under `guard` (see [`Guard`]).
+pub async fn guarded<F: Future>(guard: Arc<Guard>, work: F) -> F::Output {
+    GUARD.scope(guard, work).await
+}
+
+/// The guard of the command being executed, if any.
+pub fn current_guard() -> Option<Arc<Guard>> {
+    GUARD.try_with(Arc::clone).ok()
+}
+
+/// The events' `INSERT` with its parameters from `$after+1` on.
+fn insert_events_sql(after: usize) -> String {
+    let [t, id, seq, ty, ver, payload, meta] = std::array::from_fn(|i| format!("${}", after + i + 1));
+    format!(
+        "INSERT INTO {EVENTS_TABLE} (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT {t}, {id}, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
+           FROM UNNEST({seq}::bigint[], {ty}::text[], {ver}::text[], {payload}::json[], {meta}::json[]) \
+                AS e(sequence, event_type, event_version, payload, metadata)"
+    )
+}
 
 /// An aggregate's state as of `sequence`, as the last commit of this process left it.
 struct Cached<A> {
@@ -97,12 +163,7 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
             "SELECT sequence, payload, metadata FROM {events} \
               WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
         );
-        let insert_sql = format!(
-            "INSERT INTO {events} (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
-               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::json[], $7::json[]) \
-                    AS e(sequence, event_type, event_version, payload, metadata)"
-        );
+        let insert_sql = insert_events_sql(0);
         let first_snapshot_sql = format!(
             "INSERT INTO {snapshots} (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
              VALUES ($1, $2, $3, $4, $5)"
@@ -285,7 +346,15 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
             payloads.push(serde_json::to_value(&e.payload).map_err(deserialization)?);
         }
         let metadatas = vec![metadata_json; envelopes.len()];
-        let insert = sqlx::query(&self.insert_sql)
+        let guard = current_guard();
+        let guarded_sql = guard.as_ref().map(|g| {
+            format!("WITH guard AS ({}) {} WHERE EXISTS (SELECT 1 FROM guard)", g.insert, insert_events_sql(g.params.len()))
+        });
+        let mut insert = sqlx::query(guarded_sql.as_deref().unwrap_or(&self.insert_sql));
+        for param in guard.iter().flat_map(|g| &g.params) {
+            insert = insert.bind(param);
+        }
+        let insert = insert
             .bind(A::TYPE)
             .bind(&aggregate_id)
             .bind(&sequences)
@@ -301,9 +370,20 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         let snapshot_due =
             self.snapshot_every > 0 && last / self.snapshot_every > current_sequence / self.snapshot_every;
         if !snapshot_due {
-            if let Err(e) = insert.execute(&self.pool).await {
+            let stored = match insert.execute(&self.pool).await {
+                Ok(done) => done.rows_affected() > 0,
+                Err(e) => {
+                    self.forget(&aggregate_id);
+                    return Err(database(e));
+                }
+            };
+            if let Some(guard) = &guard {
+                guard.settle(stored);
+            }
+            if !stored {
+                // The guard's row was there: nothing was written.
                 self.forget(&aggregate_id);
-                return Err(database(e));
+                return Err(AggregateError::AggregateConflict);
             }
             self.cache.insert(aggregate_id, Arc::new(Cached { aggregate, sequence: last, snapshot: current_snapshot }));
             messaging::outbox::written();
@@ -315,7 +395,13 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         let next_snapshot = current_snapshot.map_or(1, |n| n + 1);
         let written = async {
             let mut tx = self.pool.begin().await.map_err(database)?;
-            insert.execute(&mut *tx).await.map_err(database)?;
+            if insert.execute(&mut *tx).await.map_err(database)?.rows_affected() == 0 {
+                // The guard's row was there: nothing is written.
+                if let Some(guard) = &guard {
+                    guard.settle(false);
+                }
+                return Err(AggregateError::AggregateConflict);
+            }
             let written = match current_snapshot {
                 None => sqlx::query(&self.first_snapshot_sql)
                     .bind(A::TYPE)
@@ -341,7 +427,11 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
                 // Dropping `tx` rolls the events back too: nothing of this commit is stored.
                 return Err(AggregateError::AggregateConflict);
             }
-            tx.commit().await.map_err(database)
+            tx.commit().await.map_err(database)?;
+            if let Some(guard) = &guard {
+                guard.settle(true);
+            }
+            Ok(())
         }
         .await;
         if let Err(e) = written {

@@ -4,6 +4,7 @@
 use domain::product::{Product, ProductCommand};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use eventstore::es::{CommandError, EventStoreOf};
+use eventstore::pg_store::Guard;
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::Metadata;
 use schemas::Message;
@@ -273,6 +274,55 @@ async fn a_new_aggregate_is_not_read_first_and_a_taken_id_is_decided_again() {
     // The same when B's decision on the empty state is a write: it conflicts at sequence 1.
     b.execute_new("taken", CounterCommand::Set(5), Metadata::new()).await.unwrap();
     assert_eq!(stream(&pool, "taken").await, vec![10, 6, 5]);
+    drop_database(pool, name).await;
+}
+
+/// A write under a guard stores the guard's row with its events, in one statement (or one
+/// transaction with a snapshot); a second write under the same row writes nothing and says so,
+/// without retrying; a guard that has nothing to store under writes nothing either.
+#[tokio::test]
+#[ignore = "needs the running stack: ./stack test"]
+async fn a_guarded_write_stores_its_row_with_the_events_or_nothing() {
+    let (pool, name) = fresh_database().await;
+    sqlx::query("CREATE TABLE claims (key text PRIMARY KEY, note text)").execute(&pool).await.unwrap();
+    let claim = |key: &str, note: &str| {
+        Arc::new(Guard::new(
+            "INSERT INTO claims (key, note) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+            vec![key.to_owned(), note.to_owned()],
+        ))
+    };
+    let claims = || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT key, note FROM claims ORDER BY key").fetch_all(&pool).await.unwrap();
+        rows
+    };
+    // Plain writes and writes with a snapshot (every event) take the two paths of a commit.
+    for (store, prefix) in
+        [(EventStoreOf::<Counter>::new(pool.clone()), "plain"), (EventStoreOf::with_snapshots(pool.clone(), 1), "snap")]
+    {
+        let (first, second) = (format!("{prefix}-1"), format!("{prefix}-2"));
+        let key = format!("{prefix}-key");
+        let guard = claim(&key, &first);
+        store.execute_new_guarded(&first, CounterCommand::Set(3), Metadata::new(), guard.clone()).await.unwrap();
+        assert!(guard.stored() && !guard.taken());
+        assert_eq!(stream(&pool, &first).await, vec![3]);
+
+        let again = claim(&key, &second);
+        let refused = store.execute_new_guarded(&second, CounterCommand::Set(4), Metadata::new(), again.clone()).await;
+        assert!(matches!(refused, Err(CommandError::Guarded)), "{refused:?}");
+        assert!(again.taken() && !again.stored());
+        assert_eq!(stream(&pool, &second).await, Vec::<u64>::new(), "nothing written under a taken guard");
+        assert_eq!(store.version(&second).await.unwrap(), 0, "nor cached");
+        // Unguarded, the same command goes through.
+        store.execute_new(&second, CounterCommand::Set(4), Metadata::new()).await.unwrap();
+        assert_eq!(stream(&pool, &second).await, vec![4]);
+    }
+    assert_eq!(
+        claims().await,
+        vec![("plain-key".to_owned(), "plain-1".to_owned()), ("snap-key".to_owned(), "snap-1".to_owned())]
+    );
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(outbox, 4, "the outbox has the written events only");
     drop_database(pool, name).await;
 }
 

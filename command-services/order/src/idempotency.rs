@@ -2,15 +2,20 @@
 //! body, `Location`) instead of placing a second order. Keys live in this service's own
 //! database, so they survive restarts of the gateway and of this service.
 //!
-//! The first request claims its key (`INSERT .. ON CONFLICT DO NOTHING`) before doing anything,
-//! naming the resource it is about to create (the order's id, chosen first). A request that
-//! created it writes nothing more: the resource is its answer, and a repeat builds that answer
-//! from it (see [`Keys::once`]). Any other answer (a refusal such as an unknown customer) is
-//! recorded with its status, body and headers. A duplicate that finds the key claimed, with
-//! neither, waits for one. The same key with a different body is refused (422). A server error
-//! frees the key unless the resource exists: nothing is known to have happened, so the client
-//! may retry. A claim left with neither (the process died before creating anything) is taken
-//! over after [`ABANDONED_AFTER`]; one whose resource exists is never abandoned.
+//! A request claims its key with the write that creates its resource (the order), in the same
+//! statement ([`eventstore::pg_store::Guard`]): a key is never claimed without its order, nor an
+//! order placed without its key, and placing an order costs one round trip, not two. A request
+//! whose write finds the key claimed writes nothing and answers what the first one did. A success
+//! (2xx) is not recorded: the resource is its answer, and a repeat builds that answer from it (see
+//! [`Keys::once`]). Any other answer (a refusal such as an unknown customer) is recorded with its
+//! status, body and headers, unless the key was claimed meanwhile (then that is the answer). The
+//! same key with a different body is refused (422). A server error records nothing: nothing is
+//! known to have happened, so the client may retry. Concurrent requests with one key may both do
+//! the work up to the write; only one of them writes.
+//!
+//! Claims made by earlier versions, before the claim rode on the write, may name a resource that
+//! was never created: a repeat waits for their answer, and takes over one left for
+//! [`ABANDONED_AFTER`] (it frees the key and asks the client to retry).
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -19,6 +24,8 @@ use runtime::http::ApiError;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use eventstore::pg_store::Guard;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -78,7 +85,8 @@ impl Keys {
         Ok(Some(key.to_owned()))
     }
 
-    /// Run `work` once for `key` and `request`; it creates `resource`, or answers why not. A
+    /// Run `work` once for `key` and `request`: it creates `resource` with a write made under
+    /// the guard it is given (see [`eventstore::pg_store::Guard`]), or answers why not. A
     /// success (2xx) is not recorded: a repeat gets `created(resource)`, the answer built from
     /// the resource as it is stored (`None` while it does not exist). Other answers are recorded
     /// and replayed.
@@ -91,89 +99,34 @@ impl Keys {
         created: C,
     ) -> Result<Response, ApiError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Arc<Guard>) -> Fut,
         Fut: Future<Output = Result<Response, ApiError>>,
         C: Fn(String) -> CFut,
         CFut: Future<Output = Result<Option<Response>, ApiError>>,
     {
         let canonical = serde_json::to_string(request).map_err(ApiError::internal)?;
-        let deadline = Instant::now() + WAIT_FOR_FIRST;
-        loop {
-            let claimed = sqlx::query(&format!(
-                "INSERT INTO idempotency (key, request_hash, resource) VALUES ($1, {HASH_OF_2}, $3)
-                 ON CONFLICT DO NOTHING"
-            ))
-            .bind(key)
-            .bind(&canonical)
-            .bind(resource)
-            .execute(&self.pool)
-            .await
-            .map_err(ApiError::internal)?
-            .rows_affected()
-                == 1;
-            if claimed {
-                return self.run_claimed(key, resource, work, &created).await;
-            }
-            let claim: Option<Claim> = sqlx::query_as(&format!(
-                "SELECT request_hash = {HASH_OF_2} AS same_request, status, body, headers, resource,
-                        created_at < now() - interval '{ABANDONED_AFTER}' AS abandoned
-                 FROM idempotency WHERE key = $1"
-            ))
-            .bind(key)
-            .bind(&canonical)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ApiError::internal)?;
-            let claim = match claim {
-                // The first request failed and freed the key: claim it again.
-                None => continue,
-                Some(Claim { same_request: false, .. }) => {
-                    return Err(ApiError::unprocessable("Idempotency-Key was already used with a different request")
-                        .with_detail(json!({ "idempotency_key": key })));
-                }
-                Some(Claim { status: Some(status), body, headers, .. }) => return Ok(replay(status, body, headers)),
-                Some(claim) => claim,
-            };
-            if let Some(resource) = claim.resource
-                && let Some(answer) = created(resource).await?
-            {
-                return Ok(answer);
-            }
-            match claim {
-                Claim { abandoned: true, .. } => self.release(key, true).await?,
-                _ if Instant::now() < deadline => tokio::time::sleep(POLL_EVERY).await,
-                _ => {
-                    return Err(ApiError::conflict("a request with this Idempotency-Key is still in progress")
-                        .with_detail(json!({ "idempotency_key": key })));
-                }
-            }
+        let claim = format!(
+            "INSERT INTO idempotency (key, request_hash, resource) VALUES ($1, {HASH_OF_2}, $3) \
+             ON CONFLICT DO NOTHING RETURNING 1"
+        );
+        let guard = Arc::new(Guard::new(claim, vec![key.to_owned(), canonical.clone(), resource.to_owned()]));
+        let response = work(guard.clone()).await.unwrap_or_else(IntoResponse::into_response);
+        if guard.taken() {
+            return self.first_answer(key, &canonical, &created).await;
         }
-    }
-
-    async fn run_claimed<F, Fut, C, CFut>(
-        &self,
-        key: &str,
-        resource: &str,
-        work: F,
-        created: &C,
-    ) -> Result<Response, ApiError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Response, ApiError>>,
-        C: Fn(String) -> CFut,
-        CFut: Future<Output = Result<Option<Response>, ApiError>>,
-    {
-        let response = work().await.unwrap_or_else(IntoResponse::into_response);
-        if response.status().is_success() {
+        let status = response.status();
+        if status.is_success() {
+            if !guard.stored() {
+                tracing::error!(key, "a success under an Idempotency-Key without a write under its guard");
+            }
             return Ok(response);
         }
-        if response.status().is_server_error() {
-            // The resource may exist all the same (the write's answer lost on the way back):
-            // then that is the answer, now and for a repeat.
-            if let Ok(Some(answer)) = created(resource.to_owned()).await {
+        if status.is_server_error() {
+            // The write may have gone through all the same (its answer lost on the way back):
+            // then its resource is the answer, now and for a repeat.
+            if let Ok(Found::Answer(answer)) = self.stored(key, &canonical, &created).await {
                 return Ok(answer);
             }
-            self.release(key, false).await?;
             return Ok(response);
         }
         let (parts, body) = response.into_parts();
@@ -185,33 +138,111 @@ impl Keys {
             .filter(|(name, _)| ![header::CONTENT_TYPE, header::CONTENT_LENGTH].contains(name))
             .filter_map(|(name, value)| Some((name.as_str().to_owned(), Value::from(value.to_str().ok()?))))
             .collect();
-        let recorded = sqlx::query("UPDATE idempotency SET status = $2, body = $3, headers = $4 WHERE key = $1")
-            .bind(key)
-            .bind(i32::from(parts.status.as_u16()))
-            .bind(&body)
-            .bind(Value::Object(headers))
-            .execute(&self.pool)
-            .await;
-        if let Err(e) = recorded {
-            // Answer it all the same. Repeats wait, then get 409, until the claim is taken over
-            // as abandoned (nothing was created).
-            tracing::error!(error = %e, key, "recording the idempotent answer failed");
+        let recorded = sqlx::query(&format!(
+            "INSERT INTO idempotency (key, request_hash, status, body, headers) \
+             VALUES ($1, {HASH_OF_2}, $3, $4, $5) ON CONFLICT DO NOTHING"
+        ))
+        .bind(key)
+        .bind(&canonical)
+        .bind(i32::from(parts.status.as_u16()))
+        .bind(&body)
+        .bind(Value::Object(headers))
+        .execute(&self.pool)
+        .await;
+        match recorded {
+            Ok(done) if done.rows_affected() == 0 => self.first_answer(key, &canonical, &created).await,
+            Ok(_) => Ok(Response::from_parts(parts, Body::from(bytes))),
+            Err(e) => {
+                // Answer it all the same: nothing was created, a repeat does the work again.
+                tracing::error!(error = %e, key, "recording the idempotent answer failed");
+                Ok(Response::from_parts(parts, Body::from(bytes)))
+            }
         }
-        Ok(Response::from_parts(parts, Body::from(bytes)))
     }
 
-    /// Free an unanswered claim (only an abandoned one, if `abandoned`). The caller has seen
-    /// that its resource does not exist.
-    async fn release(&self, key: &str, abandoned: bool) -> Result<(), ApiError> {
-        let only_abandoned =
-            if abandoned { format!("AND created_at < now() - interval '{ABANDONED_AFTER}'") } else { String::new() };
-        sqlx::query(&format!("DELETE FROM idempotency WHERE key = $1 AND status IS NULL {only_abandoned}"))
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(ApiError::internal)?;
+    /// The answer of the request that claimed `key` first, waiting for it while it is under way.
+    async fn first_answer<C, CFut>(&self, key: &str, canonical: &str, created: &C) -> Result<Response, ApiError>
+    where
+        C: Fn(String) -> CFut,
+        CFut: Future<Output = Result<Option<Response>, ApiError>>,
+    {
+        let deadline = Instant::now() + WAIT_FOR_FIRST;
+        let retry = |why: &str| {
+            ApiError::conflict(format!("a request with this Idempotency-Key {why}; retry it"))
+                .with_detail(json!({ "idempotency_key": key }))
+        };
+        loop {
+            match self.stored(key, canonical, created).await? {
+                Found::Answer(answer) => return Ok(answer),
+                Found::Nothing => return Err(retry("was given up")),
+                Found::Pending { abandoned: true } => {
+                    self.release(key).await?;
+                    return Err(retry("was given up"));
+                }
+                Found::Pending { abandoned: false } if Instant::now() < deadline => {
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+                Found::Pending { .. } => return Err(retry("is still in progress")),
+            }
+        }
+    }
+
+    /// What is stored under `key`: the answer for `canonical`, if there is one yet.
+    async fn stored<C, CFut>(&self, key: &str, canonical: &str, created: &C) -> Result<Found, ApiError>
+    where
+        C: Fn(String) -> CFut,
+        CFut: Future<Output = Result<Option<Response>, ApiError>>,
+    {
+        let claim: Option<Claim> = sqlx::query_as(&format!(
+            "SELECT request_hash = {HASH_OF_2} AS same_request, status, body, headers, resource,
+                    created_at < now() - interval '{ABANDONED_AFTER}' AS abandoned
+             FROM idempotency WHERE key = $1"
+        ))
+        .bind(key)
+        .bind(canonical)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ApiError::internal)?;
+        let claim = match claim {
+            None => return Ok(Found::Nothing),
+            Some(Claim { same_request: false, .. }) => {
+                return Err(ApiError::unprocessable("Idempotency-Key was already used with a different request")
+                    .with_detail(json!({ "idempotency_key": key })));
+            }
+            Some(Claim { status: Some(status), body, headers, .. }) => {
+                return Ok(Found::Answer(replay(status, body, headers)));
+            }
+            Some(claim) => claim,
+        };
+        if let Some(resource) = claim.resource
+            && let Some(answer) = created(resource).await?
+        {
+            return Ok(Found::Answer(answer));
+        }
+        Ok(Found::Pending { abandoned: claim.abandoned })
+    }
+
+    /// Free an abandoned claim (one without an answer, left by an earlier version). The caller
+    /// has seen that its resource does not exist.
+    async fn release(&self, key: &str) -> Result<(), ApiError> {
+        sqlx::query(&format!(
+            "DELETE FROM idempotency WHERE key = $1 AND status IS NULL \
+             AND created_at < now() - interval '{ABANDONED_AFTER}'"
+        ))
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(ApiError::internal)?;
         Ok(())
     }
+}
+
+/// What is stored under a key.
+enum Found {
+    Nothing,
+    Answer(Response),
+    /// Claimed without an answer and without its resource.
+    Pending { abandoned: bool },
 }
 
 fn replay(status: i32, body: Option<Value>, headers: Option<Value>) -> Response {

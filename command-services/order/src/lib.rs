@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use domain::order::{Order, OrderCommand, OrderError, OrderLine};
 use domain::values::{Currency, CustomerId, Money, OrderId, ProductId, Quantity};
 use eventstore::es::{CommandError, EventStoreOf};
+use eventstore::pg_store::Guard;
 use facts::CustomerFacts;
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::{Metadata, event_mapper};
@@ -120,10 +121,10 @@ async fn place(
         Some(key) => {
             let scoped = format!("{}:{key}", caller.user_id().unwrap_or_default());
             let id = order_id.to_string();
-            let work = || place_new(&s, order_id, order, &caller);
+            let work = |guard| place_new(&s, order_id, order, &caller, Some(guard));
             s.idempotency.once(&scoped, &body, &id, work, |id| placed_answer(&s, id)).await
         }
-        None => place_new(&s, order_id, order, &caller).await,
+        None => place_new(&s, order_id, order, &caller, None).await,
     }
 }
 
@@ -173,9 +174,15 @@ impl Checked {
     }
 }
 
-/// Place `order` as `order_id` (new). A customer profile the caller may not use is reported
-/// like a missing one.
-async fn place_new(s: &AppState, order_id: OrderId, order: Checked, caller: &Caller) -> Result<Response, ApiError> {
+/// Place `order` as `order_id` (new), its events written under `guard` (an `Idempotency-Key`'s
+/// claim) if given. A customer profile the caller may not use is reported like a missing one.
+async fn place_new(
+    s: &AppState,
+    order_id: OrderId,
+    order: Checked,
+    caller: &Caller,
+    guard: Option<Arc<Guard>>,
+) -> Result<Response, ApiError> {
     let Checked { customer_id, lines: parsed } = order;
     let customer = s.facts.customer(customer_id).await.map_err(downstream_error)?;
     let Some(CustomerFacts { owner }) = customer.filter(|c| caller.may_access(c.owner.as_deref())) else {
@@ -189,10 +196,12 @@ async fn place_new(s: &AppState, order_id: OrderId, order: Checked, caller: &Cal
         lines.push(OrderLine { product_id, quantity, unit_price: Money::new(facts.price_cents, currency) });
     }
     let metadata = Metadata::from([(schemas::headers::CORRELATION_ID.to_owned(), order_id.to_string())]);
-    s.store
-        .execute_new(&order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner }, metadata)
-        .await?;
-    accepted(order_id, s.store.version(&order_id.to_string()).await?)
+    let (id, place) = (order_id.to_string(), OrderCommand::Place { order_id, customer_id, lines, owner });
+    match guard {
+        Some(guard) => s.store.execute_new_guarded(&id, place, metadata, guard).await?,
+        None => s.store.execute_new(&id, place, metadata).await?,
+    }
+    accepted(order_id, s.store.version(&id).await?)
 }
 
 /// The customer asks to cancel: allowed while PENDING or CONFIRMED. The saga undoes what was
