@@ -348,7 +348,11 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         let metadatas = vec![metadata_json; envelopes.len()];
         let guard = current_guard();
         let guarded_sql = guard.as_ref().map(|g| {
-            format!("WITH guard AS ({}) {} WHERE EXISTS (SELECT 1 FROM guard)", g.insert, insert_events_sql(g.params.len()))
+            format!(
+                "WITH guard AS ({}) {} WHERE EXISTS (SELECT 1 FROM guard)",
+                g.insert,
+                insert_events_sql(g.params.len())
+            )
         });
         let mut insert = sqlx::query(guarded_sql.as_deref().unwrap_or(&self.insert_sql));
         for param in guard.iter().flat_map(|g| &g.params) {

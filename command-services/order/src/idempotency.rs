@@ -20,11 +20,11 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use eventstore::pg_store::Guard;
 use runtime::http::ApiError;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use eventstore::pg_store::Guard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -242,7 +242,9 @@ enum Found {
     Nothing,
     Answer(Response),
     /// Claimed without an answer and without its resource.
-    Pending { abandoned: bool },
+    Pending {
+        abandoned: bool,
+    },
 }
 
 fn replay(status: i32, body: Option<Value>, headers: Option<Value>) -> Response {

@@ -67,7 +67,10 @@ impl Db {
     }
 
     async fn placed(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM events").fetch_one(&self.pool).await.expect("count")
+        sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
     }
 
     async fn recorded_status(&self, key: &str) -> Option<i32> {
