@@ -63,11 +63,35 @@ pub const CACHED_AGGREGATES: u64 = 10_000;
 /// the row is there already, nothing is written and the command fails with
 /// [`crate::es::CommandError::Guarded`]. For an `Idempotency-Key`: the write that places the
 /// order claims the key, so neither is ever stored without the other, in one round trip.
+/// Guards come from a [`GuardedWrite`], which composes the statement once.
 #[derive(Debug)]
 pub struct Guard {
-    insert: String,
+    statement: Arc<str>,
     params: Vec<String>,
     state: AtomicU8,
+}
+
+/// The events' `INSERT` under a guard's row: composed once (at start-up), then a [`Guard`] per
+/// write with its parameters.
+#[derive(Debug, Clone)]
+pub struct GuardedWrite {
+    statement: Arc<str>,
+    params: usize,
+}
+
+impl GuardedWrite {
+    /// `insert` (see [`Guard`]) takes `params` parameters.
+    pub fn new(insert: &str, params: usize) -> Self {
+        let events = insert_events_sql(params);
+        let statement = format!("WITH guard AS ({insert}) {events} WHERE EXISTS (SELECT 1 FROM guard)");
+        Self { statement: statement.into(), params }
+    }
+
+    /// A guard with these parameters, one per parameter of the insert.
+    pub fn guard(&self, params: Vec<String>) -> Guard {
+        assert_eq!(params.len(), self.params, "a guard takes one value per parameter of its insert");
+        Guard { statement: self.statement.clone(), params, state: AtomicU8::new(GUARD_UNUSED) }
+    }
 }
 
 const GUARD_UNUSED: u8 = 0;
@@ -75,10 +99,6 @@ const GUARD_STORED: u8 = 1;
 const GUARD_TAKEN: u8 = 2;
 
 impl Guard {
-    pub fn new(insert: impl Into<String>, params: Vec<String>) -> Self {
-        Self { insert: insert.into(), params, state: AtomicU8::new(GUARD_UNUSED) }
-    }
-
     /// Whether a write stored the guard's row (with its events).
     pub fn stored(&self) -> bool {
         self.state.load(Ordering::Acquire) == GUARD_STORED
@@ -347,14 +367,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         }
         let metadatas = vec![metadata_json; envelopes.len()];
         let guard = current_guard();
-        let guarded_sql = guard.as_ref().map(|g| {
-            format!(
-                "WITH guard AS ({}) {} WHERE EXISTS (SELECT 1 FROM guard)",
-                g.insert,
-                insert_events_sql(g.params.len())
-            )
-        });
-        let mut insert = sqlx::query(guarded_sql.as_deref().unwrap_or(&self.insert_sql));
+        let mut insert = sqlx::query(guard.as_ref().map_or(self.insert_sql.as_str(), |g| &g.statement));
         for param in guard.iter().flat_map(|g| &g.params) {
             insert = insert.bind(param);
         }

@@ -4,7 +4,7 @@
 use domain::product::{Product, ProductCommand};
 use domain::values::{Currency, Money, Name, ProductId, Quantity, Sku};
 use eventstore::es::{CommandError, EventStoreOf};
-use eventstore::pg_store::Guard;
+use eventstore::pg_store::GuardedWrite;
 use messaging::consumer::{Delivery, Envelope, Handler, HandlerError};
 use messaging::outbox::Metadata;
 use schemas::Message;
@@ -285,12 +285,9 @@ async fn a_new_aggregate_is_not_read_first_and_a_taken_id_is_decided_again() {
 async fn a_guarded_write_stores_its_row_with_the_events_or_nothing() {
     let (pool, name) = fresh_database().await;
     sqlx::query("CREATE TABLE claims (key text PRIMARY KEY, note text)").execute(&pool).await.unwrap();
-    let claim = |key: &str, note: &str| {
-        Arc::new(Guard::new(
-            "INSERT INTO claims (key, note) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-            vec![key.to_owned(), note.to_owned()],
-        ))
-    };
+    let claims_write =
+        GuardedWrite::new("INSERT INTO claims (key, note) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1", 2);
+    let claim = |key: &str, note: &str| Arc::new(claims_write.guard(vec![key.to_owned(), note.to_owned()]));
     let claims = || async {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT key, note FROM claims ORDER BY key").fetch_all(&pool).await.unwrap();

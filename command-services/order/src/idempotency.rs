@@ -20,7 +20,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use eventstore::pg_store::Guard;
+use eventstore::pg_store::{Guard, GuardedWrite};
 use runtime::http::ApiError;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -58,13 +58,19 @@ struct Claim {
 #[derive(Clone)]
 pub struct Keys {
     pool: PgPool,
+    /// The claim of a key, stored by the write that creates its resource.
+    claim: GuardedWrite,
 }
 
 impl Keys {
     /// Create or update the table (versions 6_000_001.., see `eventstore::db`).
     pub async fn migrate(pool: PgPool) -> anyhow::Result<Self> {
         eventstore::db::migrate(&pool, sqlx::migrate!()).await?;
-        Ok(Self { pool })
+        let claim = format!(
+            "INSERT INTO idempotency (key, request_hash, resource) VALUES ($1, {HASH_OF_2}, $3) \
+             ON CONFLICT DO NOTHING RETURNING 1"
+        );
+        Ok(Self { pool, claim: GuardedWrite::new(&claim, 3) })
     }
 
     /// The request's key, if it has one: 1 to 255 visible ASCII characters, given once.
@@ -105,11 +111,7 @@ impl Keys {
         CFut: Future<Output = Result<Option<Response>, ApiError>>,
     {
         let canonical = serde_json::to_string(request).map_err(ApiError::internal)?;
-        let claim = format!(
-            "INSERT INTO idempotency (key, request_hash, resource) VALUES ($1, {HASH_OF_2}, $3) \
-             ON CONFLICT DO NOTHING RETURNING 1"
-        );
-        let guard = Arc::new(Guard::new(claim, vec![key.to_owned(), canonical.clone(), resource.to_owned()]));
+        let guard = Arc::new(self.claim.guard(vec![key.to_owned(), canonical.clone(), resource.to_owned()]));
         let response = work(guard.clone()).await.unwrap_or_else(IntoResponse::into_response);
         if guard.taken() {
             return self.first_answer(key, &canonical, &created).await;

@@ -219,21 +219,15 @@ async fn refusals_are_recorded_and_server_errors_record_nothing() {
 #[ignore = "needs PostgreSQL: ./stack test"]
 async fn a_claim_an_earlier_version_left_without_its_order_is_taken_over_once_abandoned() {
     let db = Db::fresh().await;
-    let stale = |key: &'static str, age: &'static str| {
-        let db = &db;
-        async move {
-            sqlx::query(&format!(
-                "INSERT INTO idempotency (key, request_hash, resource, created_at) \
-                 VALUES ($1, encode(sha256(convert_to('{{}}', 'UTF8')), 'hex'), $2, now() - interval '{age}')"
-            ))
-            .bind(key)
-            .bind(fresh_id())
-            .execute(&db.pool)
-            .await
-            .expect("old claim");
-        }
-    };
-    stale("old", "1 hour").await;
+    // A claim of an hour ago whose order was never placed.
+    sqlx::query(
+        "INSERT INTO idempotency (key, request_hash, resource, created_at) \
+         VALUES ('old', encode(sha256(convert_to('{}', 'UTF8')), 'hex'), $1, now() - interval '1 hour')",
+    )
+    .bind(fresh_id())
+    .execute(&db.pool)
+    .await
+    .expect("old claim");
     let id = fresh_id();
     let answer = db.keys.once("old", &json!({}), &id, |g| db.place(&id, g), |id| db.made(id)).await;
     assert_eq!(answer.unwrap_err().status, StatusCode::CONFLICT, "freed, with a request to retry");
