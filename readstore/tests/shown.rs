@@ -76,7 +76,8 @@ async fn waiting_requests_get_their_documents_with_one_lookup_per_tick() {
     // Real MongoDB has no such field. On a table of a few dozen rows PostgreSQL rightly prefers
     // reading its one page to the index (once it has statistics), so the collection first gets
     // the size of a real one.
-    let filler: Vec<Document> = (0..FILLER).map(|i| doc! { "_id": format!("filler-{i}"), "status": "CONFIRMED", "v_order": 2_i64 }).collect();
+    let filler: Vec<Document> =
+        (0..FILLER).map(|i| doc! { "_id": format!("filler-{i}"), "status": "CONFIRMED", "v_order": 2_i64 }).collect();
     coll.insert_many(filler).await.expect("insert filler");
     let explain = db
         .run_command(doc! { "explain": { "find": "orders", "filter": { "_id": { "$in": [&ids[0], &ids[1]] } } } })

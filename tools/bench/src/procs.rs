@@ -160,13 +160,17 @@ pub struct TreeSample {
     /// Proportional set size: shared pages (PostgreSQL's buffers, JVM libraries) counted once
     /// over all processes that map them, unlike RSS. None where smaps_rollup is unreadable.
     pub pss_kb: Option<u64>,
+    /// CPU of the JVM's JIT compiler threads ([`is_jit_compiler`]) alive in the tree, in clock
+    /// ticks: a JVM compiles its hot paths for minutes after its start, and that work is part
+    /// of `cpu_ticks` without being the load's. None when the tree has no such thread.
+    pub jit_ticks: Option<u64>,
 }
 
 /// None when `root` is gone. Members that vanish mid-read are skipped.
 fn sample_tree(root: u32, parents: &HashMap<u32, u32>) -> Option<TreeSample> {
     let root_stat = fs::read_to_string(format!("/proc/{root}/stat")).ok()?;
     parse_stat(&root_stat).ok()?;
-    let mut s = TreeSample { processes: 0, cpu_ticks: 0, rss_kb: 0, pss_kb: Some(0) };
+    let mut s = TreeSample { processes: 0, cpu_ticks: 0, rss_kb: 0, pss_kb: Some(0), jit_ticks: None };
     for pid in tree(root, parents) {
         let Some(stat) = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat(&t).ok()) else {
             continue;
@@ -177,8 +181,40 @@ fn sample_tree(root: u32, parents: &HashMap<u32, u32>) -> Option<TreeSample> {
             fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|t| parse_vm_rss_kb(&t)).unwrap_or(0);
         let pss = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().and_then(|t| parse_pss_kb(&t));
         s.pss_kb = s.pss_kb.zip(pss).map(|(a, b)| a + b);
+        if let Some(jit) = jit_ticks(pid) {
+            s.jit_ticks = Some(s.jit_ticks.unwrap_or(0) + jit);
+        }
     }
     Some(s)
+}
+
+/// The CPU of `pid`'s JIT compiler threads, if it has any (a JVM).
+fn jit_ticks(pid: u32) -> Option<u64> {
+    let dir = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ticks = None;
+    for task in dir.filter_map(Result::ok) {
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else { continue };
+        if thread_name(&stat).is_some_and(is_jit_compiler)
+            && let Ok(t) = parse_stat(&stat)
+        {
+            ticks = Some(ticks.unwrap_or(0) + t.own_ticks);
+        }
+    }
+    ticks
+}
+
+/// The command name of a `/proc/.../stat` line: between the first `(` and the last `)`.
+pub fn thread_name(stat: &str) -> Option<&str> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    stat.get(open + 1..close)
+}
+
+/// HotSpot's JIT compiler threads, `C1 CompilerThread<n>` and `C2 CompilerThread<n>` (the
+/// kernel keeps 15 bytes of a thread's name). HotSpot also ends idle compiler threads, and the
+/// CPU of one that ended is not counted here: the figure is a lower bound.
+pub fn is_jit_compiler(name: &str) -> bool {
+    name.starts_with("C1 CompilerThre") || name.starts_with("C2 CompilerThre")
 }
 
 /// The machine's CPU time from the first line of `/proc/stat`, in clock ticks.
@@ -225,6 +261,9 @@ pub struct ComponentReport {
     /// CPU time (user + system) spent in the window by the tree; null when the root vanished.
     pub cpu_ms: Option<f64>,
     pub cpu_ms_per_order: Option<f64>,
+    /// Of `cpu_ms`, at least this much was the JVM compiling its code (see [`TreeSample`]);
+    /// null for a process that is not a JVM. High in a stack just started.
+    pub jit_cpu_ms: Option<f64>,
     pub rss_mb_start: Option<f64>,
     pub rss_mb_end: Option<f64>,
     /// RSS once the run is over and the stack has been idle a while ([`add_idle`]): what a
@@ -316,6 +355,9 @@ pub fn compare(
     for (name, (pid, first)) in &start.components {
         let last = end.components.get(name).and_then(|(_, s)| *s);
         let cpu_ms = first.zip(last).map(|(a, b)| ms(b.cpu_ticks.saturating_sub(a.cpu_ticks), hz));
+        let jit_cpu_ms = last
+            .and_then(|b| b.jit_ticks)
+            .map(|b| ms(b.saturating_sub(first.and_then(|a| a.jit_ticks).unwrap_or(0)), hz));
         if let (Some(c), Some(a), Some(b)) = (cpu_ms, first, last) {
             total.cpu_ms += c;
             total.rss_mb_start += mb(a.rss_kb);
@@ -331,6 +373,7 @@ pub fn compare(
                 processes_end: last.map(|s| s.processes),
                 cpu_ms,
                 cpu_ms_per_order: cpu_ms.and_then(|c| per_order(c, orders)),
+                jit_cpu_ms,
                 rss_mb_start: first.map(|s| mb(s.rss_kb)),
                 rss_mb_end: last.map(|s| mb(s.rss_kb)),
                 rss_mb_idle: None,
@@ -410,6 +453,19 @@ mod tests {
     }
 
     #[test]
+    fn the_jvms_compiler_threads_are_told_by_their_names() {
+        let thread = STAT.replace("(my (weird) proc)", "(C2 CompilerThre)");
+        assert_eq!(thread_name(&thread), Some("C2 CompilerThre"));
+        assert_eq!(thread_name(STAT), Some("my (weird) proc"));
+        assert!(is_jit_compiler("C2 CompilerThre"));
+        assert!(is_jit_compiler("C1 CompilerThre"));
+        for other in ["java", "GC Thread#0", "VM Thread", "data-plane-kafk", "postgres", "CompilerThread"] {
+            assert!(!is_jit_compiler(other), "{other}");
+        }
+        assert_eq!(thread_name("4242 no parens here"), None);
+    }
+
+    #[test]
     fn truncated_or_garbled_stat_lines_are_errors() {
         assert!(parse_stat("4242 no parens here").is_err());
         assert!(parse_stat("4242 (x) S 1 2 3").is_err());
@@ -456,14 +512,26 @@ mod tests {
 
     #[test]
     fn comparing_snapshots_gives_deltas_shares_and_vanished_roots() {
-        let tree = |cpu, rss| Some(TreeSample { processes: 2, cpu_ticks: cpu, rss_kb: rss, pss_kb: None });
+        let tree =
+            |cpu, rss| Some(TreeSample { processes: 2, cpu_ticks: cpu, rss_kb: rss, pss_kb: None, jit_ticks: None });
+        let jvm = |cpu, jit| Some(TreeSample { jit_ticks: Some(jit), ..tree(cpu, 1024).unwrap() });
         let start = Snapshot {
-            components: [("a".to_owned(), (1, tree(100, 2048))), ("gone".to_owned(), (2, tree(5, 1024)))].into(),
+            components: [
+                ("a".to_owned(), (1, tree(100, 2048))),
+                ("gone".to_owned(), (2, tree(5, 1024))),
+                ("jvm".to_owned(), (3, jvm(50, 40))),
+            ]
+            .into(),
             machine: Some(MachineTicks { busy: 1000, idle: 1000, cores: 2 }),
             client: tree(10, 1024),
         };
         let end = Snapshot {
-            components: [("a".to_owned(), (1, tree(300, 4096))), ("gone".to_owned(), (2, None))].into(),
+            components: [
+                ("a".to_owned(), (1, tree(300, 4096))),
+                ("gone".to_owned(), (2, None)),
+                ("jvm".to_owned(), (3, jvm(150, 65))),
+            ]
+            .into(),
             machine: Some(MachineTicks { busy: 1400, idle: 1600, cores: 2 }),
             client: tree(30, 1024),
         };
@@ -474,20 +542,29 @@ mod tests {
         assert_eq!(a.cpu_ms_per_order, Some(200.0));
         assert_eq!((a.rss_mb_start, a.rss_mb_end), (Some(2.0), Some(4.0)));
         assert!(!a.vanished);
+        assert_eq!(a.jit_cpu_ms, None, "not a JVM");
         assert!(procs.components["gone"].vanished);
         assert_eq!(procs.components["gone"].cpu_ms, None);
-        assert_eq!(procs.total.cpu_ms, 2000.0);
+        // The JVM's compiler threads: 25 of its 100 ticks.
+        assert_eq!(procs.components["jvm"].cpu_ms, Some(1000.0));
+        assert_eq!(procs.components["jvm"].jit_cpu_ms, Some(250.0));
+        assert_eq!(procs.total.cpu_ms, 3000.0);
         assert_eq!(procs.total.pss_mb_end, None, "unknown for one component, so unknown in total");
         let m = machine.unwrap();
         assert_eq!((m.busy_ms, m.idle_ms), (4000.0, 6000.0));
         assert_eq!(m.busy_share, Some(0.4));
-        assert_eq!(m.listed_share_of_busy, Some(0.5));
+        assert_eq!(m.listed_share_of_busy, Some(0.75));
         assert_eq!(client.cpu_ms, Some(200.0));
         assert_eq!(m.client_share_of_busy, Some(0.05));
 
         // Sampled again once idle: each component's RSS then, and their sum.
         let idle = Snapshot {
-            components: [("a".to_owned(), (1, tree(310, 3072))), ("gone".to_owned(), (2, None))].into(),
+            components: [
+                ("a".to_owned(), (1, tree(310, 3072))),
+                ("gone".to_owned(), (2, None)),
+                ("jvm".to_owned(), (3, None)),
+            ]
+            .into(),
             machine: None,
             client: None,
         };

@@ -440,6 +440,14 @@ pub fn summary(r: &Report) -> String {
             p.total.cpu_ms,
             p.total.cpu_ms_per_order.map_or("-".to_owned(), |v| format!("{v:.1}"))
         ));
+        let jit: Vec<String> = p
+            .components
+            .iter()
+            .filter_map(|(name, c)| c.jit_cpu_ms.filter(|ms| *ms > 0.0).map(|ms| format!("{name} {ms:.0} ms")))
+            .collect();
+        if !jit.is_empty() {
+            lines.push(format!("  of which JIT compiling, at least: {}", jit.join(", ")));
+        }
     }
     let inconclusive = r.audit.checks.iter().filter(|c| !c.conclusive).count();
     lines.push(match r.audit.ok {
