@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools.stack.bench import WARMUP_S
+from tools.stack.bench import WARMUP_ROUNDS, WARMUP_S
 from tools.stack.components.base import Context, StackError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,8 +57,8 @@ def parser() -> argparse.ArgumentParser:
                        help="offered orders/s (repeat for several runs; default 10, 50, 100)")
     bench.add_argument("--duration", type=float, default=60.0, help="seconds of load per rate (default 60)")
     bench.add_argument("--warmup", type=float, default=WARMUP_S, metavar="SECONDS",
-                       help="load at the first rate before the measured runs, reported apart "
-                            f"(default {WARMUP_S:g}; 0: none)")
+                       help="load at the first rate before the measured runs, repeated while the JVMs still "
+                            f"compile (at most {WARMUP_ROUNDS} rounds), reported apart (default {WARMUP_S:g}; 0: none)")
     bench.add_argument("--find-max", action="store_true",
                        help="raise the rate from --start by --factor until p99 POST->final exceeds 500 ms")
     bench.add_argument("--start", type=float, default=10.0, help="--find-max: first rate (default 10)")
