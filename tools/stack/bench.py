@@ -30,13 +30,13 @@ GOAL_P99_FINAL_MS = 500.0
 BINARY = "orders-bench"
 
 # A stack just started is cold: the JVMs (Kafka, Zipkin) still compile their hot paths, PostgreSQL's
-# planner has statistics of empty tables and its caches are empty. The measured runs follow this
-# many seconds of load at the first rate, which the results report apart ("warmup").
+# planner has statistics of empty tables and its caches are empty. The measured runs follow rounds
+# of this many seconds of load at the first rate, which the results report apart ("warmup").
 WARMUP_S = 30.0
 # The JVMs (Kafka above all) go on compiling for minutes under load, on a slow machine well past
-# the first warm-up: a quarter of Kafka's CPU in a measured run after 30 s was its JIT compiler.
-# So the warm-up is repeated while the JVMs' compiler threads took more than this share of their
-# CPU in the last round, at most WARMUP_ROUNDS times in all.
+# one round: a quarter of Kafka's CPU in a measured run after a single 30 s round was its JIT
+# compiler. So a round follows another while the JVMs' compiler threads took more than this
+# share of their CPU in the last one, at most WARMUP_ROUNDS rounds in all.
 JIT_QUIET = 0.05
 WARMUP_ROUNDS = 5
 
