@@ -105,6 +105,10 @@ pub struct Cli {
     #[arg(long, default_value_t = http_of("mailpit"))]
     pub mailpit: String,
 
+    /// PostgreSQL (any database of the server) for its per-database transaction counts.
+    #[arg(long, default_value_t = format!("postgres://shop:shop@{}/postgres", runtime::config::local("postgres")))]
+    pub postgres: String,
+
     /// Base URL of the projectors service (its `GET /status` gives the lag).
     #[arg(long, default_value_t = http_of("projectors"))]
     pub projectors: String,

@@ -7,11 +7,13 @@
 //! - [`setup`]: the run's own customers (split between alice and bob) and products: ordinary
 //!   ones, one priced above the credit limit, one with stock 1. Not timed.
 //! - [`plan`] with [`mix`]: every order's due time, kind, customer and cart, from the seed.
-//! - [`kafka`], [`procs`]: watermarks and CPU/memory at load start.
+//! - [`kafka`], [`procs`], [`pg`]: watermarks, CPU/memory and PostgreSQL's transactions at load
+//!   start.
 //! - [`load`]: the scheduler spawns each order at its due time; its task places, maybe
 //!   cancels, and polls it to a final status; latencies count from the due time. [`lag`]
 //!   samples the projectors meanwhile, and a progress line goes to stderr each second.
-//! - [`kafka`], [`procs`] again after the drain.
+//! - [`kafka`], [`procs`] again after the drain (Kafka after the audit), [`pg`] after the idle
+//!   wait.
 //! - [`audit`] (reading [`mailpit`] for the e-mails): stock, credit, outcomes, mail.
 //! - [`report`] with [`stats`]: the JSON document and the summary.
 //!
@@ -26,6 +28,7 @@ pub mod lag;
 pub mod load;
 pub mod mailpit;
 pub mod mix;
+pub mod pg;
 pub mod plan;
 pub mod procs;
 pub mod report;
@@ -38,7 +41,7 @@ use crate::cli::Cli;
 use crate::kafka::{Marks, Watermarks};
 use crate::load::{Live, LoadParams};
 use crate::mailpit::Mailpit;
-use crate::report::{AuditReport, KafkaSection, Report};
+use crate::report::{AuditReport, Report, Section};
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use std::io::Write;
@@ -101,6 +104,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let mailpit = Mailpit::new(http.clone(), &cli.mailpit);
     let mail_deleted_before = mailpit.counts().await.ok().map(|(_, deleted)| deleted);
 
+    let pg = pg::connect(&cli.postgres).await;
+    let pg_before = pg_reading(&pg).await;
+
     // The clock starts here: everything above is setup.
     let procs_start = procs::snapshot(&cli.procs.0);
     let procs_from = Instant::now();
@@ -154,16 +160,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Ok(w) => snapshot(w.clone()).await,
         Err(e) => Err(anyhow::anyhow!("{e:#}")),
     };
-    let kafka = match (marks_before, marks_after) {
-        (Ok(before), Ok(after)) => {
-            let when = if cli.no_audit { "drain" } else { "audit" };
-            KafkaSection::Report(kafka::compare(&before, &after, counts.accepted, when))
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            warnings.push(format!("Kafka watermarks could not be read: {e:#}"));
-            KafkaSection::Unavailable { error: format!("{e:#}") }
-        }
-    };
+    let when = if cli.no_audit { "drain" } else { "audit" };
+    let kafka = Section::of(
+        "Kafka watermarks",
+        (marks_before, marks_after),
+        |before, after| kafka::compare(&before, &after, counts.accepted, when),
+        &mut warnings,
+    );
 
     let hz = procs::clock_ticks_per_second();
     let (mut processes, machine_cpu, client) =
@@ -179,6 +182,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         tokio::time::sleep(IDLE_BEFORE_SAMPLE).await;
         procs::add_idle(report, &procs::snapshot(&cli.procs.0), IDLE_BEFORE_SAMPLE.as_secs_f64());
     }
+    // After the idle wait when there was one: by then every session has reported its counts.
+    let pg_after = pg_reading(&pg).await;
+    let when = if processes.is_some() { "idle" } else { when };
+    let postgres = Section::of(
+        "PostgreSQL's statistics",
+        (pg_before, pg_after),
+        |before, after| pg::compare(&before, &after, counts.accepted, when),
+        &mut warnings,
+    );
     let latency_ms = report::latencies(&records, &result.scheduler_lag);
     if latency_ms.scheduler_lag.p99.is_some_and(|p| p > SCHEDULER_LAG_WARN_MS) {
         warnings.push(format!(
@@ -226,6 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         throughput,
         projection_lag,
         kafka,
+        postgres,
         processes,
         machine_cpu,
         client,
@@ -248,6 +261,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         eprintln!("orders-bench: the client held back orders (--max-in-flight); see counts.client_overflow");
     }
     Ok(Outcome { audit_failed: report.audit.ok == Some(false) })
+}
+
+async fn pg_reading(pool: &anyhow::Result<sqlx::PgPool>) -> anyhow::Result<pg::Transactions> {
+    match pool {
+        Ok(pool) => pg::snapshot(pool).await,
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    }
 }
 
 async fn snapshot(w: Arc<Watermarks>) -> anyhow::Result<Marks> {

@@ -9,6 +9,7 @@ use crate::kafka::KafkaReport;
 use crate::lag::LagReport;
 use crate::load::{OrderRecord, Post};
 use crate::mix::{Kind, Mix};
+use crate::pg::PgReport;
 use crate::procs::{ClientReport, MachineCpuReport, ProcessesReport};
 use crate::setup::{Role, Setup};
 use crate::stats::{Latencies, Summary, percentile, round3};
@@ -40,7 +41,9 @@ pub struct Report {
     pub throughput: Throughput,
     pub timeline: Vec<Second>,
     pub projection_lag: Option<LagReport>,
-    pub kafka: KafkaSection,
+    pub kafka: Section<KafkaReport>,
+    /// PostgreSQL's transactions per database.
+    pub postgres: Section<PgReport>,
     pub processes: Option<ProcessesReport>,
     pub machine_cpu: Option<MachineCpuReport>,
     /// The load generator's own cost.
@@ -356,12 +359,31 @@ pub fn timeline(records: &[OrderRecord], window_s: f64) -> Vec<Second> {
     seconds
 }
 
-/// The Kafka figures, or why there are none.
+/// Figures read from a server (Kafka's watermarks, PostgreSQL's statistics), or why there are
+/// none.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum KafkaSection {
-    Report(KafkaReport),
+pub enum Section<T> {
+    Report(T),
     Unavailable { error: String },
+}
+
+impl<T> Section<T> {
+    /// The report made of two readings, or the first reading's error (a warning too).
+    pub fn of<R>(
+        what: &str,
+        readings: (anyhow::Result<R>, anyhow::Result<R>),
+        report: impl FnOnce(R, R) -> T,
+        warnings: &mut Vec<String>,
+    ) -> Self {
+        match readings {
+            (Ok(before), Ok(after)) => Section::Report(report(before, after)),
+            (Err(e), _) | (_, Err(e)) => {
+                warnings.push(format!("{what} could not be read: {e:#}"));
+                Section::Unavailable { error: format!("{e:#}") }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -425,13 +447,23 @@ pub fn summary(r: &Report) -> String {
     if let Some(lag) = &r.projection_lag {
         lines.push(format!("  projection lag: max {} events, p99 {}", lag.max_total_lag, lag.p99_total_lag));
     }
-    if let KafkaSection::Report(k) = &r.kafka {
+    if let Section::Report(k) = &r.kafka {
         lines.push(format!(
             "  kafka: {} offsets ({} per order), {} transactions ({} per order)",
             k.total_delta,
             k.delta_per_order.map_or("-".to_owned(), |v| format!("{v:.1}")),
             k.transactions,
             k.transactions_per_order.map_or("-".to_owned(), |v| format!("{v:.2}")),
+        ));
+    }
+    if let Section::Report(p) = &r.postgres {
+        let mut busiest: Vec<_> = p.databases.iter().filter_map(|(n, d)| Some((n, d.per_order?))).collect();
+        busiest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let each = busiest.iter().map(|(n, v)| format!("{n} {v:.1}")).collect::<Vec<_>>().join(", ");
+        lines.push(format!(
+            "  postgres: {} transactions ({} per order: {each})",
+            p.transactions,
+            p.per_order.map_or("-".to_owned(), |v| format!("{v:.1}")),
         ));
     }
     if let Some(p) = &r.processes {
