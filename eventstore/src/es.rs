@@ -3,6 +3,7 @@
 //! `handle` only writes `decide`'s events to the sink. Stored events reach Kafka through the
 //! outbox trigger (see `migrations/event_store/`), never from here.
 
+use crate::gather;
 use crate::pg_store::{self, PgEventStore};
 use cqrs_es::{AggregateError, CqrsFramework};
 use domain::{Aggregate, DomainEvent};
@@ -271,7 +272,12 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         let handled = self.handled_among(&ids).await?;
         let fresh: Vec<&Delivery> = batch.iter().filter(|d| !handled.contains(&d.envelope.message_id)).collect();
         let unhandled = fresh.iter().map(|d| d.envelope.message_id.clone()).collect();
-        UNHANDLED.scope(unhandled, messaging::consumer::per_key(handler, fresh)).await
+        let runs: Vec<_> = messaging::consumer::by_key(fresh)
+            .into_iter()
+            .map(|list| messaging::consumer::in_order(handler, list))
+            .collect();
+        let gather = self.store.gather(runs.len());
+        UNHANDLED.scope(unhandled, gather::scope(gather, runs)).await.into_iter().collect()
     }
 
     /// The current state of an aggregate, or `None` if it has no events.

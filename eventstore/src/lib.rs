@@ -8,10 +8,12 @@
 //!
 //! - [`db`]: PostgreSQL pool for the service's own database (created if missing) and migrations.
 //! - [`es`]: cqrs-es adapter for [`domain::Aggregate`]s: execute commands, load state.
+//! - `gather`: a consumer batch's event writes, one statement for all its aggregates.
 //! - [`notify`]: hearing what other instances committed (PostgreSQL `LISTEN`), with reconnects.
 //! - [`pg_store`]: the event store's queries: one per load, one statement per write.
 
 pub mod db;
 pub mod es;
+mod gather;
 pub mod notify;
 pub mod pg_store;

@@ -7,6 +7,8 @@
 //! events, a statement of its own (atomic by itself, the outbox trigger included), or, when a
 //! snapshot is due, that insert and the snapshot in one transaction that is rolled back as a
 //! whole when another writer got there first. A command that decided nothing writes nothing.
+//! In a consumer's batch, the commits of its keys that meet are written by one statement for all
+//! their aggregates (see [`crate::gather`]), which, if it fails, leaves each to its own write.
 //!
 //! A write can carry a [`Guard`]: a row inserted by the same statement as the events, which are
 //! written only if that row is (an `Idempotency-Key`'s claim, for instance).
@@ -26,10 +28,13 @@
 //! - a rejection decided on a cached state is decided again on a fresh load before it is
 //!   believed ([`PgEventStore::forget`], used by `EventStoreOf::execute` in `es`).
 
+use crate::gather::{self, Rows, Written};
 use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, Row};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -160,6 +165,9 @@ pub struct PgEventStore<A> {
     first_snapshot_sql: String,
     next_snapshot_sql: String,
     version_sql: String,
+    /// Known to the batch's [`gather::Gather`] (clones are the same store).
+    identity: Arc<()>,
+    gathered_sql: Arc<str>,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -204,8 +212,15 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
             insert_sql,
             first_snapshot_sql,
             next_snapshot_sql,
+            identity: Arc::new(()),
+            gathered_sql: gather::statement(EVENTS_TABLE).into(),
             _a: PhantomData,
         }
+    }
+
+    /// Where the commits of a batch's `runs` runs gather (see [`gather::scope`]).
+    pub(crate) fn gather(&self, runs: usize) -> Arc<gather::Gather> {
+        Arc::new(gather::Gather::new(self.identity.clone(), self.pool.clone(), self.gathered_sql.clone(), runs))
     }
 
     /// Whether the next load of `aggregate_id` would come from the cache.
@@ -268,6 +283,40 @@ impl<A: Aggregate + Clone + 'static> PgEventStore<A> {
         let v: i64 =
             sqlx::query_scalar(&self.version_sql).bind(A::TYPE).bind(aggregate_id).fetch_one(&self.pool).await?;
         Ok(sequence(v))
+    }
+
+    /// Write a commit's rows on their own, or gathered with the batch's other commits (see
+    /// [`crate::gather`]) when they have no guard. Whether they were stored: `false` when a
+    /// guard's row was there already.
+    async fn write(&self, rows: Rows, guard: Option<&Guard>) -> Result<bool, AggregateError<A::Error>> {
+        let rows = match gather::current().filter(|g| guard.is_none() && g.serves(&self.identity)) {
+            None => rows,
+            Some(gather) => match gather.write(rows).await {
+                Written::Together => return Ok(true),
+                Written::Alone(rows) => rows,
+                Written::Unknown => {
+                    return Err(AggregateError::UnexpectedError("the batch's gathered write was given up".into()));
+                }
+            },
+        };
+        let done = self.insert(&rows, guard).execute(&self.pool).await.map_err(database)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The `INSERT` of one commit's rows, under its guard if any.
+    fn insert<'q>(&'q self, rows: &'q Rows, guard: Option<&'q Guard>) -> Query<'q, Postgres, PgArguments> {
+        let mut insert = sqlx::query(guard.map_or(self.insert_sql.as_str(), |g| &g.statement));
+        for param in guard.iter().flat_map(|g| &g.params) {
+            insert = insert.bind(param);
+        }
+        insert
+            .bind(rows.aggregate_type)
+            .bind(&rows.aggregate_id)
+            .bind(&rows.sequences)
+            .bind(&rows.types)
+            .bind(&rows.versions)
+            .bind(&rows.payloads)
+            .bind(&rows.metadata)
     }
 
     fn envelopes(
@@ -358,27 +407,22 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         let envelopes = Self::envelopes(&aggregate_id, current_sequence, events, &metadata);
         let last = current_sequence + envelopes.len();
         let metadata_json = serde_json::to_value(&metadata).map_err(deserialization)?;
-        let (mut sequences, mut types, mut versions, mut payloads) = (vec![], vec![], vec![], vec![]);
+        let mut rows = Rows {
+            aggregate_type: A::TYPE,
+            aggregate_id: aggregate_id.clone(),
+            sequences: Vec::with_capacity(envelopes.len()),
+            types: Vec::with_capacity(envelopes.len()),
+            versions: Vec::with_capacity(envelopes.len()),
+            payloads: Vec::with_capacity(envelopes.len()),
+            metadata: vec![metadata_json; envelopes.len()],
+        };
         for e in &envelopes {
-            sequences.push(i64::try_from(e.sequence).unwrap_or(i64::MAX));
-            types.push(cqrs_es::DomainEvent::event_type(&e.payload));
-            versions.push(cqrs_es::DomainEvent::event_version(&e.payload));
-            payloads.push(serde_json::to_value(&e.payload).map_err(deserialization)?);
+            rows.sequences.push(i64::try_from(e.sequence).unwrap_or(i64::MAX));
+            rows.types.push(cqrs_es::DomainEvent::event_type(&e.payload));
+            rows.versions.push(cqrs_es::DomainEvent::event_version(&e.payload));
+            rows.payloads.push(serde_json::to_value(&e.payload).map_err(deserialization)?);
         }
-        let metadatas = vec![metadata_json; envelopes.len()];
         let guard = current_guard();
-        let mut insert = sqlx::query(guard.as_ref().map_or(self.insert_sql.as_str(), |g| &g.statement));
-        for param in guard.iter().flat_map(|g| &g.params) {
-            insert = insert.bind(param);
-        }
-        let insert = insert
-            .bind(A::TYPE)
-            .bind(&aggregate_id)
-            .bind(&sequences)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&metadatas);
 
         // The state after this commit, for the cache.
         for e in &envelopes {
@@ -387,11 +431,11 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         let snapshot_due =
             self.snapshot_every > 0 && last / self.snapshot_every > current_sequence / self.snapshot_every;
         if !snapshot_due {
-            let stored = match insert.execute(&self.pool).await {
-                Ok(done) => done.rows_affected() > 0,
+            let stored = match self.write(rows, guard.as_deref()).await {
+                Ok(stored) => stored,
                 Err(e) => {
                     self.forget(&aggregate_id);
-                    return Err(database(e));
+                    return Err(e);
                 }
             };
             if let Some(guard) = &guard {
@@ -412,6 +456,7 @@ impl<A: Aggregate + Clone + 'static> EventStore<A> for PgEventStore<A> {
         let next_snapshot = current_snapshot.map_or(1, |n| n + 1);
         let written = async {
             let mut tx = self.pool.begin().await.map_err(database)?;
+            let insert = self.insert(&rows, guard.as_deref());
             if insert.execute(&mut *tx).await.map_err(database)?.rows_affected() == 0 {
                 // The guard's row was there: nothing is written.
                 if let Some(guard) = &guard {

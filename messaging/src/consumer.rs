@@ -141,7 +141,7 @@ pub trait Handler: Send + Sync {
 }
 
 /// Each delivery through [`Handler::handle`], in its span, one after the other.
-async fn in_order<'a, H: Handler + ?Sized>(
+pub async fn in_order<'a, H: Handler + ?Sized>(
     handler: &H,
     deliveries: impl IntoIterator<Item = &'a Delivery>,
 ) -> Result<(), HandlerError> {
@@ -158,6 +158,13 @@ pub async fn per_key<'a, H: Handler + ?Sized>(
     handler: &H,
     batch: impl IntoIterator<Item = &'a Delivery>,
 ) -> Result<(), HandlerError> {
+    let runs = by_key(batch).into_iter().map(|list| in_order(handler, list));
+    futures::future::join_all(runs).await.into_iter().collect()
+}
+
+/// A batch's deliveries grouped by key, each group in the batch's order, the groups in the order
+/// of their first delivery.
+pub fn by_key<'a>(batch: impl IntoIterator<Item = &'a Delivery>) -> Vec<Vec<&'a Delivery>> {
     let mut keys: Vec<(&str, Vec<&Delivery>)> = Vec::new();
     for d in batch {
         let key = d.envelope.message.key();
@@ -166,8 +173,7 @@ pub async fn per_key<'a, H: Handler + ?Sized>(
             None => keys.push((key, vec![d])),
         }
     }
-    let runs = keys.into_iter().map(|(_, list)| in_order(handler, list));
-    futures::future::join_all(runs).await.into_iter().collect()
+    keys.into_iter().map(|(_, list)| list).collect()
 }
 
 pub struct ConsumerConfig {
