@@ -295,6 +295,7 @@ pub async fn run(
                 None => break,
             }
         }
+        metrics::consumer_batch(&config.group_id);
         process_batch(&config, &codec, &producer, handler.as_ref(), &batch).await;
         for m in &batch {
             if let Err(e) = consumer.store_offset_from_message(m) {

@@ -19,6 +19,9 @@ pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 /// Consumed messages by `group`, `topic` and `outcome` ([`Outcome`]).
 pub const CONSUMER_MESSAGES: &str = "consumer_messages_total";
+/// Batches the consumer loop took, by `group`: with [`CONSUMER_MESSAGES`], how many messages a
+/// batch holds on average.
+pub const CONSUMER_BATCHES: &str = "consumer_batches_total";
 /// Messages between a partition's end and the group's position, by `group`, `topic`, `partition`.
 /// As librdkafka computes it: on a partition written in Kafka transactions (by a relay of an
 /// older version), an idle partition reads 1 (the last transaction's commit marker takes an offset).
@@ -126,6 +129,11 @@ fn method_label(method: &Method) -> &'static str {
 pub fn consumed(group: &str, topic: &str, outcome: Outcome) {
     let labels = [("group", group.to_owned()), ("topic", topic.to_owned()), ("outcome", outcome.as_str().to_owned())];
     metrics::counter!(CONSUMER_MESSAGES, &labels).increment(1);
+}
+
+/// Count one batch taken by a consumer loop.
+pub fn consumer_batch(group: &str) {
+    metrics::counter!(CONSUMER_BATCHES, "group" => group.to_owned()).increment(1);
 }
 
 /// Record how far a partition's end is ahead of the group's position.

@@ -49,6 +49,7 @@ async fn every_component_exposes_prometheus_metrics() {
         order_text.contains(r#"consumer_messages_total{group="order",topic="order.commands",outcome="handled"}"#),
         "{order_text}"
     );
+    assert!(order_text.contains(r#"consumer_batches_total{group="order"}"#), "{order_text}");
     // The orchestrator counts sagas by status; the order above is among the confirmed ones.
     let saga_url = format!("{}/metrics", components()[6].1);
     let mut saga_text = String::new();
