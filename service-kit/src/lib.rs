@@ -124,9 +124,15 @@ impl Wiring {
         )));
     }
 
-    pub fn spawn_consumer(&mut self, group: &str, topics: &[Topic], handler: Arc<dyn Handler>) {
-        let config = ConsumerConfig::new(&self.settings.kafka_brokers, group, topics);
+    /// A command service's consumer. Its batches take what is waiting; with the service's
+    /// `consumer.linger_ms` (default 0) a batch waits that long for more after its first
+    /// message, trading that much latency per message for larger batches (whose commits the
+    /// event store writes together). An unreadable value is an error.
+    pub fn spawn_consumer(&mut self, group: &str, topics: &[Topic], handler: Arc<dyn Handler>) -> anyhow::Result<()> {
+        let mut config = ConsumerConfig::new(&self.settings.kafka_brokers, group, topics);
+        config.linger = std::time::Duration::from_millis(self.settings.value("consumer.linger_ms", 0)?);
         self.spawn_consumer_with(config, handler);
+        Ok(())
     }
 
     /// Like [`Wiring::spawn_consumer`], with retry settings of the caller's choosing.

@@ -399,7 +399,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         outcomes: outcomes.clone(),
         admission: admission.clone(),
     };
-    wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(commands));
+    wiring.spawn_consumer("order", &[Topic::OrderCommands], Arc::new(commands))?;
     // Its own session on the database, to hear the orders other instances settle.
     let token = wiring.shutdown.clone();
     wiring.spawn(eventstore::notify::listen(

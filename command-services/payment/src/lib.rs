@@ -115,7 +115,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let store = Arc::new(EventStoreOf::with_snapshots(pool, wiring.settings.snapshot_every));
     let handler = Arc::new(Payments { store: store.clone(), initial_credit });
-    wiring.spawn_consumer("payment", &[Topic::PaymentCommands, Topic::CustomerEvents], handler);
+    wiring.spawn_consumer("payment", &[Topic::PaymentCommands, Topic::CustomerEvents], handler)?;
     wiring.serve(app(store)).await
 }
 

@@ -179,7 +179,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     wiring
         .spawn_relay(pool.clone(), event_mapper(|id: &str, e| Ok(convert::product_event(convert::product_id(id)?, e))));
     let store = Arc::new(EventStoreOf::with_snapshots(pool.clone(), wiring.settings.snapshot_every));
-    wiring.spawn_consumer("product", &[Topic::ProductCommands], Arc::new(StockCommands { store: store.clone() }));
+    wiring.spawn_consumer("product", &[Topic::ProductCommands], Arc::new(StockCommands { store: store.clone() }))?;
     let mongo = readmodel::connect(&wiring.settings.mongodb_url).await?;
     let state = AppState { store, pool, catalog: readmodel::ActiveCollection::new(&mongo, ReadModel::Catalog) };
     wiring.serve(app(state)).await
