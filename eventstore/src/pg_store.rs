@@ -8,7 +8,7 @@
 //! snapshot is due, that insert and the snapshot in one transaction that is rolled back as a
 //! whole when another writer got there first. A command that decided nothing writes nothing.
 //! In a consumer's batch, the commits of its keys that meet are written by one statement for all
-//! their aggregates (see [`crate::gather`]), which, if it fails, leaves each to its own write.
+//! their aggregates (see `gather`), which, if it fails, leaves each to its own write.
 //!
 //! A write can carry a [`Guard`]: a row inserted by the same statement as the events, which are
 //! written only if that row is (an `Idempotency-Key`'s claim, for instance).
