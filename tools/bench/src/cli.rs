@@ -106,7 +106,7 @@ pub struct Cli {
     pub mailpit: String,
 
     /// PostgreSQL (any database of the server) for its per-database transaction counts.
-    #[arg(long, default_value_t = format!("postgres://shop:shop@{}/postgres", runtime::config::local("postgres")))]
+    #[arg(long, default_value_t = format!("{}/postgres", runtime::config::local_postgres()))]
     pub postgres: String,
 
     /// Base URL of the projectors service (its `GET /status` gives the lag).

@@ -2,6 +2,7 @@
 //! drain. One client answers both snapshots (making one costs a connection to the cluster,
 //! about 0.1 s); its calls block, so callers run them on a blocking thread.
 
+use crate::stats::per_order;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
@@ -87,13 +88,13 @@ pub fn compare(before: &Marks, after: &Marks, orders: u64, measured_after: &'sta
         .collect();
     let total_delta = topics.values().map(|d| d.delta).sum();
     let transactions = topics.get(CHECKPOINT_TOPIC).map_or(0, |d| d.delta / 2);
-    let per_order = |x: i64| (orders > 0).then(|| x as f64 / orders as f64);
+    let each = |x: i64| per_order(x as f64, orders);
     KafkaReport {
         topics,
         total_delta,
-        delta_per_order: per_order(total_delta),
+        delta_per_order: each(total_delta),
         transactions,
-        transactions_per_order: per_order(transactions),
+        transactions_per_order: each(transactions),
         measured_after,
         note: "offset deltas count records (and transaction control markers, where a producer uses \
                transactions: today's relays do not); transactions = outbox.checkpoints delta / 2, the checkpoint \

@@ -6,6 +6,7 @@
 //! The server gathers a busy session's counts at most once a second and an idle one's within
 //! about ten seconds: the second snapshot is taken late enough for them ([`crate::run`]).
 
+use crate::stats::per_order;
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
@@ -55,18 +56,18 @@ pub struct PgReport {
 
 /// The difference between two snapshots; `orders` (accepted) divides them.
 pub fn compare(before: &Transactions, after: &Transactions, orders: u64, measured_after: &'static str) -> PgReport {
-    let per_order = |x: i64| (orders > 0).then(|| x as f64 / orders as f64);
+    let each = |x: i64| per_order(x as f64, orders);
     let databases: BTreeMap<String, DatabaseDelta> = after
         .iter()
         .map(|(name, a)| (name.clone(), a - before.get(name).copied().unwrap_or(0)))
         .filter(|(_, delta)| *delta > 0)
-        .map(|(name, delta)| (name, DatabaseDelta { transactions: delta, per_order: per_order(delta) }))
+        .map(|(name, delta)| (name, DatabaseDelta { transactions: delta, per_order: each(delta) }))
         .collect();
     let transactions = databases.values().map(|d| d.transactions).sum();
     PgReport {
         databases,
         transactions,
-        per_order: per_order(transactions),
+        per_order: each(transactions),
         measured_after,
         note: "pg_stat_database xact_commit + xact_rollback, from the load's start to the second snapshot: every \
                statement outside a transaction block is one; the audit's reads (through the services) and this \

@@ -5,6 +5,7 @@
 //!
 //! Parsing is kept pure (`parse_*` take text or bytes) so it is tested without a live `/proc`.
 
+use crate::stats::per_order;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -327,10 +328,6 @@ fn ms(ticks: u64, hz: u64) -> f64 {
 
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
-}
-
-fn per_order(value: f64, orders: u64) -> Option<f64> {
-    (orders > 0).then(|| value / orders as f64)
 }
 
 /// The differences between two snapshots; `orders` (accepted) divides the CPU.

@@ -1,5 +1,6 @@
 //! Latency histograms (HDR, microseconds) and their summaries in milliseconds, plus the exact
-//! percentile of a small sample that the per-second timeline uses.
+//! percentile of a small sample that the per-second timeline uses, and the per-order figures of
+//! every section.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -92,6 +93,11 @@ pub fn percentile(values: &mut [u64], q: f64) -> Option<u64> {
     values.sort_unstable();
     let rank = (q * values.len() as f64).ceil() as usize;
     Some(values[rank.clamp(1, values.len()) - 1])
+}
+
+/// `value` per accepted order; none without orders.
+pub fn per_order(value: f64, orders: u64) -> Option<f64> {
+    (orders > 0).then(|| value / orders as f64)
 }
 
 #[cfg(test)]
