@@ -132,21 +132,24 @@ impl Codec {
     }
 
     /// Tell an unknown schema id from a body that does not fit a known schema, by asking the
-    /// registry directly; anything unclear is treated as transient and retried.
+    /// registry directly; anything unclear is treated as transient and retried. The question is
+    /// asked also when the lookup failed in a way that may pass (a dropped keep-alive connection,
+    /// a timeout, a 503): a registry that answers it settles an unknown id on the first attempt,
+    /// one that knows the id means the lookup was the transient part.
     async fn classify(&self, id: u32, e: SRCError) -> DecodeError {
         self.decoder.remove_errors_from_cache();
         let text = e.to_string();
-        if e.retriable {
-            return DecodeError::Unavailable(text);
-        }
         let url = format!("{}/schemas/ids/{id}", self.url);
         match self.http.get(&url).timeout(Duration::from_secs(5)).send().await {
             Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
                 DecodeError::UnknownSchema(format!("the registry has no schema with id {id}"))
             }
-            Ok(r) if r.status().is_success() => DecodeError::Malformed(format!("schema id {id}: {text}")),
+            Ok(r) if r.status().is_success() && !e.retriable => {
+                DecodeError::Malformed(format!("schema id {id}: {text}"))
+            }
+            Ok(r) if r.status().is_success() => DecodeError::Unavailable(text),
             Ok(r) => DecodeError::Unavailable(format!("registry answered {} for schema {id}", r.status())),
-            Err(err) => DecodeError::Unavailable(format!("registry unreachable: {err}")),
+            Err(err) => DecodeError::Unavailable(format!("registry unreachable: {err} (lookup: {text})")),
         }
     }
 }
