@@ -4,7 +4,7 @@
 // It talks to the gateway's /api like any client. Nothing polls on a timer: an order is watched
 // with `GET /api/orders/{id}?wait=N`, and the catalog is read again when one settles.
 import { api, send, signedIn, signIn, signOut } from "/ui/auth.js";
-import { $, el, money } from "/ui/dom.js";
+import { $, el, money, renderKeyed } from "/ui/dom.js";
 
 const BASKET = "shop.basket"; // sessionStorage: [{ product_id, quantity }]
 const ATTEMPT = "shop.order-attempt"; // sessionStorage: { key, body } of an order not known to be placed
@@ -192,7 +192,8 @@ function renderCatalog() {
       type: "button", "data-focus": `add:${p.id}`, "aria-label": `Add to basket: ${p.name}`,
       disabled: inBasket(p.id) >= Math.min(p.available, MAX_QUANTITY), onclick: () => add(p.id),
     }, "Add to basket")));
-  replaceKeepingFocus($("products"), items.length ? items : [el("li", { class: "muted" }, "Nothing for sale yet.")]);
+  // Kept in place: the stock is read again every few seconds, under the shopper's pointer.
+  renderKeyed($("products"), items.length ? items : [el("li", { class: "muted" }, "Nothing for sale yet.")]);
 }
 
 // --- basket -----------------------------------------------------------------------------------
@@ -397,8 +398,7 @@ function watch(id) {
   return loop;
 }
 
-async function cancel(order) {
-  const id = order.id;
+async function cancel(id) {
   state.cancelling.add(id);
   renderOrders();
   try {
@@ -463,11 +463,11 @@ function renderOrders() {
       CANCELLABLE.has(o.status)
         ? el("button", {
           type: "button", "data-focus": `cancel:${o.id}`, "aria-describedby": title, disabled: cancelling,
-          onclick: () => cancel(o),
+          onclick: () => cancel(o.id),
         }, cancelling ? "Cancelling…" : "Cancel order")
         : null);
   });
-  replaceKeepingFocus($("orders"), items.length ? items : [el("li", { class: "muted" }, "No orders yet.")]);
+  renderKeyed($("orders"), items.length ? items : [el("li", { class: "muted" }, "No orders yet.")]);
 }
 
 // --- the page ---------------------------------------------------------------------------------

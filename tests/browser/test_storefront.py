@@ -232,6 +232,25 @@ class Storefront(BrowserTest):
         orders = self.orders_through_the_api(self.customer_id(page))
         self.assertEqual([o["id"] for o in orders], [order_id])
 
+    def test_a_press_that_spans_a_catalog_refresh_still_adds(self):
+        product = new_product(price_cents=450, stock=10)
+        page = self.page
+        self.open_shop(page)
+        self.register(page)
+        button = page.get_by_role("button", name=f"Add to basket: {product['name']}")
+        box = button.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        # The catalog is read again and shown while the button is held (as the stock timer or a
+        # settled order would have it): the button under the pointer must stay the same element.
+        with page.expect_response(lambda r: urllib.parse.urlparse(r.url).path == "/api/products"):
+            page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+        expect(self.stock(page, product)).to_have_text("10 in stock")
+        page.wait_for_timeout(200)  # the answer rendered
+        page.mouse.up()
+        expect(page.locator(f'#basket-lines li[data-id="{product["id"]}"]')).to_be_visible()
+        expect(page.locator("#basket-total")).to_have_text("4.50 EUR")
+
     def test_at_phone_width_nothing_scrolls_sideways_and_every_control_is_named(self):
         product = new_product(price_cents=1999, stock=10)
         page = self.page
