@@ -108,10 +108,11 @@ async fn a_failed_lookup_is_settled_by_asking_the_registry() {
     // A known id whose lookup died: transient, retried, and the retry decodes.
     let settings = SrSettings::new_builder(url()).no_proxy().build().unwrap();
     let subject = format!("schemas-lookup-test-{}-{}", uuid::Uuid::new_v4(), OrderRejected::FULL_NAME);
-    let id = post_schema(&settings, subject, SuppliedSchema::new(None, SchemaType::Avro, OrderRejected::AVSC.to_owned()))
-        .await
-        .unwrap()
-        .id;
+    let id =
+        post_schema(&settings, subject, SuppliedSchema::new(None, SchemaType::Avro, OrderRejected::AVSC.to_owned()))
+            .await
+            .unwrap()
+            .id;
     let sent = Message::OrderRejected(OrderRejected { order_id: "o3".into(), reason: "late".into(), code: None });
     let body = GenericDatumWriter::builder(&Schema::parse_str(OrderRejected::AVSC).unwrap())
         .build()
