@@ -26,6 +26,7 @@ use rdkafka::statistics::Statistics;
 use runtime::metrics::{self, Outcome};
 use schemas::headers as h;
 use schemas::{Codec, DecodeError, Message, Topic};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -189,7 +190,19 @@ pub struct ConsumerConfig {
     /// How long a batch may wait for more messages after its first. Zero (the default): only
     /// what has already been fetched is taken, a batch never waits to fill up.
     pub linger: Duration,
+    /// How long the broker may hold a fetch to gather records (`fetch.wait.max.ms`, with a
+    /// `fetch.min.bytes` of [`GATHER_MIN_BYTES`]): a consumer then sends about one fetch per
+    /// window however many records arrive in it, and a window's records come as one batch, where
+    /// a fetch answered at once brings each record or burst on its own. It costs each record up to
+    /// the window in latency, and an idle consumer one fetch per window. Zero (the default): the
+    /// broker answers as soon as a record is there.
+    pub fetch_wait: Duration,
 }
+
+/// The `fetch.min.bytes` of a consumer with a [`ConsumerConfig::fetch_wait`]: more than a window
+/// holds at the loads the stack is built for, so the window, not the size, ends a fetch, except
+/// for a backlog, which is fetched at once.
+pub const GATHER_MIN_BYTES: &str = "1048576";
 
 impl ConsumerConfig {
     pub fn new(brokers: &str, group_id: impl Into<String>, topics: &[Topic]) -> Self {
@@ -202,6 +215,7 @@ impl ConsumerConfig {
             topic_prefix: String::new(),
             max_batch: 256,
             linger: Duration::ZERO,
+            fetch_wait: Duration::ZERO,
         }
     }
 }
@@ -217,6 +231,15 @@ struct LagReporter {
 
 impl ClientContext for LagReporter {
     fn stats(&self, statistics: Statistics) {
+        let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
+        for broker in statistics.brokers.values() {
+            for (request, n) in &broker.req {
+                *sent.entry(request).or_default() += n;
+            }
+        }
+        for (request, n) in sent.into_iter().filter(|(_, n)| *n > 0) {
+            metrics::consumer_kafka_requests(&self.group, &statistics.name, request, n as u64);
+        }
         for (topic, t) in &statistics.topics {
             // Partition -1 is librdkafka's internal one; a lag of -1 means not known yet.
             for p in t.partitions.values().filter(|p| p.partition >= 0 && p.consumer_lag >= 0) {
@@ -247,7 +270,13 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer<LagReporter> = crate::connect::client_config(&config.brokers)?
+    let mut client = crate::connect::client_config(&config.brokers)?;
+    if !config.fetch_wait.is_zero() {
+        client
+            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
+            .set("fetch.min.bytes", GATHER_MIN_BYTES);
+    }
+    let consumer: StreamConsumer<LagReporter> = client
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

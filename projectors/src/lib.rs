@@ -389,15 +389,38 @@ impl Handler for Projections {
     }
 }
 
-/// One consumer of the live projector: its Kafka consumer group, the topics it reads and how
-/// long a batch waits for more events after its first (a document changed several times
-/// meanwhile — a product's stock, a customer's credit, a saga's steps — is written once).
+/// One consumer of the live projector: its Kafka consumer group, the topics it reads and the
+/// window its batches gather events in (a document changed several times meanwhile — a
+/// product's stock, a customer's credit, a saga's steps — is written once).
+///
+/// The window is the broker's (`fetch_wait`, see [`messaging::consumer::ConsumerConfig`]): a
+/// fetch is answered with what the window gathered, so the consumer sends one fetch per window
+/// instead of one per event or burst, and an event waits half a window on average where a batch
+/// lingering after its first event made that one wait the whole window. With the setting
+/// `projectors.gather_at_broker = false` the window is the consumer's own linger after a
+/// fetch answered at once, as before.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveConsumer {
     pub group: &'static str,
     pub topics: &'static [Topic],
-    pub linger: std::time::Duration,
+    pub gather: std::time::Duration,
     pub max_batch: usize,
+}
+
+impl LiveConsumer {
+    /// The consumer's settings, its window gathered at the broker or by lingering.
+    pub fn config(&self, brokers: &str, at_broker: bool) -> messaging::consumer::ConsumerConfig {
+        let mut config = messaging::consumer::ConsumerConfig::new(brokers, self.group, self.topics);
+        // A gap (see `guarded`) is waited out for about a minute before the event is parked.
+        config.max_attempts = 14;
+        config.max_batch = self.max_batch;
+        if at_broker {
+            config.fetch_wait = self.gather;
+        } else {
+            config.linger = self.gather;
+        }
+        config
+    }
 }
 
 /// The live projector's consumers. An order's outcome is what callers wait for (a long-poll
@@ -409,25 +432,25 @@ pub struct LiveConsumer {
 /// once per batch instead of once per event. No answer waits for the saga read model (the
 /// dashboard reads the orchestrator's own table), and it takes the most writes: a saga's whole
 /// state after each of its five or so steps, all within a few hundred milliseconds. Read by
-/// its own group with a longer linger, most sagas are written once or twice instead of once
+/// its own group with a longer window, most sagas are written once or twice instead of once
 /// per step.
 pub const LIVE_CONSUMERS: [LiveConsumer; 3] = [
     LiveConsumer {
         group: "projectors.orders",
         topics: &[Topic::OrderEvents],
-        linger: std::time::Duration::from_millis(50),
+        gather: std::time::Duration::from_millis(50),
         max_batch: 256,
     },
     LiveConsumer {
         group: "projectors",
         topics: &[Topic::CustomerEvents, Topic::ProductEvents, Topic::PaymentEvents],
-        linger: std::time::Duration::from_millis(250),
+        gather: std::time::Duration::from_millis(250),
         max_batch: 512,
     },
     LiveConsumer {
         group: "projectors.sagas",
         topics: &[Topic::SagaEvents],
-        linger: std::time::Duration::from_millis(500),
+        gather: std::time::Duration::from_millis(500),
         max_batch: 1024,
     },
 ];
@@ -446,14 +469,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (handler, flusher) = checkpoint::Checkpointed::new(projections, checkpoint::Checkpoints::new(&mongo));
     wiring.spawn(flusher.run(wiring.shutdown.clone()));
     let handler = Arc::new(handler);
+    let at_broker = wiring.settings.value("projectors.gather_at_broker", true)?;
     for live in LIVE_CONSUMERS {
-        let mut config =
-            messaging::consumer::ConsumerConfig::new(&wiring.settings.kafka_brokers, live.group, live.topics);
-        // A gap (see `guarded`) is waited out for about a minute before the event is parked.
-        config.max_attempts = 14;
-        config.linger = live.linger;
-        config.max_batch = live.max_batch;
-        wiring.spawn_consumer_with(config, handler.clone());
+        wiring.spawn_consumer_with(live.config(&wiring.settings.kafka_brokers, at_broker), handler.clone());
     }
     let source =
         status::StatusSource { mongo, brokers: wiring.settings.kafka_brokers.clone(), finished: Default::default() };

@@ -22,6 +22,11 @@ pub const CONSUMER_MESSAGES: &str = "consumer_messages_total";
 /// Batches the consumer loop took, by `group`: with [`CONSUMER_MESSAGES`], how many messages a
 /// batch holds on average.
 pub const CONSUMER_BATCHES: &str = "consumer_batches_total";
+/// Requests a consumer's Kafka client sent, by `group`, `client` (librdkafka's name of the
+/// client: a group may have several in one process) and `request` (librdkafka's request type:
+/// `Fetch`, `OffsetCommit`, `Heartbeat`, …), as of its last statistics (every few seconds). With
+/// [`CONSUMER_MESSAGES`]: how many messages a fetch brings.
+pub const CONSUMER_KAFKA_REQUESTS: &str = "consumer_kafka_requests_total";
 /// Messages between a partition's end and the group's position, by `group`, `topic`, `partition`.
 /// As librdkafka computes it: on a partition written in Kafka transactions (by a relay of an
 /// older version), an idle partition reads 1 (the last transaction's commit marker takes an offset).
@@ -134,6 +139,12 @@ pub fn consumed(group: &str, topic: &str, outcome: Outcome) {
 /// Count one batch taken by a consumer loop.
 pub fn consumer_batch(group: &str) {
     metrics::counter!(CONSUMER_BATCHES, "group" => group.to_owned()).increment(1);
+}
+
+/// Record how many requests of one type a consumer's client has sent since it started.
+pub fn consumer_kafka_requests(group: &str, client: &str, request: &str, sent: u64) {
+    let labels = [("group", group.to_owned()), ("client", client.to_owned()), ("request", request.to_owned())];
+    metrics::counter!(CONSUMER_KAFKA_REQUESTS, &labels).absolute(sent);
 }
 
 /// Record how far a partition's end is ahead of the group's position.

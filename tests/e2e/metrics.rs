@@ -50,6 +50,17 @@ async fn every_component_exposes_prometheus_metrics() {
         "{order_text}"
     );
     assert!(order_text.contains(r#"consumer_batches_total{group="order"}"#), "{order_text}");
+    // Its Kafka client's requests, from librdkafka's statistics (every 5 s): fetches among them.
+    let fetches = r#"consumer_kafka_requests_total{group="order",client="#;
+    let mut order_text = order_text;
+    for _ in 0..30 {
+        if order_text.lines().any(|l| l.starts_with(fetches) && l.contains(r#"request="Fetch"} "#)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        order_text = http().get(format!("{}/metrics", components()[3].1)).send().await.unwrap().text().await.unwrap();
+    }
+    assert!(order_text.lines().any(|l| l.starts_with(fetches) && l.contains(r#"request="Fetch"} "#)), "{order_text}");
     // The orchestrator counts sagas by status; the order above is among the confirmed ones.
     let saga_url = format!("{}/metrics", components()[6].1);
     let mut saga_text = String::new();
