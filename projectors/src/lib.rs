@@ -393,12 +393,12 @@ impl Handler for Projections {
 /// window its batches gather events in (a document changed several times meanwhile — a
 /// product's stock, a customer's credit, a saga's steps — is written once).
 ///
-/// The window is the broker's (`fetch_wait`, see [`messaging::consumer::ConsumerConfig`]): a
-/// fetch is answered with what the window gathered, so the consumer sends one fetch per window
-/// instead of one per event or burst, and an event waits half a window on average where a batch
-/// lingering after its first event made that one wait the whole window. With the setting
-/// `projectors.gather_at_broker = false` the window is the consumer's own linger after a
-/// fetch answered at once, as before.
+/// By default the batch lingers for the window after its first event. With the setting
+/// `projectors.gather_at_broker = true` the window is the broker's instead (`fetch_wait`, see
+/// [`messaging::consumer::ConsumerConfig`]): a fetch is answered with what the window gathered,
+/// one fetch per window, and the batch takes it without lingering. At 30 orders/s on a 2-core
+/// machine the two sent as many fetches (`bench-results/broker-gathering/`); it stays a setting
+/// to measure where loads are higher.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveConsumer {
     pub group: &'static str,
@@ -469,7 +469,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (handler, flusher) = checkpoint::Checkpointed::new(projections, checkpoint::Checkpoints::new(&mongo));
     wiring.spawn(flusher.run(wiring.shutdown.clone()));
     let handler = Arc::new(handler);
-    let at_broker = wiring.settings.value("projectors.gather_at_broker", true)?;
+    let at_broker = wiring.settings.value("projectors.gather_at_broker", false)?;
     for live in LIVE_CONSUMERS {
         wiring.spawn_consumer_with(live.config(&wiring.settings.kafka_brokers, at_broker), handler.clone());
     }

@@ -59,9 +59,9 @@ impl Service {
         // contact or order it does not know yet, the topic carrying that fact keeps flowing.
         // One consumer over all three topics would stall the fact behind the retries.
         // An SMTP outage or a fact still on its way is waited out for minutes before parking.
-        // No answer waits for an e-mail: each consumer lets the broker gather a topic's events
-        // for `notification.gather_ms` (one fetch, one batch per window instead of per event).
-        let gather = std::time::Duration::from_millis(wiring.settings.value("notification.gather_ms", 100)?);
+        // No answer waits for an e-mail: `notification.gather_ms` (default 0: off) lets the broker
+        // gather a topic's events for that long per fetch (see bench-results/broker-gathering/).
+        let gather = std::time::Duration::from_millis(wiring.settings.value("notification.gather_ms", 0)?);
         for topic in TOPICS {
             let mut config = ConsumerConfig::new(&wiring.settings.kafka_brokers, GROUP, &[topic]);
             config.max_attempts = 30;
