@@ -238,6 +238,7 @@ class Storefront(BrowserTest):
         self.open_shop(page)
         self.register(page)
         button = page.get_by_role("button", name=f"Add to basket: {product['name']}")
+        button.scroll_into_view_if_needed()  # the catalog may be longer than the window
         box = button.bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()
