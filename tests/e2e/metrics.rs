@@ -3,6 +3,7 @@
 
 use crate::harness::*;
 use reqwest::StatusCode;
+use std::time::{Duration, Instant};
 
 /// Each component and its own `/metrics` address (the gateway's is its public one).
 fn components() -> Vec<(&'static str, String)> {
@@ -51,30 +52,31 @@ async fn every_component_exposes_prometheus_metrics() {
     );
     assert!(order_text.contains(r#"consumer_batches_total{group="order"}"#), "{order_text}");
     // Its Kafka client's requests, from librdkafka's statistics (every 5 s): fetches among them.
-    let fetches = r#"consumer_kafka_requests_total{group="order",client="#;
-    let mut order_text = order_text;
-    for _ in 0..30 {
-        if order_text.lines().any(|l| l.starts_with(fetches) && l.contains(r#"request="Fetch"} "#)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        order_text = http().get(format!("{}/metrics", components()[3].1)).send().await.unwrap().text().await.unwrap();
-    }
-    assert!(order_text.lines().any(|l| l.starts_with(fetches) && l.contains(r#"request="Fetch"} "#)), "{order_text}");
+    let fetches = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with(r#"consumer_kafka_requests_total{group="order",client="#)
+                && l.contains(r#"request="Fetch"} "#)
+        })
+    };
+    let order_text = metrics_when(&components()[3].1, Duration::from_millis(7500), fetches).await;
+    assert!(fetches(&order_text), "{order_text}");
     // The orchestrator counts sagas by status; the order above is among the confirmed ones.
-    let saga_url = format!("{}/metrics", components()[6].1);
-    let mut saga_text = String::new();
-    for _ in 0..40 {
-        saga_text = http().get(&saga_url).send().await.unwrap().text().await.unwrap();
-        if saga_text.lines().any(|l| l.starts_with(r#"shop_sagas{status="CONFIRMED"} "#) && !l.ends_with(" 0")) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    assert!(
-        saga_text.lines().any(|l| l.starts_with(r#"shop_sagas{status="CONFIRMED"} "#) && !l.ends_with(" 0")),
-        "{saga_text}"
-    );
+    let confirmed =
+        |text: &str| text.lines().any(|l| l.starts_with(r#"shop_sagas{status="CONFIRMED"} "#) && !l.ends_with(" 0"));
+    let saga_text = metrics_when(&components()[6].1, Duration::from_secs(10), confirmed).await;
+    assert!(confirmed(&saga_text), "{saga_text}");
     assert!(saga_text.contains(r#"shop_sagas{status="COMPENSATING"}"#), "{saga_text}");
     assert!(saga_text.contains(r#"shop_saga_transitions_total{status="CONFIRMED"}"#), "{saga_text}");
+}
+
+/// `base`'s `/metrics` text once `ready` holds for it, or as it is after `limit`.
+async fn metrics_when(base: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let text = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        if ready(&text) || start.elapsed() >= limit {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
