@@ -27,18 +27,28 @@ export const money = (cents, currency) => `${(cents / 100).toFixed(2)} ${currenc
  * must depend on nothing but its `data-id`.
  */
 export function renderKeyed(container, items) {
+  keepingFocus(container, () => {
+    const shown = new Map([...container.children].filter((c) => c.dataset.id).map((c) => [c.dataset.id, c]));
+    const next = items.map((item) => {
+      const old = item.dataset.id === undefined ? undefined : shown.get(item.dataset.id);
+      if (!old || old.tagName !== item.tagName) return item;
+      update(old, item);
+      return old;
+    });
+    next.forEach((node, i) => {
+      if (container.children[i] !== node) container.insertBefore(node, container.children[i] ?? null);
+    });
+    while (container.children.length > next.length) container.lastElementChild.remove();
+  });
+}
+
+/**
+ * Run `change` on `container`; if it took the focus from a control in it, give it to the control
+ * with the same `data-focus` afterwards.
+ */
+export function keepingFocus(container, change) {
   const focused = container.contains(document.activeElement) ? document.activeElement.dataset.focus : undefined;
-  const shown = new Map([...container.children].filter((c) => c.dataset.id).map((c) => [c.dataset.id, c]));
-  const next = items.map((item) => {
-    const old = item.dataset.id === undefined ? undefined : shown.get(item.dataset.id);
-    if (!old || old.tagName !== item.tagName) return item;
-    update(old, item);
-    return old;
-  });
-  next.forEach((node, i) => {
-    if (container.children[i] !== node) container.insertBefore(node, container.children[i] ?? null);
-  });
-  while (container.children.length > next.length) container.lastElementChild.remove();
+  change();
   if (focused && !container.contains(document.activeElement)) {
     container.querySelector(`[data-focus="${CSS.escape(focused)}"]`)?.focus();
   }

@@ -4,7 +4,7 @@
 // It talks to the gateway's /api like any client. Nothing polls on a timer: an order is watched
 // with `GET /api/orders/{id}?wait=N`, and the catalog is read again when one settles.
 import { api, send, signedIn, signIn, signOut } from "/ui/auth.js";
-import { $, el, money, renderKeyed } from "/ui/dom.js";
+import { $, el, keepingFocus, money, renderKeyed } from "/ui/dom.js";
 
 const BASKET = "shop.basket"; // sessionStorage: [{ product_id, quantity }]
 const ATTEMPT = "shop.order-attempt"; // sessionStorage: { key, body } of an order not known to be placed
@@ -62,9 +62,7 @@ function announce(message, { order = null, refused = false } = {}) {
 
 /** Re-render `container` and give the focus back to the control that had it (same data-focus). */
 function replaceKeepingFocus(container, children) {
-  const focused = container.contains(document.activeElement) ? document.activeElement.dataset.focus : undefined;
-  container.replaceChildren(...children);
-  if (focused) container.querySelector(`[data-focus="${CSS.escape(focused)}"]`)?.focus();
+  keepingFocus(container, () => container.replaceChildren(...children));
 }
 
 // --- calls that wait and try again ---------------------------------------------------------------
