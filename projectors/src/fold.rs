@@ -279,6 +279,21 @@ fn materialize(id: &str, changes: Vec<Change>) -> Option<Document> {
     Some(d)
 }
 
+/// The document a live batch's changes create when the first of them starts it
+/// ([`Change::creates`]), as the per-event upserts would leave it: the batch inserts its new
+/// documents with one `insert` per collection instead of an upsert (a look-up and a write)
+/// each. `None` when the changes do not start their document or cannot be folded exactly.
+pub fn created(id: &str, changes: &[Change]) -> Option<Document> {
+    if !changes.first()?.creates {
+        return None;
+    }
+    let (changes, _) = without_repeats(changes.to_vec(), None);
+    if !in_sequence(&changes) || !may_create(&changes) {
+        return None;
+    }
+    materialize(id, changes)
+}
+
 /// One combined update of a document, and the first version of each stream it covers.
 #[derive(Default)]
 struct Combined {
@@ -585,11 +600,22 @@ mod tests {
             stream,
             version,
             update: doc! { "$set": { "x": version } },
+            creates: false,
         }
     }
 
     fn versions(changes: &[Change]) -> Vec<(&'static str, i64)> {
         changes.iter().map(|c| (c.stream, c.version)).collect()
+    }
+
+    #[test]
+    fn only_changes_that_start_their_document_make_a_new_one() {
+        let creating = |v| Change { creates: true, ..change("a", v) };
+        let d = created("c", &[creating(1), change("a", 2)]).expect("a new document");
+        assert_eq!(d, doc! { "_id": "c", "x": 2_i64, "v_a": 2_i64 });
+        assert_eq!(created("c", &[change("a", 1)]), None, "a change that does not create");
+        assert_eq!(created("c", &[creating(1), change("a", 3)]), None, "a gap");
+        assert_eq!(created("c", &[creating(2)]), None, "a strict stream that does not start at 1");
     }
 
     #[test]

@@ -213,11 +213,20 @@ pub struct Change {
     pub stream: &'static str,
     pub version: i64,
     pub update: Document,
+    /// The event that creates its document: the first one a document sees (orders, products,
+    /// payments, sagas). A live batch inserts such documents instead of upserting them
+    /// ([`fold::created`]); it is only a hint, an insert that finds the document falls back to
+    /// the guarded update.
+    pub creates: bool,
 }
 
 impl Change {
     fn new(read_model: ReadModel, id: &str, stream: &'static str, version: i64, update: Document) -> Self {
-        Self { read_model, id: id.to_owned(), stream, version, update }
+        Self { read_model, id: id.to_owned(), stream, version, update, creates: false }
+    }
+
+    fn creating(self) -> Self {
+        Self { creates: true, ..self }
     }
 
     /// How strictly the document follows the stream's versions.
@@ -240,12 +249,13 @@ pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
         return Err(HandlerError::Permanent("event without aggregate-version header".into()));
     };
     let one = |r, id: &str, stream, u| Ok(vec![Change::new(r, id, stream, v, u)]);
+    let first = |r, id: &str, stream, u| Ok(vec![Change::new(r, id, stream, v, u).creating()]);
     let payment = |order: &str, customer: &str, amount: i64, currency: &str, status: &str, u: Document| {
         let p = doc! { "$set": { "customer_id": customer, "amount_cents": amount, "currency": currency, "status": status } };
-        Ok(vec![
-            Change::new(ReadModel::Customers, customer, "payment", v, u),
-            Change::new(ReadModel::Payments, order, "account", v, p),
-        ])
+        // An order's payment document starts with its authorization or its decline.
+        let p = Change::new(ReadModel::Payments, order, "account", v, p);
+        let p = if matches!(status, "AUTHORIZED" | "DECLINED") { p.creating() } else { p };
+        Ok(vec![Change::new(ReadModel::Customers, customer, "payment", v, u), p])
     };
     match &e.message {
         Message::CustomerRegistered(m) => {
@@ -277,7 +287,7 @@ pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
                 "sku": &m.sku, "name": &m.name, "price_cents": m.price_cents, "currency": &m.currency,
                 "available": i64::from(m.stock), "reserved": 0_i64, "sold": 0_i64,
             } };
-            one(ReadModel::Catalog, &m.product_id, "product", u)
+            first(ReadModel::Catalog, &m.product_id, "product", u)
         }
         Message::StockAdded(m) => {
             let u = doc! { "$inc": { "available": i64::from(m.quantity) } };
@@ -315,7 +325,7 @@ pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
                           "currency": &m.currency, "status": "PENDING", "owner": &m.owner },
                 "$push": { "history": { "status": "PENDING", "at": at(e) } },
             };
-            one(ReadModel::Orders, &m.order_id, "order", u)
+            first(ReadModel::Orders, &m.order_id, "order", u)
         }
         Message::OrderConfirmed(m) => {
             let u = doc! { "$set": { "status": "CONFIRMED" }, "$push": { "history": { "status": "CONFIRMED", "at": at(e) } } };
@@ -340,7 +350,8 @@ pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
             let saga = m.to_api().map_err(|e| HandlerError::Permanent(format!("saga {}: {e}", m.order_id)))?;
             let mut set = mongodb::bson::to_document(&saga).map_err(|e| HandlerError::Permanent(e.to_string()))?;
             set.remove("id"); // the document's `_id`
-            one(ReadModel::Sagas, &m.order_id, "saga", doc! { "$set": set })
+            // Usually the saga's only write: published when it ends (or rests at a step).
+            first(ReadModel::Sagas, &m.order_id, "saga", doc! { "$set": set })
         }
         // Recorded for the version guard only: the order stays as it is until cancelled.
         Message::OrderCancellationRequested(m) => one(ReadModel::Orders, &m.order_id, "order", doc! {}),
@@ -357,11 +368,13 @@ impl Handler for Projections {
         Ok(())
     }
 
-    /// A batch's changes per document, in event order, folded into as few guarded updates as
-    /// they allow (usually one: see [`fold::fold_live`]); the documents written at once (up to
-    /// [`PARALLEL_DOCUMENTS`]), since no guard of one depends on another.
+    /// A batch's changes per document, in event order. Documents the batch starts are inserted,
+    /// one `insert` per read model ([`fold::created`]); the others take as few guarded updates
+    /// as their changes fold into (usually one: see [`fold::fold_live`]), up to
+    /// [`PARALLEL_DOCUMENTS`] at once, since no guard of one depends on another. A new document
+    /// whose insert fails (it exists: a redelivery, a replay) takes the guarded way too, which
+    /// skips what it holds.
     async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), HandlerError> {
-        use futures::{StreamExt, TryStreamExt};
         let mut documents: Vec<Vec<Change>> = Vec::new();
         let mut index: std::collections::HashMap<(ReadModel, String), usize> = std::collections::HashMap::new();
         for d in batch {
@@ -373,6 +386,57 @@ impl Handler for Projections {
                 documents[slot].push(c);
             }
         }
+        let mut new: BTreeMap<ReadModel, Vec<(Document, Vec<Change>)>> = BTreeMap::new();
+        let mut existing = Vec::new();
+        for list in documents {
+            match list.first().and_then(|c| fold::created(&c.id, &list)) {
+                Some(d) => new.entry(list[0].read_model).or_default().push((d, list)),
+                None => existing.push(list),
+            }
+        }
+        let (missed, updated) = futures::join!(self.insert_new(new), self.update_each(existing));
+        updated?;
+        self.update_each(missed?).await
+    }
+}
+
+impl Projections {
+    /// Insert each read model's new documents with one unordered `insert`; the change lists of
+    /// those it did not insert (all of them when the command failed as a whole).
+    async fn insert_new(
+        &self,
+        new: BTreeMap<ReadModel, Vec<(Document, Vec<Change>)>>,
+    ) -> Result<Vec<Vec<Change>>, HandlerError> {
+        let inserts = new.into_iter().map(|(read_model, docs)| async move {
+            let Some(coll) = self.target(read_model).await? else { return Ok(Vec::new()) };
+            let (docs, lists): (Vec<Document>, Vec<Vec<Change>>) = docs.into_iter().unzip();
+            let failed: Option<std::collections::HashSet<usize>> = match coll.insert_many(docs).ordered(false).await {
+                Ok(_) => return Ok(Vec::new()),
+                Err(e) => match e.kind.as_ref() {
+                    mongodb::error::ErrorKind::InsertMany(mongodb::error::InsertManyError {
+                        write_errors: Some(errors),
+                        write_concern_error: None,
+                        ..
+                    }) => Some(errors.iter().map(|w| w.index).collect()),
+                    _ => None,
+                },
+            };
+            Ok::<_, HandlerError>(
+                lists
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| failed.as_ref().is_none_or(|f| f.contains(i)))
+                    .map(|(_, list)| list)
+                    .collect(),
+            )
+        });
+        Ok(futures::future::try_join_all(inserts).await?.into_iter().flatten().collect())
+    }
+
+    /// Each document's changes as guarded updates (folded where they allow), documents side
+    /// by side.
+    async fn update_each(&self, documents: Vec<Vec<Change>>) -> Result<(), HandlerError> {
+        use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(documents)
             .map(|list| async move {
                 if list.len() > 1 && self.apply_folded(&list).await? {

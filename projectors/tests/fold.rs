@@ -208,3 +208,56 @@ async fn live_batches_write_the_same_documents_as_event_by_event() {
         m.database(&db).drop().await.unwrap();
     }
 }
+
+/// A live batch inserts the documents it starts (orders, products, payments, sagas) with one
+/// `insert` command per read model, instead of an upsert each; only the documents it does
+/// not start (customers, fed by two streams) are upserted. The documents equal event by
+/// event, also when the same batch arrives again and every insert finds its document.
+#[tokio::test]
+async fn a_live_batch_inserts_the_documents_it_starts_at_once() {
+    use messaging::consumer::Delivery;
+    use mongodb::event::{EventHandler, command::CommandEvent};
+    use std::sync::{Arc, Mutex};
+    let url = std::env::var("SHOP_MONGODB_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into());
+    let mut options = mongodb::options::ClientOptions::parse(&url).await.unwrap();
+    let commands: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = commands.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |e: CommandEvent| {
+        if let CommandEvent::Started(s) = e
+            && matches!(s.command_name.as_str(), "insert" | "update")
+        {
+            let coll = s.command.get_str(&s.command_name).unwrap_or_default().to_owned();
+            seen.lock().unwrap().push((s.command_name.clone(), coll));
+        }
+    }));
+    let m = mongodb::Client::with_options(options).unwrap();
+    let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let envelopes = &envelopes()[..300];
+    let reference = collections(&m, &format!("liveinsert_{run}_ref")).await;
+    per_event(&reference, envelopes).await;
+    let expected = all(&reference).await;
+
+    let colls = collections(&m, &format!("liveinsert_{run}")).await;
+    let p = Projections::into_collections(colls.clone());
+    let batch: Vec<Delivery> =
+        envelopes.iter().map(|e| Delivery { envelope: e.clone(), span: tracing::Span::none() }).collect();
+    commands.lock().unwrap().clear();
+    p.handle_batch(&batch).await.expect("live batch");
+    let sent = std::mem::take(&mut *commands.lock().unwrap());
+    assert_eq!(all(&colls).await, expected, "a fresh batch");
+    let name = |r: ReadModel| r.location().1.to_owned();
+    for r in [ReadModel::Orders, ReadModel::Catalog, ReadModel::Payments, ReadModel::Sagas] {
+        let inserts = sent.iter().filter(|(c, coll)| c == "insert" && *coll == name(r)).count();
+        let updates = sent.iter().filter(|(c, coll)| c == "update" && *coll == name(r)).count();
+        assert_eq!((inserts, updates), (1, 0), "{r:?}: insert and update commands of a fresh batch ({sent:?})");
+    }
+    assert!(sent.iter().any(|(c, coll)| c == "update" && *coll == name(ReadModel::Customers)), "{sent:?}");
+
+    // Again: every insert finds its document, and the guarded way skips what it holds.
+    p.handle_batch(&batch).await.expect("the batch again");
+    assert_eq!(all(&colls).await, expected, "the batch again");
+    for db in [format!("liveinsert_{run}_ref"), format!("liveinsert_{run}")] {
+        m.database(&db).drop().await.unwrap();
+    }
+}
