@@ -22,6 +22,9 @@ from tools.stack.components.base import (
     Component, StackError, java_bin, maven_copy_dependencies, tcp_ok)
 
 HEAP = "-Xmx512m"
+# The serial collector: on a machine of a few cores the broker's short-lived request garbage is
+# cheapest to collect without G1's concurrent threads and write barriers.
+GC = "-XX:+UseSerialGC"
 STARTED = "Kafka Server started"
 SCRAM = "SCRAM-SHA-512"
 
@@ -86,9 +89,7 @@ class Kafka(Component):
             "--ignore-formatted"])
 
     def java(self, main_class: str) -> list[str]:
-        # The serial collector: on a machine of a few cores the broker's short-lived request
-        # garbage is cheapest to collect without G1's concurrent threads and write barriers.
-        return [java_bin(), HEAP, "-Xms64m", "-XX:+UseSerialGC",
+        return [java_bin(), HEAP, "-Xms64m", GC,
                 "-Djava.awt.headless=true", "-Dlog4j2.formatMsgNoLookups=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
                 f"-Dkafka.logs.dir={self.data_dir / 'app-logs'}",

@@ -461,6 +461,7 @@ class InfrastructureSettingsTest(unittest.TestCase):
                 variable = "KAFKA_" + key.upper().replace(".", "_")
                 self.assertEqual(env.get(variable), value, f"{variable} (launcher: {key}={value})")
         self.assertIn(kafka_component.HEAP, env["KAFKA_HEAP_OPTS"].split())
+        self.assertIn(kafka_component.GC, env["KAFKA_JVM_PERFORMANCE_OPTS"].split())
 
     def test_postgres_server_settings(self):
         argv = postgres_component.Postgres(self.ctx).command()
