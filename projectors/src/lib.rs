@@ -241,9 +241,10 @@ impl Change {
     }
 }
 
-/// The document updates of one event, in the order they are applied. The live projector
-/// applies them one by one ([`Projections::handle`]); a rebuild folds a batch of them per
-/// document ([`rebuild`]). Either way the documents come out the same.
+/// The document updates of one event, in the order they are applied: one by one
+/// ([`Projections::handle`]), or a batch of them folded per document, by the live projector
+/// ([`Projections::handle_batch`]) and by a rebuild ([`rebuild`]). Every way the documents come
+/// out the same.
 pub fn changes(e: &Envelope) -> Result<Vec<Change>, HandlerError> {
     let Some(v) = e.aggregate_version else {
         return Err(HandlerError::Permanent("event without aggregate-version header".into()));
