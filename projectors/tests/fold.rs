@@ -11,10 +11,13 @@ use projectors::{Projections, synthetic};
 use readstore::readmodel::ReadModel;
 use std::collections::BTreeMap;
 
+fn mongo_url() -> String {
+    std::env::var("SHOP_MONGODB_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into())
+}
+
 async fn mongo() -> Client {
-    let url = std::env::var("SHOP_MONGODB_URL")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into());
-    readstore::readmodel::connect(&url).await.expect("mongodb")
+    readstore::readmodel::connect(&mongo_url()).await.expect("mongodb")
 }
 
 /// The read models' collections in `db`, created one after the other with their indexes, as
@@ -218,9 +221,7 @@ async fn a_live_batch_inserts_the_documents_it_starts_at_once() {
     use messaging::consumer::Delivery;
     use mongodb::event::{EventHandler, command::CommandEvent};
     use std::sync::{Arc, Mutex};
-    let url = std::env::var("SHOP_MONGODB_URL")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false".into());
-    let mut options = mongodb::options::ClientOptions::parse(&url).await.unwrap();
+    let mut options = mongodb::options::ClientOptions::parse(mongo_url()).await.unwrap();
     let commands: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let seen = commands.clone();
     options.command_event_handler = Some(EventHandler::callback(move |e: CommandEvent| {
