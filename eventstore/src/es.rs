@@ -262,6 +262,11 @@ impl<A: Aggregate + 'static> EventStoreOf<A> {
         self.store.peek(id, |aggregate, _| f(&aggregate.0))
     }
 
+    /// [`EventStoreOf::peek`] with the cached version (latest sequence).
+    pub fn peek_versioned<R>(&self, id: &str, f: impl FnOnce(&A, i64) -> R) -> Option<R> {
+        self.store.peek(id, |aggregate, version| f(&aggregate.0, i64::try_from(version).unwrap_or(i64::MAX)))
+    }
+
     /// [`messaging::consumer::per_key`] for a handler of this store's commands, with the inbox
     /// read once for the whole batch: messages that already had their effect are left out, and
     /// [`EventStoreOf::execute_for`] does not look again for the others (a message delivered

@@ -282,17 +282,20 @@ async fn until_settled(s: &AppState, id: &str, caller: &Caller, wait: Duration) 
     let deadline = tokio::time::Instant::now() + wait;
     let Some(mut watch) = s.outcomes.watch(id) else { return Ok(None) };
     loop {
-        match s.store.load_versioned(id).await? {
+        let seen = match s.store.load_versioned(id).await? {
             None => return Ok(None),
             Some((order, _)) if !caller.may_access(order.owner.as_deref()) => return Ok(None),
             Some((order, version)) if order.is_settled() => return Ok(Some(Token::new("order", id, version))),
-            Some(_) => {}
-        }
+            Some((_, version)) => version,
+        };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Ok(None);
         }
-        watch.woken(left.min(outcome::RECHECK)).await;
+        // Settled after what this look saw, says the instance that settled it: no need to look.
+        if let Some(version) = watch.woken(left.min(outcome::RECHECK)).await.filter(|v| *v > seen) {
+            return Ok(Some(Token::new("order", id, version)));
+        }
     }
 }
 
@@ -321,8 +324,9 @@ pub struct OrderCommands {
 }
 
 impl OrderCommands {
-    /// Apply one command; the order it may have settled (this instance's waiters are woken).
-    async fn apply(&self, envelope: &Envelope) -> Result<Option<String>, HandlerError> {
+    /// Apply one command; the order it may have settled, with the version that settled it if it
+    /// did (this instance's waiters are woken).
+    async fn apply(&self, envelope: &Envelope) -> Result<Option<(String, Option<i64>)>, HandlerError> {
         let permanent = |e: schemas::DecodeError| HandlerError::Permanent(e.to_string());
         let (id, command, outcome) = match &envelope.message {
             Message::ConfirmOrder(c) => {
@@ -344,17 +348,20 @@ impl OrderCommands {
         }
         let id = id.to_string();
         self.store.execute_for(envelope, &id, command, envelope.caused_metadata()).await?;
-        // Each of these commands may settle the order.
-        self.outcomes.settled(&id);
-        Ok(Some(id))
+        // Each of these commands may settle the order. The cache holds what this command wrote
+        // (or, for a repeat that wrote nothing, what it last knew: waiters take a version only
+        // if it is newer than the one they saw unsettled).
+        let version = self.store.peek_versioned(&id, |order, version| order.is_settled().then_some(version)).flatten();
+        self.outcomes.settled(&id, version);
+        Ok(Some((id, version)))
     }
 }
 
 #[async_trait]
 impl Handler for OrderCommands {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
-        if let Some(id) = self.apply(envelope).await? {
-            outcome::announce(&self.pool, &[id]).await;
+        if let Some(settled) = self.apply(envelope).await? {
+            outcome::announce(&self.pool, &[settled]).await;
         }
         Ok(())
     }
@@ -373,14 +380,14 @@ impl Handler for OrderCommands {
 /// A batch's commands, with one announcement for all the orders they settle.
 struct Batched<'a> {
     commands: &'a OrderCommands,
-    settled: std::sync::Mutex<Vec<String>>,
+    settled: std::sync::Mutex<Vec<(String, Option<i64>)>>,
 }
 
 #[async_trait]
 impl Handler for Batched<'_> {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
-        if let Some(id) = self.commands.apply(envelope).await? {
-            self.settled.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        if let Some(settled) = self.commands.apply(envelope).await? {
+            self.settled.lock().unwrap_or_else(|e| e.into_inner()).push(settled);
         }
         Ok(())
     }

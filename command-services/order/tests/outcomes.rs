@@ -44,18 +44,19 @@ async fn an_order_settled_by_one_instance_wakes_the_waiters_of_another_at_once()
     let mut watch = other.watch(&order).expect("a watch");
     let waiting = tokio::spawn(async move {
         let began = Instant::now();
-        watch.woken(Duration::from_secs(30)).await;
-        began.elapsed()
+        let version = watch.woken(Duration::from_secs(30)).await;
+        (began.elapsed(), version)
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The instance that settled it announces it, with other orders, after its commit.
     let pool = sqlx::PgPool::connect(&url()).await.expect("postgres");
-    let others: Vec<String> = (0..200).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-    let mut settled = others.clone();
-    settled.insert(170, order.clone()); // in the second announcement of the batch
+    let mut settled: Vec<(String, Option<i64>)> =
+        (0..200).map(|i| (uuid::Uuid::new_v4().to_string(), (i % 2 == 0).then_some(i))).collect();
+    settled.insert(170, (order.clone(), Some(4))); // in the second announcement of the batch
     outcome::announce(&pool, &settled).await;
-    let waited = waiting.await.expect("woken");
+    let (waited, version) = waiting.await.expect("woken");
     assert!(waited < RECHECK / 2, "woken by the announcement, not a re-check: {waited:?}");
+    assert_eq!(version, Some(4), "the version that settled it, as announced");
     assert_eq!(other.waiters(), 0);
     shutdown.cancel();
 }
