@@ -10,6 +10,7 @@ and `bench-results/orders.svg` (latency against offered rate, CPU per order per 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools.stack import profile
 from tools.stack.components.base import StackError
 
 # Past saturation the consumers (notification, projectors) trail the orders by tens of seconds:
@@ -93,21 +95,34 @@ def build(repo: Path) -> Path:
 
 
 def run_once(binary: Path, repo: Path, out: Path, rate: float, duration: float, procs: dict[str, int],
-             extra: list[str]) -> dict:
+             extra: list[str], profile_to: Path | None = None) -> dict:
     argv = [str(binary), "--rate", f"{rate:g}", "--duration", f"{duration:g}", "--out", str(out),
             "--procs", ",".join(f"{name}={pid}" for name, pid in procs.items())]
     if not any(a.startswith("--settle-timeout") for a in extra):
         argv += ["--settle-timeout", str(SETTLE_TIMEOUT_S)]
     argv += extra
     print(f"\n== {rate:g} orders/s for {duration:g} s: {' '.join(argv[1:])}", flush=True)
-    with SpeedProbe() as speed:
+    with SpeedProbe() as speed, (profile.Sampler(profile_to) if profile_to else contextlib.nullcontext()) as sampler:
         code = subprocess.run(argv, cwd=repo).returncode
     if not out.exists():
         raise StackError(f"orders-bench wrote no result (exit {code})")
     result = json.loads(out.read_text())
     result["exit_code"] = code
     result["host_loop_s"] = speed.summary()
+    if sampler is not None:
+        result["cpu_profile"] = sampler.profile(procs, load_window(result))
+        print("\n".join(profile.summary_lines(result["cpu_profile"])), flush=True)
     return result
+
+
+def load_window(run: dict) -> tuple[float, float] | None:
+    """When the run offered its load, in seconds since the epoch (from its `started_at` and
+    `duration_s`); None if it does not say."""
+    try:
+        start = datetime.datetime.fromisoformat(run["started_at"].replace("Z", "+00:00")).timestamp()
+        return start, start + float(run["duration_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def p99_final(run: dict) -> float | None:
@@ -151,7 +166,8 @@ def git_commit(repo: Path) -> str:
 
 
 def main(launcher, rates: list[float], duration: float, find_max: bool, start: float, factor: float,
-         limit: float, extra: list[str], results_dir: Path, replicas: int = 1, warmup: float = WARMUP_S) -> int:
+         limit: float, extra: list[str], results_dir: Path, replicas: int = 1, warmup: float = WARMUP_S,
+         sample: bool = False) -> int:
     ctx = launcher.ctx
     launcher.up(demo_data=False, release=True, replicas=replicas)
     binary = build(ctx.repo)
@@ -176,7 +192,8 @@ def main(launcher, rates: list[float], duration: float, find_max: bool, start: f
             if warm_enough(jit_shares):
                 break
     for rate in plan:
-        run = run_once(binary, ctx.repo, work / f"orders-{rate:g}.json", rate, duration, procs, extra)
+        run = run_once(binary, ctx.repo, work / f"orders-{rate:g}.json", rate, duration, procs, extra,
+                       profile_to=work / f"perf-{rate:g}.data" if sample else None)
         run["holds_goal"] = holds(run)
         runs.append(run)
         print(summary_line(run), flush=True)

@@ -68,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
                        help="folder for orders.json and orders.svg (default bench-results/)")
     bench.add_argument("--replicas", type=int, default=1, metavar="N",
                        help="instances of every service but the gateway, as `up --replicas` (default 1)")
+    bench.add_argument("--profile", action="store_true",
+                       help="sample every CPU with perf during each measured run: where each component's CPU "
+                            "went (own code, kernel, allocator, JIT...), in the results as `cpu_profile`")
     bench.add_argument("extra", nargs="*", metavar="-- ARG",
                        help="passed to orders-bench as is (see target/release/orders-bench --help)")
     chaos = sub.add_parser(
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 return bench.main(launcher, rates=args.rate or [10.0, 50.0, 100.0], duration=args.duration,
                                   find_max=args.find_max, start=args.start, factor=args.factor,
                                   limit=args.limit, extra=args.extra, results_dir=args.results,
-                                  replicas=args.replicas, warmup=args.warmup)
+                                  replicas=args.replicas, warmup=args.warmup, sample=args.profile)
             elif args.command == "chaos":
                 from tools.stack import chaos
                 return chaos.run(launcher, minutes=args.minutes, rate=args.rate, replicas=args.replicas,
