@@ -180,6 +180,10 @@ impl Drop for Watch {
 mod tests {
     use super::*;
 
+    fn watch_all<const N: usize>(outcomes: &Outcomes, ids: [&str; N]) -> [Watch; N] {
+        ids.map(|id| outcomes.watch(id).unwrap())
+    }
+
     #[tokio::test]
     async fn a_settled_order_wakes_its_waiters_and_is_forgotten() {
         let outcomes = Outcomes::default();
@@ -219,8 +223,7 @@ mod tests {
     async fn an_announcement_wakes_each_order_it_names_and_listening_again_wakes_all() {
         use eventstore::notify::Receiver;
         let outcomes = Outcomes::default();
-        let (mut a, mut b, mut c) =
-            (outcomes.watch("o1").unwrap(), outcomes.watch("o2").unwrap(), outcomes.watch("o3").unwrap());
+        let [mut a, mut b, mut c] = watch_all(&outcomes, ["o1", "o2", "o3"]);
         outcomes.received("o1,o2");
         let began = tokio::time::Instant::now();
         tokio::join!(a.woken(Duration::from_secs(30)), b.woken(Duration::from_secs(30)));
@@ -236,8 +239,7 @@ mod tests {
     async fn a_wake_up_says_the_version_that_settled_the_order_when_the_announcement_did() {
         use eventstore::notify::Receiver;
         let outcomes = Outcomes::default();
-        let (mut a, mut b, mut c) =
-            (outcomes.watch("o1").unwrap(), outcomes.watch("o2").unwrap(), outcomes.watch("o3").unwrap());
+        let [mut a, mut b, mut c] = watch_all(&outcomes, ["o1", "o2", "o3"]);
         outcomes.received("o1@7,o2,o3@x");
         let woken = tokio::join!(
             a.woken(Duration::from_secs(30)),
