@@ -21,6 +21,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from tools.stack import procs
+
 # Samples per second per CPU: about a hundred a second on two cores, far below what moves the
 # figures of a run, enough for the shares of anything above a percent over a minute or two.
 HZ = 49
@@ -56,15 +58,7 @@ def kind_of(sym: str, dso: str) -> str:
 
 def process_parents() -> dict[int, int]:
     """pid -> parent pid of every process now."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
+    return {pid: stat.ppid for pid, stat in procs.all_stats().items()}
 
 
 def component_of(pid: int, components: dict[int, str], parents: dict[int, int]) -> str | None:
