@@ -31,8 +31,10 @@ TOP = 12
 SYMBOL_CHARS = 160
 
 # glibc's allocator (in libc) and mimalloc's (linked into the program).
-GLIBC_ALLOCATOR = re.compile(r"^(_int_malloc|_int_free|_int_realloc|malloc|free|cfree|calloc|realloc"
-                             r"|__libc_(malloc|free|calloc|realloc)|malloc_consolidate|unlink_chunk|tcache_)")
+# Whole names (perf may add `@GLIBC_…` or a `.constprop.0` suffix), so `freeaddrinfo` stays libc.
+GLIBC_ALLOCATOR = re.compile(r"^(?:(?:_int_malloc|_int_free|_int_realloc|malloc|free|cfree|calloc|realloc"
+                             r"|__libc_(?:malloc|free|calloc|realloc)|malloc_consolidate|unlink_chunk)(?:[@.]|$)"
+                             r"|tcache_)")
 MIMALLOC = re.compile(r"^_?mi_")
 # perf script -F comm,pid,tid,time,ip,sym,dso: "  comm  pid/tid  seconds:  ip  symbol (dso)"
 SAMPLE = re.compile(r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)/(?P<tid>\d+)\s+(?P<time>\d+\.\d+):\s+[0-9a-f]+\s+"

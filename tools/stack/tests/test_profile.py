@@ -33,7 +33,9 @@ class KindTest(unittest.TestCase):
         self.assertEqual(profile.kind_of("_int_malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"), "allocator")
         self.assertEqual(profile.kind_of("cfree@GLIBC_2.2.5", "/usr/lib/x86_64-linux-gnu/libc.so.6"), "allocator")
         self.assertEqual(profile.kind_of("mi_free", "/srv/target/release/projectors"), "allocator")
+        self.assertEqual(profile.kind_of("unlink_chunk.constprop.0", "/lib/libc.so.6"), "allocator")
         self.assertEqual(profile.kind_of("__memmove_avx_unaligned_erms", "/lib/libc.so.6"), "libc")
+        self.assertEqual(profile.kind_of("freeaddrinfo", "/lib/libc.so.6"), "libc", "not free()")
         self.assertEqual(profile.kind_of("[unknown]", "/tmp/perf-811.map"), "JIT")
         self.assertEqual(profile.kind_of("PhaseLive::compute", "/usr/lib/jvm/lib/server/libjvm.so"), "JVM")
         self.assertEqual(profile.kind_of("handle_many", "/srv/target/release/saga-orchestrator"),
