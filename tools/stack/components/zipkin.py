@@ -9,13 +9,15 @@ from tools.stack.components.base import BACKGROUND, Component, http_ok, java_bin
 
 VERSION = "3.6.1"
 ARTIFACT = f"io.zipkin:zipkin-server:{VERSION}:jar:exec"
-# The spans kept (below) are about half of a 256 MB heap, and each second's new spans push as many
-# old ones out: with 256 MB the old generation filled every few seconds at 100 orders/s and the
-# serial collector's full collections were half of Zipkin's CPU. 512 MB gives the garbage room.
+# Each second's new spans push as many kept ones (below) out: with 256 MB the old generation filled
+# every few seconds at 100 orders/s and the serial collector's full collections were half of
+# Zipkin's CPU. 512 MB gives the garbage room; more room than that (the whole heap from the start)
+# made collections rarer at 30 orders/s but did not lower Zipkin's CPU (`bench-results/zipkin-heap/`).
 HEAP = "512m"
 # In-memory storage keeps this many spans, dropping the oldest traces beyond. Zipkin's default
 # (500 000) does not fit the capped heap: a long test run filled it and the server died of
-# OutOfMemoryError. A span takes about 1-2 KB on the heap.
+# OutOfMemoryError. At 30 orders/s the old generation held about 4 kB per kept span (spans and
+# the garbage promoted with them, `bench-results/zipkin-heap/`): 60 000 spans about 240 MB.
 MAX_SPANS = 60_000
 # Any of these in the environment makes zipkin start a collector of its own (Kafka, RabbitMQ, ...).
 COLLECTOR_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID", "KAFKA_STREAMS",
