@@ -10,6 +10,13 @@ samples, its shares by kind and its busiest functions: what to look at before ch
 
 Without `perf` (or without the right to sample every CPU) the run goes on without a profile and
 says so.
+
+A JVM's compiled Java has no symbols perf can read. Before reading the samples, every JVM of the
+stack writes its code cache's map (`jcmd <pid> Compiler.perfmap`, JDK 17 and later, with the
+`jcmd` of the JVM's own JDK) to `/tmp/perf-<pid>.map`, where `perf script` looks, so Kafka's
+busiest functions are Java methods by name. Code compiled and freed again before the run's end is
+not in the map and stays unnamed, and so does all of it where the JDK has no `jcmd` (a runtime
+only, such as Debian's `openjdk-17-jre-headless`). The maps are removed afterwards.
 """
 
 from __future__ import annotations
@@ -154,12 +161,42 @@ class Sampler:
         why there is none."""
         if self.note is not None:
             return {"note": self.note}
-        script = subprocess.run(["perf", "script", "-i", str(self.out), "-F", "comm,pid,tid,time,ip,sym,dso"],
-                                capture_output=True, text=True, errors="replace")
+        maps = [m for m in map(write_jit_map, components.values()) if m is not None]
+        try:
+            script = subprocess.run(["perf", "script", "-i", str(self.out), "-F", "comm,pid,tid,time,ip,sym,dso"],
+                                    capture_output=True, text=True, errors="replace")
+        finally:
+            for m in maps:
+                m.unlink(missing_ok=True)
         if script.returncode != 0:
             return {"note": f"perf script failed: {script.stderr.strip()[:300]}"}
         by_pid = {pid: name for name, pid in components.items()}
         return summarize(script.stdout.splitlines(), by_pid, self.parents, window)
+
+
+def jcmd_of(pid: int) -> Path | None:
+    """The `jcmd` of the JDK whose `java` runs as `pid`, or None when `pid` is no JVM (or has
+    ended, or its JDK has no `jcmd`)."""
+    try:
+        exe = Path(f"/proc/{pid}/exe").resolve(strict=True)
+    except OSError:
+        return None
+    jcmd = exe.parent / "jcmd"
+    return jcmd if exe.name == "java" and jcmd.exists() else None
+
+
+def write_jit_map(pid: int) -> Path | None:
+    """Have the JVM `pid` write the map of its compiled code for perf; the map's path, or None
+    when `pid` is no JVM or the JVM did not write one (the profile then names no Java method)."""
+    jcmd = jcmd_of(pid)
+    if jcmd is None:
+        return None
+    path = Path(f"/tmp/perf-{pid}.map")
+    try:
+        subprocess.run([str(jcmd), str(pid), "Compiler.perfmap"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if path.exists() else None
 
 
 def summary_lines(profile: dict, limit: int = 14) -> list[str]:

@@ -1,6 +1,12 @@
 """The benchmark's CPU profile: samples put to components and kinds of code (tools/stack/profile.py)."""
 
+import os
+import shutil
+import subprocess
+import tempfile
+import time
 import unittest
+from pathlib import Path
 
 from tools.stack import profile
 
@@ -78,6 +84,46 @@ class SummaryTest(unittest.TestCase):
         self.assertIn("11 samples", lines[0])
         self.assertTrue(any("saga-orchestrator" in line and "allocator" in line for line in lines[1:]))
         self.assertEqual(profile.summary_lines({"note": "perf not found"}), ["profile: perf not found"])
+
+
+# A Java program that runs one method hot until it is killed.
+SPIN = """public class Spin {
+    public static void main(String[] args) { long x = 0; while (true) { x = step(x); } }
+    static long step(long v) { return (v * 31 + 7) ^ (v >>> 3); }
+}
+"""
+
+
+class JitMapTest(unittest.TestCase):
+    def test_a_process_that_is_no_jvm_writes_no_map(self):
+        self.assertIsNone(profile.jcmd_of(os.getpid()))
+        self.assertIsNone(profile.write_jit_map(os.getpid()))
+        self.assertIsNone(profile.write_jit_map(2 ** 22 + 1))  # above any pid Linux hands out
+
+    @unittest.skipIf(shutil.which("java") is None
+                     or not (Path(shutil.which("java")).resolve().parent / "jcmd").exists(),
+                     "no java, or a runtime without jcmd")
+    def test_a_jvm_writes_the_map_of_its_compiled_code_where_perf_looks(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(tmp) / "Spin.java"
+            source.write_text(SPIN)
+            jvm = subprocess.Popen(["java", "-Xmx32m", "-XX:+UseSerialGC", str(source)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                self.assertIsNotNone(profile.jcmd_of(jvm.pid))
+                # The source launcher compiles first; `step` is compiled once it has run hot.
+                deadline, written = time.monotonic() + 60, None
+                while time.monotonic() < deadline:
+                    written = profile.write_jit_map(jvm.pid)
+                    if written is not None and "Spin.step(long)" in written.read_text():
+                        break
+                    time.sleep(1)
+                self.assertEqual(written, Path(f"/tmp/perf-{jvm.pid}.map"))
+                self.assertIn("Spin.step(long)", written.read_text())
+            finally:
+                jvm.kill()
+                jvm.wait()
+                Path(f"/tmp/perf-{jvm.pid}.map").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
