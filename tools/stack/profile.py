@@ -161,7 +161,10 @@ class Sampler:
         why there is none."""
         if self.note is not None:
             return {"note": self.note}
-        maps = [m for m in map(write_jit_map, components.values()) if m is not None]
+        # A component's JVM may be the child of its start script (Keycloak's `kc.sh`).
+        roots = set(components.values())
+        candidates = roots | {pid for pid, parent in self.parents.items() if parent in roots}
+        maps = [m for m in map(write_jit_map, sorted(candidates)) if m is not None]
         try:
             script = subprocess.run(["perf", "script", "-i", str(self.out), "-F", "comm,pid,tid,time,ip,sym,dso"],
                                     capture_output=True, text=True, errors="replace")
@@ -193,10 +196,10 @@ def write_jit_map(pid: int) -> Path | None:
         return None
     path = Path(f"/tmp/perf-{pid}.map")
     try:
-        subprocess.run([str(jcmd), str(pid), "Compiler.perfmap"], capture_output=True, timeout=60)
+        done = subprocess.run([str(jcmd), str(pid), "Compiler.perfmap"], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return path if path.exists() else None
+    return path if done.returncode == 0 and path.exists() else None
 
 
 def summary_lines(profile: dict, limit: int = 14) -> list[str]:
