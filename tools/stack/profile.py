@@ -161,10 +161,10 @@ class Sampler:
         why there is none."""
         if self.note is not None:
             return {"note": self.note}
-        # A component's JVM may be the child of its start script (Keycloak's `kc.sh`).
-        roots = set(components.values())
-        candidates = roots | {pid for pid, parent in self.parents.items() if parent in roots}
-        maps = [m for m in map(write_jit_map, sorted(candidates)) if m is not None]
+        by_pid = {pid: name for name, pid in components.items()}
+        # Every process of the stack, so also a JVM its start script runs (Keycloak's `kc.sh`).
+        stack = [pid for pid in self.parents if component_of(pid, by_pid, self.parents) is not None]
+        maps = [m for m in map(write_jit_map, stack) if m is not None]
         try:
             script = subprocess.run(["perf", "script", "-i", str(self.out), "-F", "comm,pid,tid,time,ip,sym,dso"],
                                     capture_output=True, text=True, errors="replace")
@@ -173,19 +173,23 @@ class Sampler:
                 m.unlink(missing_ok=True)
         if script.returncode != 0:
             return {"note": f"perf script failed: {script.stderr.strip()[:300]}"}
-        by_pid = {pid: name for name, pid in components.items()}
         return summarize(script.stdout.splitlines(), by_pid, self.parents, window)
+
+
+def jcmd_beside(java: Path) -> Path | None:
+    """The `jcmd` of the JDK of the executable `java`, or None when it is no `java` or its JDK
+    has no `jcmd` (a runtime only)."""
+    jcmd = java.parent / "jcmd"
+    return jcmd if java.name == "java" and jcmd.exists() else None
 
 
 def jcmd_of(pid: int) -> Path | None:
     """The `jcmd` of the JDK whose `java` runs as `pid`, or None when `pid` is no JVM (or has
     ended, or its JDK has no `jcmd`)."""
     try:
-        exe = Path(f"/proc/{pid}/exe").resolve(strict=True)
+        return jcmd_beside(Path(f"/proc/{pid}/exe").resolve(strict=True))
     except OSError:
         return None
-    jcmd = exe.parent / "jcmd"
-    return jcmd if exe.name == "java" and jcmd.exists() else None
 
 
 def write_jit_map(pid: int) -> Path | None:

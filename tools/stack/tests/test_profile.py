@@ -100,8 +100,7 @@ class JitMapTest(unittest.TestCase):
         self.assertIsNone(profile.write_jit_map(os.getpid()))
         self.assertIsNone(profile.write_jit_map(2 ** 22 + 1))  # above any pid Linux hands out
 
-    @unittest.skipIf(shutil.which("java") is None
-                     or not (Path(shutil.which("java")).resolve().parent / "jcmd").exists(),
+    @unittest.skipIf(shutil.which("java") is None or profile.jcmd_beside(Path(shutil.which("java")).resolve()) is None,
                      "no java, or a runtime without jcmd")
     def test_a_jvm_writes_the_map_of_its_compiled_code_where_perf_looks(self):
         with tempfile.TemporaryDirectory() as tmp:
