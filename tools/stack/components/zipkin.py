@@ -41,6 +41,8 @@ class Zipkin(Component):
         maven_copy(self.ctx, self.name, ARTIFACT, self.cache_dir)
 
     def command(self) -> list[str]:
+        # C1 only (`TieredStopAtLevel=1`): with C2, Zipkin's JIT took 0.5 s of a 20/s minute and
+        # 80 MB more, to save some 15% of its CPU after (`bench-results/tracing-cost/`).
         return [java_bin(), f"-Xmx{HEAP}", "-Xms32m", "-XX:+UseSerialGC", "-Xss512k",
                 "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true", "-jar", str(self.jar),
                 # replaces the default port list (all interfaces): port, address and protocol together
